@@ -1,0 +1,186 @@
+"""Events as the caller writes them and as the log gives them back, and their checks.
+
+Everything here runs before a byte is written: a batch with one bad event is refused
+whole, with an error that names the event and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Limits
+from .errors import PayloadTooLarge, ValidationError
+
+# A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append. ``event_id`` makes a retry idempotent: send the same id again
+    and the log returns the original position instead of writing a duplicate."""
+
+    type: str
+    payload: Mapping[str, Any]
+    event_id: uuid.UUID | str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    schema_version: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored, upcast to the current schema version of its type."""
+
+    position: int
+    event_id: uuid.UUID
+    tenant: str
+    actor_id: str
+    session_id: str
+    version: int
+    type: str
+    schema_version: int
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where one appended event landed. ``duplicate`` is True when the event id was
+    already in the log with the same content (an idempotent retry)."""
+
+    event_id: uuid.UUID
+    position: int
+    version: int
+    recorded_at: datetime
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """A validated event, serialized once, ready for the append statement."""
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    payload_json: str
+    metadata_json: str
+    occurred_at: datetime
+    content_hash: bytes
+
+
+def message(role: str, content: str, *, name: str | None = None, **kw: Any) -> NewEvent:
+    """A chat message (user, assistant, system or tool)."""
+    payload: dict[str, Any] = {"role": role, "content": content}
+    if name is not None:
+        payload["name"] = name
+    return NewEvent("message", payload, **kw)
+
+
+def note(text: str, **kw: Any) -> NewEvent:
+    """A free note or observation about the actor."""
+    return NewEvent("note", {"text": text}, **kw)
+
+
+def tool_call(name: str, arguments: Mapping[str, Any], *, call_id: str, **kw: Any) -> NewEvent:
+    return NewEvent("tool_call", {"name": name, "arguments": dict(arguments), "call_id": call_id},
+                    **kw)
+
+
+def tool_result(call_id: str, content: str, *, name: str | None = None, is_error: bool = False,
+                **kw: Any) -> NewEvent:
+    payload: dict[str, Any] = {"call_id": call_id, "content": content, "is_error": is_error}
+    if name is not None:
+        payload["name"] = name
+    return NewEvent("tool_result", payload, **kw)
+
+
+def check_id(value: object, what: str, limits: Limits, index: int = 0) -> str:
+    """Tenant, actor and session ids: non-empty text, bounded, storable."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{what} must be a non-empty string", index=index, field=what)
+    if len(value) > limits.max_id_length:
+        raise ValidationError(
+            f"{what} is {len(value)} characters, over the limit of {limits.max_id_length}",
+            index=index, field=what)
+    if "\x00" in value:
+        raise ValidationError(f"{what} contains a NUL character", index=index, field=what)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what} contains a lone surrogate", index=index,
+                              field=what) from None
+    return value
+
+
+def canonical_json(value: Any, what: str, index: int) -> str:
+    """Serialize strictly: only JSON types, no NaN, no NUL, valid UTF-8. Sorted keys make
+    the text (and so the idempotency hash) independent of dict order."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"not JSON: {exc}", index=index, field=what) from None
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        raise ValidationError("text contains a NUL character (PostgreSQL cannot store it)",
+                              index=index, field=what)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("text contains a lone surrogate (not valid Unicode)",
+                              index=index, field=what) from None
+    return text
+
+
+def parse_event_id(value: uuid.UUID | str | None, index: int) -> uuid.UUID:
+    if value is None:
+        return uuid.uuid4()
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"event_id must be a UUID, got {value!r:.80}", index=index,
+                          field="event_id")
+
+
+def check_time(value: datetime | None, index: int) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if not isinstance(value, datetime):
+        raise ValidationError("occurred_at must be a datetime", index=index, field="occurred_at")
+    if value.tzinfo is None:
+        raise ValidationError("occurred_at must be timezone-aware (e.g. UTC)", index=index,
+                              field="occurred_at")
+    return value
+
+
+def content_hash(actor_id: str, event: PreparedEvent, *, explicit_time: bool) -> bytes:
+    """What makes two appends 'the same event' for idempotency. A defaulted occurred_at
+    (the time of the call) is left out, so a plain retry of the same event matches."""
+    h = hashlib.sha256()
+    when = event.occurred_at.isoformat() if explicit_time else ""
+    for part in (actor_id, event.type, str(event.schema_version), event.payload_json,
+                 event.metadata_json, when):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.digest()
+
+
+def check_size(payload_json: str, limits: Limits, index: int) -> None:
+    size = len(payload_json.encode("utf-8"))
+    if size > limits.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes, over the limit of {limits.max_payload_bytes}",
+            index=index, field="payload")

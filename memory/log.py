@@ -1,0 +1,249 @@
+"""The event log: append, read, subscribe. The only source of truth.
+
+This is the synchronous face; the statements and row handling it runs live in
+``memory.log_sql`` (read its docstring for why appends are serialised). Guarantees,
+each proven by tests/test_log_*.py against a real server:
+
+* append-only: UPDATE, DELETE and TRUNCATE of ``memory_events`` are refused by a trigger;
+* no gaps: a reader following positions never skips an event that commits late;
+* optimistic concurrency: a stale ``expected_version`` raises ConcurrencyError, writes nothing;
+* idempotency: re-sending an event id with the same content returns its first position;
+* atomic batches: every event of a batch is validated first; a failure writes none of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import log_sql
+from .config import Limits
+from .errors import ValidationError
+from .events import (
+    Appended,
+    NewEvent,
+    PreparedEvent,
+    RecordedEvent,
+    canonical_json,
+    check_id,
+    check_size,
+    check_time,
+    content_hash,
+    parse_event_id,
+)
+from .schemas import SchemaRegistry
+
+ANY: int | None = None
+"""``expected_version`` that accepts the session at any version."""
+NO_STREAM = 0
+"""``expected_version`` that requires the session not to exist yet."""
+
+
+class Log:
+    """The event log over one engine. Tenant, actor and session are explicit arguments;
+    :class:`memory.Store` binds a tenant and is the face most callers use."""
+
+    def __init__(self, engine: Engine, registry: SchemaRegistry | None = None,
+                 limits: Limits | None = None) -> None:
+        self.engine = engine
+        self.registry = registry or SchemaRegistry.default()
+        self.limits = limits or Limits()
+
+    # -- writing -------------------------------------------------------------------
+
+    def prepare(self, actor_id: str, events: Sequence[NewEvent]) -> list[PreparedEvent]:
+        """Validate and serialize a batch; raises on the first bad event, writes nothing."""
+        if isinstance(events, NewEvent):
+            events = [events]
+        if not events:
+            raise ValidationError("a batch needs at least one event", field="events")
+        if len(events) > self.limits.max_batch:
+            raise ValidationError(
+                f"a batch holds at most {self.limits.max_batch} events, got {len(events)}",
+                field="events")
+        prepared: list[PreparedEvent] = []
+        seen: set[Any] = set()
+        for i, ev in enumerate(events):
+            prepared.append(self._prepare_one(actor_id, ev, i))
+            if prepared[-1].event_id in seen:
+                raise ValidationError("the same event_id appears twice in the batch",
+                                      index=i, field="event_id")
+            seen.add(prepared[-1].event_id)
+        return prepared
+
+    def _prepare_one(self, actor_id: str, ev: NewEvent, i: int) -> PreparedEvent:
+        if not isinstance(ev, NewEvent):
+            raise ValidationError(f"expected a NewEvent, got {type(ev).__name__}", index=i)
+        version = ev.schema_version or self.registry.current_version(ev.type, i)
+        payload_json = canonical_json(ev.payload, "payload", i)
+        check_size(payload_json, self.limits, i)
+        self.registry.validate(ev.type, version, ev.payload, i)
+        metadata = ev.metadata if ev.metadata is not None else {}
+        if not isinstance(metadata, dict):
+            raise ValidationError("metadata must be a JSON object", index=i, field="metadata")
+        metadata_json = canonical_json(metadata, "metadata", i)
+        check_size(metadata_json, self.limits, i)
+        draft = PreparedEvent(event_id=parse_event_id(ev.event_id, i), type=ev.type,
+                              schema_version=version, payload_json=payload_json,
+                              metadata_json=metadata_json,
+                              occurred_at=check_time(ev.occurred_at, i), content_hash=b"")
+        return PreparedEvent(**{**draft.__dict__, "content_hash": content_hash(
+            actor_id, draft, explicit_time=ev.occurred_at is not None)})
+
+    def append(self, tenant: str, actor_id: str, session_id: str,
+               events: NewEvent | Sequence[NewEvent], *,
+               expected_version: int | None = ANY) -> list[Appended]:
+        """Append a batch to one session, atomically. Returns where each event landed."""
+        for value, what in ((tenant, "tenant"), (actor_id, "actor_id"),
+                            (session_id, "session_id")):
+            check_id(value, what, self.limits)
+        if expected_version is not None and (
+                not isinstance(expected_version, int) or expected_version < 0):
+            raise ValidationError("expected_version must be None (any), 0 (no stream) or "
+                                  "a positive version", field="expected_version")
+        prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
+        params = log_sql.append_params(tenant, actor_id, session_id, expected_version, prepared)
+        try:
+            with self.engine.begin() as conn:
+                rows = conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
+        except sa.exc.DBAPIError as exc:
+            typed = log_sql.translate(exc, session_id=session_id, expected=expected_version)
+            if typed is not None:
+                raise typed from None
+            raise
+        return log_sql.appended(rows)
+
+    # -- reading -------------------------------------------------------------------
+
+    def read_session(self, tenant: str, session_id: str, from_version: int = 1,
+                     limit: int | None = None) -> list[RecordedEvent]:
+        """A session's events in order, from ``from_version`` on."""
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                log_sql.READ_SESSION, (tenant, session_id, from_version, limit)).fetchall()
+        return [log_sql.to_recorded(r, self.registry) for r in rows]
+
+    def read(self, from_position: int = 0, *, tenant: str | None = None,
+             actor_id: str | None = None, batch_size: int = 1000) -> Iterator[RecordedEvent]:
+        """Events after ``from_position`` (exclusive) in log order, streamed in pages so
+        memory stays flat however long the log is."""
+        position = from_position
+        while True:
+            page = self.read_page(position, tenant=tenant, actor_id=actor_id, limit=batch_size)
+            yield from page
+            if len(page) < batch_size:
+                return
+            position = page[-1].position
+
+    def read_page(self, after: int, *, tenant: str | None = None, actor_id: str | None = None,
+                  limit: int = 1000, conn: sa.Connection | None = None) -> list[RecordedEvent]:
+        """One page of the log after position ``after``; optionally on the caller's
+        connection (a projection reads and writes in one transaction)."""
+        if actor_id is not None and tenant is None:
+            raise ValueError("reading by actor needs the tenant")
+        if actor_id is not None:
+            sql, params = log_sql.READ_ACTOR, (tenant, actor_id, after, limit)
+        elif tenant is not None:
+            sql, params = log_sql.READ_TENANT, (tenant, after, limit)
+        else:
+            sql, params = log_sql.READ_ALL, (after, limit)
+        if conn is not None:
+            rows = conn.exec_driver_sql(sql, params).fetchall()
+        else:
+            with self.engine.connect() as own:
+                rows = own.exec_driver_sql(sql, params).fetchall()
+        return [log_sql.to_recorded(r, self.registry) for r in rows]
+
+    def head(self, tenant: str | None = None) -> int:
+        """The highest position written (0 for an empty log)."""
+        with self.engine.connect() as conn:
+            if tenant is None:
+                return int(conn.exec_driver_sql(log_sql.HEAD).scalar_one())
+            return int(conn.exec_driver_sql(log_sql.HEAD_TENANT, (tenant,)).scalar_one())
+
+    def session_version(self, tenant: str, session_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql(log_sql.SESSION_VERSION,
+                                            (tenant, session_id)).scalar_one())
+
+    def subscribe(self, from_position: int = 0, *, tenant: str | None = None,
+                  poll_interval: float = 1.0, batch_size: int = 500) -> Subscription:
+        """Catch up from ``from_position``, then follow new events as they commit."""
+        return Subscription(self, from_position, tenant=tenant, poll_interval=poll_interval,
+                            batch_size=batch_size)
+
+
+class Subscription:
+    """Iterates the log forever: catch-up by pages, then wait for NOTIFY (a wake-up only;
+    every read goes by position, so a lost notification costs at most ``poll_interval``).
+
+    Use as a context manager; ``stop()`` (from any thread) ends the iteration.
+    """
+
+    def __init__(self, log: Log, from_position: int, *, tenant: str | None,
+                 poll_interval: float, batch_size: int) -> None:
+        self.log = log
+        self.position = from_position
+        self.tenant = tenant
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self._stopped = threading.Event()
+        self._listener: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        if self._listener is None:
+            url = self.log.engine.url.set(drivername="postgresql")
+            try:
+                self._listener = psycopg.connect(url.render_as_string(hide_password=False),
+                                                 autocommit=True)
+                self._listener.execute(f"LISTEN {log_sql.NOTIFY_CHANNEL}")
+            except psycopg.Error:
+                self._listener = None  # polling still works without the wake-up
+        return self._listener
+
+    def _wait(self) -> None:
+        listener = self._listen()
+        if listener is None:
+            self._stopped.wait(self.poll_interval)
+            return
+        try:
+            for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
+                pass
+        except psycopg.Error:
+            self._close_listener()
+            self._stopped.wait(self.poll_interval)
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __iter__(self) -> Iterator[RecordedEvent]:
+        try:
+            self._listen()  # listen before the first read, so no wake-up is missed
+            while not self._stopped.is_set():
+                page = self.log.read_page(self.position, tenant=self.tenant,
+                                          limit=self.batch_size)
+                for event in page:
+                    self.position = event.position
+                    yield event
+                    if self._stopped.is_set():
+                        return
+                if len(page) < self.batch_size:
+                    self._wait()
+        finally:
+            self._close_listener()

@@ -1,0 +1,142 @@
+"""The event log's SQL and the logic around it that does not touch a connection.
+
+This is the one place the log's statements live. The sync face (``memory.log``) and any
+async face run these same statements and call these same functions, so neither copies the
+other: a face only executes.
+
+Why appends are serialised (the no-gap guarantee)
+--------------------------------------------------
+Readers follow the log by position: "give me everything after N". With a plain sequence,
+two concurrent appends can take positions 10 and 11 and commit in the order 11, 10; a
+reader that saw 11 and moved its checkpoint past it would never see 10. ``memory_append``
+(alembic/versions/0001) therefore takes a transaction-level advisory lock before it draws
+positions and holds it until commit, so positions become visible in increasing order and a
+reader's checkpoint "everything up to the highest position I have seen" is always safe.
+The price is that appends (not reads) are serialised across the database. One append is one
+round trip (the function does lock, idempotency check, version check, insert and wake-up),
+so the lock is held only for the insert itself. We chose this over the transaction-id
+horizon (``pg_snapshot_xmin``) because that scheme orders readers by (xid, position),
+which makes "position" no longer the order readers see, and needs the xid assigned before
+the position to be safe; the lock keeps the contract one number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import (
+    AppendOnlyViolation,
+    ConcurrencyError,
+    Error,
+    IdempotencyConflict,
+    SessionOwnershipError,
+)
+from .events import Appended, PreparedEvent, RecordedEvent
+from .schemas import SchemaRegistry
+
+NOTIFY_CHANNEL = "memory_events"
+
+# SQLSTATEs raised by the functions and triggers of the migrations.
+SQLSTATE_CONCURRENCY = "MM001"
+SQLSTATE_IDEMPOTENCY = "MM002"
+SQLSTATE_OWNERSHIP = "MM003"
+SQLSTATE_APPEND_ONLY = "MM010"
+
+APPEND = """
+SELECT event_id, position, version, recorded_at, duplicate
+  FROM memory_append(%s, %s, %s, %s, %s::uuid[], %s::text[], %s::int[], %s::jsonb[],
+                     %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::timestamptz[])
+"""
+
+_COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
+       payload, payload_enc, key_id, metadata, occurred_at, recorded_at"""
+
+READ_SESSION = f"""
+SELECT {_COLUMNS} FROM memory_events
+ WHERE tenant = %s AND session_id = %s AND version >= %s
+ ORDER BY version LIMIT %s
+"""
+
+READ_ALL = f"""
+SELECT {_COLUMNS} FROM memory_events
+ WHERE position > %s
+ ORDER BY position LIMIT %s
+"""
+
+READ_TENANT = f"""
+SELECT {_COLUMNS} FROM memory_events
+ WHERE tenant = %s AND position > %s
+ ORDER BY position LIMIT %s
+"""
+
+READ_ACTOR = f"""
+SELECT {_COLUMNS} FROM memory_events
+ WHERE tenant = %s AND actor_id = %s AND position > %s
+ ORDER BY position LIMIT %s
+"""
+
+HEAD = "SELECT coalesce(max(position), 0) FROM memory_events"
+HEAD_TENANT = "SELECT coalesce(max(position), 0) FROM memory_events WHERE tenant = %s"
+SESSION_VERSION = """
+SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND session_id = %s
+"""
+
+
+def append_params(tenant: str, actor_id: str, session_id: str, expected: int | None,
+                  events: Sequence[PreparedEvent],
+                  sealed: Sequence[tuple[bytes, str] | None] | None = None) -> tuple[Any, ...]:
+    """Column arrays for ``memory_append``. ``sealed`` holds (ciphertext, key id) per event
+    when payloads are encrypted; the clear payload is then not sent at all."""
+    sealed = sealed or [None] * len(events)
+    return (
+        tenant, actor_id, session_id, expected,
+        [e.event_id for e in events],
+        [e.type for e in events],
+        [e.schema_version for e in events],
+        [None if s else e.payload_json for e, s in zip(events, sealed, strict=True)],
+        [s[0] if s else None for s in sealed],
+        [s[1] if s else None for s in sealed],
+        [e.metadata_json for e in events],
+        [e.content_hash for e in events],
+        [e.occurred_at for e in events],
+    )
+
+
+def appended(rows: Sequence[Sequence[Any]]) -> list[Appended]:
+    return [Appended(event_id=r[0], position=r[1], version=r[2], recorded_at=r[3],
+                     duplicate=r[4]) for r in rows]
+
+
+def to_recorded(row: Sequence[Any], registry: SchemaRegistry,
+                payload: dict[str, Any] | None = None) -> RecordedEvent:
+    """A stored row as the caller sees it, upcast. ``payload`` overrides the stored one
+    (the decrypted payload of a sealed event)."""
+    (position, event_id, tenant, actor_id, session_id, version, type_, schema_version,
+     stored, _enc, _key, metadata, occurred_at, recorded_at) = row
+    body = payload if payload is not None else (stored or {})
+    schema_version, body = registry.upcast(type_, schema_version, body)
+    return RecordedEvent(position=position, event_id=event_id, tenant=tenant,
+                         actor_id=actor_id, session_id=session_id, version=version, type=type_,
+                         schema_version=schema_version, payload=body, metadata=metadata or {},
+                         occurred_at=occurred_at, recorded_at=recorded_at)
+
+
+def translate(exc: BaseException, *, session_id: str = "", expected: int | None = None
+              ) -> Error | None:
+    """Turn a database error raised by our SQL into the library's typed error."""
+    orig = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    detail = getattr(diag, "message_detail", None) or ""
+    primary = getattr(diag, "message_primary", None) or str(orig)
+    if state == SQLSTATE_CONCURRENCY:
+        return ConcurrencyError(session_id, expected if expected is not None else -1,
+                                int(detail or -1))
+    if state == SQLSTATE_IDEMPOTENCY:
+        return IdempotencyConflict(detail)
+    if state == SQLSTATE_OWNERSHIP:
+        return SessionOwnershipError(primary)
+    if state == SQLSTATE_APPEND_ONLY:
+        return AppendOnlyViolation(primary)
+    return None

@@ -1,0 +1,81 @@
+"""The public face: open a store, append, read, subscribe (and, as they land, project and
+build context). A Store is bound to one tenant; ``store.for_tenant(t)`` gives another
+tenant's face over the same connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy.engine import Engine
+
+from . import db
+from .config import DEFAULT_TENANT, Limits
+from .events import Appended, NewEvent, RecordedEvent, check_id
+from .log import ANY, Log, Subscription
+from .schemas import SchemaRegistry
+
+
+class Store:
+    """A memory store on one PostgreSQL database, scoped to one tenant."""
+
+    def __init__(self, engine: Engine, *, tenant: str = DEFAULT_TENANT,
+                 registry: SchemaRegistry | None = None, limits: Limits | None = None,
+                 _owns_engine: bool = True) -> None:
+        self.limits = limits or Limits()
+        self.tenant = check_id(tenant, "tenant", self.limits)
+        self.engine = engine
+        self.log = Log(engine, registry, self.limits)
+        self._owns_engine = _owns_engine
+
+    @classmethod
+    def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
+             limits: Limits | None = None, migrate: bool = True) -> Store:
+        """Open the store at ``url``; with no URL, ``MEMORY_DATABASE_URL``; with neither,
+        the embedded server (started if needed). Migrations run unless ``migrate=False``."""
+        engine = db.make_engine(db.resolve_url(url), limits)
+        if migrate:
+            db.migrate(engine)
+        return cls(engine, tenant=tenant, limits=limits)
+
+    def for_tenant(self, tenant: str) -> Store:
+        """The same database seen as another tenant (connections are shared)."""
+        return Store(self.engine, tenant=tenant, registry=self.registry, limits=self.limits,
+                     _owns_engine=False)
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        return self.log.registry
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the log -------------------------------------------------------------------
+
+    def append(self, session_id: str, events: NewEvent | Sequence[NewEvent], *, actor: str,
+               expected_version: int | None = ANY) -> list[Appended]:
+        """Append one event or a batch to ``session_id`` (a session belongs to one actor)."""
+        return self.log.append(self.tenant, actor, session_id, events,
+                               expected_version=expected_version)
+
+    def read_session(self, session_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        return self.log.read_session(self.tenant, session_id, from_version)
+
+    def read(self, from_position: int = 0, *, actor: str | None = None
+             ) -> Iterator[RecordedEvent]:
+        """This tenant's events after ``from_position``, in log order."""
+        return self.log.read(from_position, tenant=self.tenant, actor_id=actor)
+
+    def subscribe(self, from_position: int = 0, *, poll_interval: float = 1.0) -> Subscription:
+        return self.log.subscribe(from_position, tenant=self.tenant,
+                                  poll_interval=poll_interval)
+
+    def head(self) -> int:
+        return self.log.head(self.tenant)

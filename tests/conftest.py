@@ -1,0 +1,87 @@
+"""One embedded PostgreSQL per test run; a fresh database per test, cloned from a migrated
+template (cloning takes milliseconds; migrating every test would take seconds)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import memory  # noqa: E402
+from memory import db, embedded  # noqa: E402
+
+TEMPLATE = "memory_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def memory_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The embedded server's home for this run; MEMORY_HOME points here so nothing the
+    tests run (the CLI included) touches the user's own data folder."""
+    home = tmp_path_factory.mktemp("memory-home")
+    previous = os.environ.get("MEMORY_HOME")
+    os.environ["MEMORY_HOME"] = str(home)
+    os.environ.pop("MEMORY_DATABASE_URL", None)
+    yield home
+    embedded.stop(home)
+    if previous is None:
+        os.environ.pop("MEMORY_HOME", None)
+    else:
+        os.environ["MEMORY_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def server_url(memory_home: Path) -> str:
+    """URL of the embedded server's maintenance database (over its Unix socket)."""
+    return embedded.start(memory_home)
+
+
+def _with_database(url: str, name: str) -> str:
+    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> str:
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {TEMPLATE}")
+    url = _with_database(server_url, TEMPLATE)
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    engine.dispose()
+    admin.dispose()
+    return url
+
+
+@pytest.fixture
+def database_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[memory.Store]:
+    with memory.Store.open(database_url, migrate=False) as s:
+        yield s
+
+
+@pytest.fixture
+def engine(store: memory.Store) -> sa.Engine:
+    return store.engine
