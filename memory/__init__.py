@@ -45,4 +45,4 @@ __all__ = [
     "tool_result",
 ]
 
-open = Store.open  # noqa: A001 - `memory.open(...)` reads naturally
+open = Store.open

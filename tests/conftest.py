@@ -14,8 +14,8 @@ import sqlalchemy as sa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import memory  # noqa: E402
-from memory import db, embedded  # noqa: E402
+import memory
+from memory import db, embedded
 
 TEMPLATE = "memory_template"
 _counter = itertools.count()

@@ -49,8 +49,8 @@ CREATE INDEX memory_events_actor_idx ON memory_events (tenant, actor_id, positio
 CREATE FUNCTION memory_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'memory_events is append-only: % is refused', TG_OP
-        USING ERRCODE = 'MM010',
-              HINT = 'History is never rewritten; forget data by destroying its key (Store.forget).';
+        USING ERRCODE = 'MM010', HINT = 'History is never rewritten;'
+              || ' forget data by destroying its key (Store.forget).';
 END $$;
 
 CREATE TRIGGER memory_events_append_only
