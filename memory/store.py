@@ -6,6 +6,7 @@ tenant's face over the same connections.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -14,6 +15,9 @@ from .config import DEFAULT_TENANT, Limits
 from .events import Appended, NewEvent, RecordedEvent, check_id
 from .log import ANY, Log, Subscription
 from .schemas import SchemaRegistry
+
+if TYPE_CHECKING:
+    from .projections import Projector, RunSummary
 
 
 class Store:
@@ -79,3 +83,19 @@ class Store:
 
     def head(self) -> int:
         return self.log.head(self.tenant)
+
+    # -- projections (memory/projections) --------------------------------------------
+
+    def projector(self, **options: Any) -> Projector:
+        """The projections of this store's database (every tenant: the runner follows the
+        whole log). Options go to :class:`memory.projections.Projector` (``embedder``,
+        ``summarizer``, ``batch_size``, ``progress``...)."""
+        from .projections import Projector
+
+        options.setdefault("progress", False)
+        return Projector(self.engine, log=self.log, **options)
+
+    def project(self, names: Sequence[str] | None = None, **options: Any) -> list[RunSummary]:
+        """Bring the projections (``chunks`` and ``summaries`` by default) up to the head
+        of the log; the first call builds them. Returns what each run did."""
+        return self.projector(**options).catch_up(names)

@@ -85,3 +85,11 @@ def store(database_url: str) -> Iterator[memory.Store]:
 @pytest.fixture
 def engine(store: memory.Store) -> sa.Engine:
     return store.engine
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The real default model (all-MiniLM-L6-v2, offline), loaded once per run."""
+    from memory.embedding import default_embedder
+
+    return default_embedder()

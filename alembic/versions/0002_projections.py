@@ -8,7 +8,26 @@ projection, built beside the live one and switched to atomically, so the chunks 
 summaries tables carry the generation in every key. The embedding column has no fixed
 dimension so generations embedded by different models can coexist; each generation
 gets its own partial HNSW index on ``embedding::vector(dim)``, created by the runner
-when the generation is created (memory/projections/runner.py).
+when the generation goes live (memory/projections/chunks.py, ``finalize``).
+
+Reading: select the live generation in the same statement as the rows, e.g.
+``WHERE generation = (SELECT generation FROM memory_projections WHERE name = 'chunks'
+AND status = 'live')`` (``memory.projections.live_generation_sql``); the switch to a new
+generation is one transaction, so a statement sees the old or the new one, never a mix.
+Projection names: ``chunks`` (memory_chunks) and ``summaries`` (memory_summaries).
+
+Chunks: ``role`` is the message role, ``'note'`` for notes, ``'tool'`` for tool results;
+``author`` is the message ``name`` (or the tool's name). The HNSW index of generation g is
+``memory_chunks_hnsw_g<g>`` on ``(embedding::vector(<dim>)) vector_cosine_ops WHERE
+generation = g``; the dimension is ``config->>'dim'`` of the generation's row.
+
+Summaries: one row per version of a session's rolling summary. ``covers_position`` is the
+log position of the last session event it covers, ``events_covered`` that event's session
+version (= number of session events covered). ``text`` is one sentence per line;
+``source_event_ids`` names the events the text was drawn from (for the extractive
+summarizer, line by line; for a plugged-in summarizer, every event that fed it,
+transitively). The summary as of position P: the row with the greatest
+``covers_position <= P``.
 """
 
 from alembic import op
@@ -70,9 +89,26 @@ CREATE TABLE memory_summaries (
         PRIMARY KEY (tenant, generation, session_id, covers_position)
 );
 CREATE INDEX memory_summaries_actor_idx ON memory_summaries (tenant, generation, actor_id);
+
+-- The summaries projection's bookkeeping: one row per session it has seen (what it has
+-- seen, and the session version its latest summary covers). Pending = not yet covered.
+CREATE TABLE memory_summary_state (
+    generation         integer     NOT NULL,
+    tenant             text        NOT NULL,
+    actor_id           text        NOT NULL,
+    session_id         text        NOT NULL,
+    last_position      bigint      NOT NULL,
+    last_version       integer     NOT NULL,
+    last_occurred_at   timestamptz NOT NULL,
+    summarized_version integer     NOT NULL DEFAULT 0,
+    CONSTRAINT memory_summary_state_pk PRIMARY KEY (tenant, generation, session_id)
+);
+CREATE INDEX memory_summary_state_pending_idx ON memory_summary_state (generation)
+    WHERE last_version > summarized_version;
 """
 
 DOWNGRADE = """
+DROP TABLE memory_summary_state;
 DROP TABLE memory_summaries;
 DROP TABLE memory_chunks;
 DROP TABLE memory_projections;
