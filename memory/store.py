@@ -17,7 +17,12 @@ from .log import ANY, Log, Subscription
 from .schemas import SchemaRegistry
 
 if TYPE_CHECKING:
+    from .embedding import Embedder
     from .projections import Projector, RunSummary
+    from .retrieval.context import Context
+    from .retrieval.ranking import Ranker
+    from .retrieval.settings import RetrievalSettings
+    from .retrieval.tokens import TokenCounter
 
 
 class Store:
@@ -99,3 +104,35 @@ class Store:
         """Bring the projections (``chunks`` and ``summaries`` by default) up to the head
         of the log; the first call builds them. Returns what each run did."""
         return self.projector(**options).catch_up(names)
+
+    # -- retrieval (memory/retrieval) ------------------------------------------------
+
+    def context(self, query: str, *, actor: str, session: str, budget: int,
+                settings: RetrievalSettings | None = None, as_of: int | None = None,
+                strong: bool = False, actors: Sequence[str] | None = None,
+                record: bool = False, counter: TokenCounter | None = None,
+                embedder: Embedder | None = None, ranker: Ranker | None = None) -> Context:
+        """What to put in front of the next model call for ``actor`` in ``session``: the
+        recent turns verbatim (read from the log, so what was just appended is there), the
+        session summary when older turns do not fit, and the memories most relevant to
+        ``query`` (this session's older part and the actor's earlier sessions), with their
+        sources, in at most ``budget`` tokens (see memory/retrieval/context.py).
+
+        ``actors`` adds other actors whose memories may be searched (never another
+        tenant's). ``strong`` catches the projections up first. ``as_of`` rebuilds the
+        context as it was when the log ended at that position. ``record`` appends a
+        ``context_assembled`` event that :meth:`replay_context` rebuilds exactly.
+        """
+        from .retrieval.context import build_context
+
+        return build_context(self, query, actor=actor, session=session, budget=budget,
+                             settings=settings, as_of=as_of, strong=strong, actors=actors,
+                             record=record, counter=counter, embedder=embedder,
+                             ranker=ranker)
+
+    def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
+        """Rebuild a recorded context (a ``context_assembled`` event) from the log;
+        ``.replay_matches`` says whether the messages are identical."""
+        from .retrieval.context import replay
+
+        return replay(self, event, **kw)

@@ -1,0 +1,384 @@
+"""Candidate search: the scope first, then vectors (pgvector, cosine) and full text.
+
+Everything here reads the projections (``memory_chunks``, ``memory_summaries``) or the log
+itself, always filtered by tenant, live generation, actor(s) and an upper bound on the
+event position (so a context can be rebuilt "as of" a position). Nothing here decides
+what is relevant: that is ``ranking.py``; nothing here decides what fits: ``context.py``.
+
+Exact or approximate
+--------------------
+A scope (the actors' chunks in one generation) with at most
+``settings.exact_search_max_chunks`` rows is searched exactly: the btree on
+``(tenant, generation, actor_id)`` finds the rows and every vector is compared (the query
+orders by ``embedding <=> q`` on the untyped column, which no HNSW index serves). Larger
+scopes order by ``embedding::vector(dim) <=> q``, the expression of the generation's
+partial HNSW index, with ``hnsw.iterative_scan`` so the graph walk continues until enough
+rows pass the scope filter; those results are re-sorted by exact distance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import sqlalchemy as sa
+
+from .. import log_sql
+from ..events import RecordedEvent
+from ..log import Log
+from .settings import RetrievalSettings
+
+CHUNKS_PROJECTION = "chunks"
+SUMMARIES_PROJECTION = "summaries"
+
+TURN_TYPES = ("message", "tool_call", "tool_result", "note")
+"""Event types shown as turns of a session (a ``context_assembled`` event is not)."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who a context is for. ``actors`` are the actors whose memories are searched: the
+    actor alone unless the caller asks for more. The tenant is never widened."""
+
+    tenant: str
+    actor: str
+    session: str
+    actors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    generation: int
+    position: int
+    config: dict[str, Any]
+
+    @property
+    def dim(self) -> int | None:
+        for key in ("dim", "embedding_dim", "dimension"):
+            if isinstance(self.config.get(key), int):
+                return int(self.config[key])
+        model = self.config.get("model") or self.config.get("embedder")
+        if isinstance(model, dict) and isinstance(model.get("dim"), int):
+            return int(model["dim"])
+        return None
+
+    @property
+    def model_name(self) -> str | None:
+        model = self.config.get("model") or self.config.get("embedder")
+        if isinstance(model, dict):
+            return model.get("name")
+        return model if isinstance(model, str) else self.config.get("model_name")
+
+
+@dataclass
+class Hit:
+    """One candidate chunk with the raw score parts each search gave it."""
+
+    event_position: int
+    chunk_index: int
+    event_id: UUID
+    session_id: str
+    actor_id: str
+    role: str | None
+    author: str | None
+    occurred_at: datetime
+    text: str
+    parts: dict[str, float] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.event_position, self.chunk_index)
+
+
+NeighbourLookup = Callable[[Sequence[Hit], int], dict[tuple[int, int], list[Hit]]]
+"""Given hits and a window w, the chunks of the w events before and after each hit in its
+session (keyed by the hit's key)."""
+
+
+# -- projections state ---------------------------------------------------------------------
+
+LIVE = """
+SELECT name, generation, position, config FROM memory_projections
+ WHERE status = 'live' AND name = ANY(%s)
+"""
+
+GENERATION = """
+SELECT name, generation, position, config FROM memory_projections
+ WHERE name = %s AND generation = %s
+"""
+
+
+def live_generations(conn: sa.Connection) -> dict[str, Generation]:
+    rows = conn.exec_driver_sql(LIVE, ([CHUNKS_PROJECTION, SUMMARIES_PROJECTION],)).fetchall()
+    return {r[0]: Generation(r[0], r[1], r[2], r[3] or {}) for r in rows}
+
+
+def generation(conn: sa.Connection, name: str, number: int) -> Generation | None:
+    row = conn.exec_driver_sql(GENERATION, (name, number)).fetchone()
+    return Generation(row[0], row[1], row[2], row[3] or {}) if row else None
+
+
+# -- the log: recent turns, read-your-writes -----------------------------------------------
+
+HEAD_TENANT = log_sql.HEAD_TENANT
+
+SESSION_TAIL = f"""
+SELECT {log_sql._COLUMNS} FROM memory_events
+ WHERE tenant = %s AND session_id = %s AND actor_id = %s AND position <= %s
+   AND version < %s AND type = ANY(%s)
+ ORDER BY version DESC LIMIT %s
+"""
+
+
+def session_tail(conn: sa.Connection, log: Log, scope: Scope, bound: int,
+                 before_version: int, limit: int) -> list[RecordedEvent]:
+    """The session's turn events at or before ``bound``, newest first, older than
+    ``before_version``: straight from the log, so an append is visible at once. Sealed
+    payloads are opened by the log (a forgotten one comes back empty)."""
+    rows = conn.exec_driver_sql(SESSION_TAIL, (
+        scope.tenant, scope.session, scope.actor, bound, before_version, list(TURN_TYPES),
+        limit)).fetchall()
+    opener = getattr(log, "_recorded", None)
+    if opener is not None:
+        return list(opener(conn, rows))
+    return [log_sql.to_recorded(r, log.registry) for r in rows]
+
+
+# -- summaries -----------------------------------------------------------------------------
+
+SUMMARY = """
+SELECT covers_position, events_covered, text, source_event_ids
+  FROM memory_summaries
+ WHERE tenant = %s AND generation = %s AND session_id = %s AND actor_id = %s
+   AND covers_position <= %s
+ ORDER BY covers_position DESC LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    covers_position: int
+    events_covered: int
+    text: str
+    source_event_ids: tuple[UUID, ...]
+
+
+def session_summary(conn: sa.Connection, scope: Scope, gen: Generation, bound: int
+                    ) -> SummaryRow | None:
+    """The newest summary version of the session that covers no event after ``bound``."""
+    row = conn.exec_driver_sql(SUMMARY, (scope.tenant, gen.generation, scope.session,
+                                         scope.actor, bound)).fetchone()
+    if row is None:
+        return None
+    return SummaryRow(row[0], row[1], row[2], tuple(row[3] or ()))
+
+
+# -- chunks --------------------------------------------------------------------------------
+
+_HIT_COLUMNS = """c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id,
+       c.role, c.author, c.occurred_at, c.text"""
+
+SCOPE_WHERE = """c.tenant = %(tenant)s AND c.generation = %(generation)s
+   AND c.actor_id = ANY(%(actors)s) AND c.event_position <= %(bound)s"""
+
+SCOPE_SIZE = f"""
+SELECT count(*) FROM (
+  SELECT 1 FROM memory_chunks c WHERE {SCOPE_WHERE} LIMIT %(cap)s) s
+"""
+
+VECTOR_EXACT = f"""
+SELECT {_HIT_COLUMNS}, (c.embedding <=> %(q)s::vector) AS distance
+  FROM memory_chunks c
+ WHERE {SCOPE_WHERE}
+ ORDER BY c.embedding <=> %(q)s::vector, c.event_position, c.chunk_index
+ LIMIT %(k)s
+"""
+
+# {dim} and {generation} are integers from memory_projections, never user input; they are
+# written into the statement so the planner can match the generation's partial HNSW index
+# (``memory_chunks_hnsw_g<g>``, see memory/projections/chunks.py) even in a generic plan.
+VECTOR_HNSW = """
+SELECT {cols}, (c.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS distance
+  FROM memory_chunks c
+ WHERE c.generation = {generation} AND {where}
+ ORDER BY c.embedding::vector({dim}) <=> %(q)s::vector({dim})
+ LIMIT %(k)s
+"""
+
+# The query's lexemes OR-ed (websearch/plainto would AND them, which a natural-language
+# question rarely satisfies), cast straight to tsquery so they are not stemmed twice.
+TEXT = f"""
+WITH q AS (
+  SELECT (SELECT string_agg(quote_literal(lex), ' | ')
+            FROM (SELECT lex FROM unnest(tsvector_to_array(
+                    to_tsvector(%(config)s::regconfig, %(query)s))) AS lex
+                  LIMIT %(max_terms)s) t)::tsquery AS tq
+)
+SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, q.tq) AS rank
+  FROM memory_chunks c, q
+ WHERE {SCOPE_WHERE} AND c.tsv @@ q.tq
+ ORDER BY rank DESC, c.event_position, c.chunk_index
+ LIMIT %(k)s
+"""
+
+NEIGHBOURS = f"""
+SELECT h.pos, h.idx, n.* FROM unnest(%(positions)s::bigint[], %(indexes)s::int[],
+                                     %(sessions)s::text[]) AS h(pos, idx, sess)
+CROSS JOIN LATERAL (
+  (SELECT {_HIT_COLUMNS} FROM memory_chunks c
+    WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+      AND c.actor_id = ANY(%(actors)s) AND c.session_id = h.sess
+      AND c.event_position < h.pos
+    ORDER BY c.event_position DESC, c.chunk_index DESC LIMIT %(w)s)
+  UNION ALL
+  (SELECT {_HIT_COLUMNS} FROM memory_chunks c
+    WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+      AND c.actor_id = ANY(%(actors)s) AND c.session_id = h.sess
+      AND c.event_position > h.pos AND c.event_position <= %(bound)s
+    ORDER BY c.event_position, c.chunk_index LIMIT %(w)s)
+) n
+"""
+
+EMBEDDINGS = """
+SELECT c.event_position, c.chunk_index, c.embedding FROM memory_chunks c
+ WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+   AND (c.event_position, c.chunk_index) IN (SELECT * FROM unnest(%(positions)s::bigint[],
+                                                                %(indexes)s::int[]))
+"""
+
+_SAFE_SETTING = re.compile(r"^[a-z_]+$")
+
+
+def _hit(row: Sequence[Any]) -> Hit:
+    return Hit(event_position=row[0], chunk_index=row[1], event_id=row[2], session_id=row[3],
+               actor_id=row[4], role=row[5], author=row[6], occurred_at=row[7], text=row[8])
+
+
+def vector_literal(vec: np.ndarray) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vec, dtype=np.float32)) + "]"
+
+
+class ChunkSearch:
+    """Searches one scope of one chunks generation on one connection, bounded by position.
+
+    ``plan`` tells which path the vector search took ("exact" or "hnsw") and the scope
+    size it saw (capped at the threshold + 1).
+    """
+
+    def __init__(self, conn: sa.Connection, scope: Scope, gen: Generation, bound: int,
+                 settings: RetrievalSettings) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.gen = gen
+        self.bound = bound
+        self.settings = settings
+        self.plan: dict[str, Any] = {}
+        self._params = {"tenant": scope.tenant, "generation": gen.generation,
+                        "actors": list(scope.actors), "bound": bound}
+
+    def scope_size(self) -> int:
+        """Chunks in scope, counted up to the exact-search threshold + 1 (cheap)."""
+        cap = self.settings.exact_search_max_chunks + 1
+        n = int(self.conn.exec_driver_sql(SCOPE_SIZE, {**self._params, "cap": cap})
+                .scalar_one())
+        self.plan["scope_size"] = n
+        return n
+
+    def vector(self, query_vec: np.ndarray, k: int | None = None,
+               exact: bool | None = None) -> list[Hit]:
+        k = k or self.settings.vector_candidates
+        params = {**self._params, "q": vector_literal(query_vec), "k": k}
+        if exact is None:
+            exact = (self.gen.dim is None
+                     or self.scope_size() <= self.settings.exact_search_max_chunks)
+        self.plan["vector"] = "exact" if exact else "hnsw"
+        if exact:
+            rows = self.conn.exec_driver_sql(VECTOR_EXACT, params).fetchall()
+        else:
+            s = self.settings
+            if not _SAFE_SETTING.match(s.hnsw_iterative_scan):
+                raise ValueError(f"bad hnsw_iterative_scan {s.hnsw_iterative_scan!r}")
+            self.conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {int(s.hnsw_ef_search)}")
+            self.conn.exec_driver_sql(
+                f"SET LOCAL hnsw.iterative_scan = {s.hnsw_iterative_scan}")
+            self.conn.exec_driver_sql(
+                f"SET LOCAL hnsw.max_scan_tuples = {int(s.hnsw_max_scan_tuples)}")
+            sql = VECTOR_HNSW.format(cols=_HIT_COLUMNS, dim=int(self.gen.dim or 0),
+                                     generation=int(self.gen.generation), where=SCOPE_WHERE)
+            rows = self.conn.exec_driver_sql(sql, params).fetchall()
+            self.conn.exec_driver_sql("RESET hnsw.iterative_scan")
+            rows = sorted(rows, key=lambda r: (r[9], r[0], r[1]))
+        hits = []
+        for rank, row in enumerate(rows, start=1):
+            h = _hit(row)
+            h.parts["vector_sim"] = 1.0 - float(row[9])
+            h.parts["vector_rank"] = float(rank)
+            hits.append(h)
+        return hits
+
+    def text(self, query: str, k: int | None = None) -> list[Hit]:
+        params = {**self._params, "query": query, "k": k or self.settings.text_candidates,
+                  "config": self.settings.text_search_config,
+                  "max_terms": self.settings.max_query_terms}
+        rows = self.conn.exec_driver_sql(TEXT, params).fetchall()
+        hits = []
+        for rank, row in enumerate(rows, start=1):
+            h = _hit(row)
+            h.parts["text_rank_cd"] = float(row[9])
+            h.parts["text_rank"] = float(rank)
+            hits.append(h)
+        return hits
+
+    def neighbours(self, hits: Sequence[Hit], window: int) -> dict[tuple[int, int], list[Hit]]:
+        """The chunks of the ``window`` turns before and after each hit, in its session."""
+        if not hits or window <= 0:
+            return {}
+        params = {**self._params, "w": window,
+                  "positions": [h.event_position for h in hits],
+                  "indexes": [h.chunk_index for h in hits],
+                  "sessions": [h.session_id for h in hits]}
+        out: dict[tuple[int, int], list[Hit]] = {h.key: [] for h in hits}
+        for row in self.conn.exec_driver_sql(NEIGHBOURS, params).fetchall():
+            out[(row[0], row[1])].append(_hit(row[2:]))
+        for lst in out.values():
+            lst.sort(key=lambda h: h.key)
+        return out
+
+    def embeddings(self, hits: Sequence[Hit]) -> None:
+        """Fill ``hit.embedding`` (for MMR) in one round trip."""
+        todo = [h for h in hits if h.embedding is None]
+        if not todo:
+            return
+        params = {"tenant": self.scope.tenant, "generation": self.gen.generation,
+                  "positions": [h.event_position for h in todo],
+                  "indexes": [h.chunk_index for h in todo]}
+        found = {}
+        for pos, idx, emb in self.conn.exec_driver_sql(EMBEDDINGS, params).fetchall():
+            found[(pos, idx)] = np.asarray(
+                emb if not isinstance(emb, str) else _parse_vector(emb), dtype=np.float32)
+        for h in todo:
+            h.embedding = found.get(h.key)
+
+
+def _parse_vector(text: str) -> list[float]:
+    return [float(x) for x in text.strip("[]").split(",") if x]
+
+
+def merge(*lists: Sequence[Hit]) -> list[Hit]:
+    """One hit per chunk, score parts of every search that found it merged, in a stable
+    order (first seen)."""
+    merged: dict[tuple[int, int], Hit] = {}
+    for hits in lists:
+        for h in hits:
+            if h.key in merged:
+                merged[h.key].parts.update(h.parts)
+            else:
+                merged[h.key] = h
+    return list(merged.values())

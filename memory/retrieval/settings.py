@@ -1,0 +1,97 @@
+"""Every knob of the retriever, in one frozen dataclass with documented defaults.
+
+The settings travel with a recorded context (``context_assembled`` event), so replay
+rebuilds a context with the exact knobs it was built with. Add a field here rather than a
+constant in the middle of the code; give it a default that keeps older recordings valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    # -- the budget, split between the parts of a context --------------------------------
+    recent_share: float = 0.5
+    """Share of the budget first given to the session's recent turns (newest first).
+    Whatever the summary and memories leave unused goes back to older turns."""
+    summary_max_share: float = 0.2
+    """Most of the budget the session summary may take (it is cut to fit, never over)."""
+    max_memories: int = 20
+    """Most relevant memories (chunks) shown."""
+    message_overhead_tokens: int = 4
+    """Tokens a chat API adds around each message (role markers, separators); about 3-4
+    for OpenAI chat formats. Counted for every rendered message."""
+    recent_page: int = 64
+    """Session events read from the log per page while filling the recent turns."""
+
+    # -- candidate search ------------------------------------------------------------------
+    vector_candidates: int = 50
+    """Top-k from the vector (cosine) search."""
+    text_candidates: int = 50
+    """Top-k from the full-text search."""
+    exact_search_max_chunks: int = 50_000
+    """A scope with at most this many chunks is searched exactly (scope first, then every
+    vector compared); larger scopes go through the HNSW index with iterative scans.
+    Measured by benchmarks/context.py (see benchmarks/RESULTS.md, "Context (issue 4)")."""
+    hnsw_ef_search: int = 100
+    """``hnsw.ef_search`` for large scopes (pgvector default is 40)."""
+    hnsw_iterative_scan: str = "relaxed_order"
+    """``hnsw.iterative_scan``: keep scanning the graph until enough rows pass the scope
+    filter (pgvector >= 0.8). Results are re-sorted exactly afterwards."""
+    hnsw_max_scan_tuples: int = 40_000
+    """``hnsw.max_scan_tuples``: bound on the graph tuples an iterative scan may visit."""
+    text_search_config: str = "english"
+    """Postgres text search configuration; must match the chunks' ``tsv`` column."""
+    max_query_terms: int = 64
+    """Distinct query lexemes OR-ed into the full-text query (a 10k-character query does
+    not become a 2,000-term query)."""
+
+    # -- ranking (memory/retrieval/ranking.py) ---------------------------------------------
+    fusion: str = "linear"
+    """``linear``: min-max normalised scores, weighted sum; ``rrf``: reciprocal rank fusion."""
+    vector_weight: float = 0.5
+    text_weight: float = 0.5
+    rrf_k: int = 60
+    """The constant of reciprocal rank fusion, 1 / (k + rank)."""
+    neighbour_window: int = 1
+    """Turns either side of a hit, in its session, that count as its neighbours."""
+    neighbour_share: float = 0.3
+    """Share of its best neighbour's fused score a hit receives (answers often sit in the
+    turn next to the best match). 0 turns it off."""
+    include_neighbours: bool = False
+    """Also pack the neighbour turns of each chosen memory (when they fit)."""
+    recency_half_life_days: float | None = None
+    """Recency weighting: a memory's score is multiplied by
+    ``1 - recency_weight + recency_weight * 0.5 ** (age_days / half_life)``. None = off."""
+    recency_weight: float = 0.2
+    mmr_lambda: float | None = None
+    """Maximal marginal relevance: ``lambda * relevance - (1 - lambda) * max similarity to
+    the memories already chosen``. None = off (ranking order kept)."""
+    min_score: float = 0.0
+    """Memories whose fused score is at or below this are not shown."""
+
+    # -- rendering ---------------------------------------------------------------------------
+    date_format: str = "%Y-%m-%d"
+    """How a memory's date (its event's ``occurred_at``, UTC) is written."""
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free room for experiments (a ranker may read its own knobs from here)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetrievalSettings:
+        """Settings from a recording; unknown keys are ignored, missing ones defaulted."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> RetrievalSettings:
+        return dataclasses.replace(self, **changes)
+
+
+DEFAULT_SETTINGS = RetrievalSettings()
