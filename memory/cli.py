@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("file", nargs="?", default="-", help="a .jsonl file, or - for stdin")
     add_store_options(app)
     app.set_defaults(func=_append)
+
+    from .projections.cli import add_commands as add_projection_commands
+
+    add_projection_commands(sub)
     return parser
 
 
