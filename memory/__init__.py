@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is internal.
 """
 
 from .config import Limits
+from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import (
     AppendOnlyViolation,
     ConcurrencyError,
@@ -17,6 +18,13 @@ from .errors import (
 )
 from .events import Appended, NewEvent, RecordedEvent, message, note, tool_call, tool_result
 from .log import ANY, NO_STREAM, Subscription
+from .projections import (
+    ExtractiveSummarizer,
+    ProjectionBusy,
+    ProjectionConfigMismatch,
+    Projector,
+    Summarizer,
+)
 from .schemas import SchemaRegistry
 from .store import Store
 
@@ -27,16 +35,23 @@ __all__ = [
     "Appended",
     "ConcurrencyError",
     "ConfigurationError",
+    "Embedder",
     "Error",
+    "ExtractiveSummarizer",
     "IdempotencyConflict",
     "Limits",
     "NewEvent",
     "PayloadTooLarge",
+    "ProjectionBusy",
+    "ProjectionConfigMismatch",
+    "Projector",
     "RecordedEvent",
     "SchemaRegistry",
+    "SentenceTransformerEmbedder",
     "SessionOwnershipError",
     "Store",
     "Subscription",
+    "Summarizer",
     "UnknownEventType",
     "ValidationError",
     "message",
