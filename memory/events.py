@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from .config import Limits
 from .errors import PayloadTooLarge, ValidationError
 
@@ -122,9 +124,37 @@ def check_id(value: object, what: str, limits: Limits, index: int = 0) -> str:
     return value
 
 
+# Datetimes and dataclasses are not JSON: orjson would turn them into strings, so they are
+# passed through to ``default`` (absent), which refuses them.
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def canonical_json(value: Any, what: str, index: int) -> str:
-    """Serialize strictly: only JSON types, no NaN, no NUL, valid UTF-8. Sorted keys make
-    the text (and so the idempotency hash) independent of dict order."""
+    """Serialize strictly: only JSON types, string keys, no NaN, no NUL, valid UTF-8. Sorted
+    keys make the text (and so the idempotency hash) independent of dict order.
+
+    The fast path is orjson, accepted only when the text parses back *equal* to the value:
+    orjson quietly writes NaN as null and UUIDs or enums as strings, and those fail the
+    comparison. Anything else takes the strict ``json.dumps`` path, which decides: it
+    refuses what is not JSON and names the problem. A given value always takes the same
+    path, so its text (and hash) is stable across retries.
+    """
+    try:
+        raw = orjson.dumps(value, option=_ORJSON)
+        if orjson.loads(raw) == value:
+            text = raw.decode("utf-8")
+            if "\\u0000" in text and _ESCAPED_NUL.search(text):
+                raise ValidationError("text contains a NUL character (PostgreSQL cannot "
+                                      "store it)", index=index, field=what)
+            return text
+    except orjson.JSONEncodeError as exc:
+        if "key must be str" in str(exc):
+            raise ValidationError("not JSON: object keys must be strings", index=index,
+                                  field=what) from None
+    return _strict_json(value, what, index)
+
+
+def _strict_json(value: Any, what: str, index: int) -> str:
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
@@ -169,18 +199,23 @@ def check_time(value: datetime | None, index: int) -> datetime:
 def content_hash(actor_id: str, event: PreparedEvent, *, explicit_time: bool) -> bytes:
     """What makes two appends 'the same event' for idempotency. A defaulted occurred_at
     (the time of the call) is left out, so a plain retry of the same event matches."""
-    h = hashlib.sha256()
-    when = event.occurred_at.isoformat() if explicit_time else ""
-    for part in (actor_id, event.type, str(event.schema_version), event.payload_json,
-                 event.metadata_json, when):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x1f")
-    return h.digest()
+    return hash_parts(actor_id, event.type, event.schema_version, event.payload_json,
+                      event.metadata_json, event.occurred_at if explicit_time else None)
 
 
-def check_size(payload_json: str, limits: Limits, index: int) -> None:
+def hash_parts(actor_id: str, type_: str, schema_version: int, payload_json: str,
+               metadata_json: str, occurred_at: datetime | None) -> bytes:
+    """:func:`content_hash` from its parts (the append path hashes before it builds the
+    :class:`PreparedEvent`, so it builds it once)."""
+    when = occurred_at.isoformat() if occurred_at is not None else ""
+    text = "\x1f".join((actor_id, type_, str(schema_version), payload_json, metadata_json,
+                         when))
+    return hashlib.sha256((text + "\x1f").encode("utf-8")).digest()
+
+
+def check_size(payload_json: str, limits: Limits, index: int, what: str = "payload") -> None:
     size = len(payload_json.encode("utf-8"))
     if size > limits.max_payload_bytes:
         raise PayloadTooLarge(
-            f"payload is {size} bytes, over the limit of {limits.max_payload_bytes}",
-            index=index, field="payload")
+            f"{what} is {size} bytes, over the limit of {limits.max_payload_bytes}",
+            index=index, field=what)

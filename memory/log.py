@@ -14,6 +14,7 @@ each proven by tests/test_log_*.py against a real server:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ from .events import (
     check_id,
     check_size,
     check_time,
-    content_hash,
+    hash_parts,
     parse_event_id,
 )
 from .schemas import SchemaRegistry
@@ -53,6 +54,7 @@ class Log:
         self.engine = engine
         self.registry = registry or SchemaRegistry.default()
         self.limits = limits or Limits()
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- writing -------------------------------------------------------------------
 
@@ -79,6 +81,10 @@ class Log:
     def _prepare_one(self, actor_id: str, ev: NewEvent, i: int) -> PreparedEvent:
         if not isinstance(ev, NewEvent):
             raise ValidationError(f"expected a NewEvent, got {type(ev).__name__}", index=i)
+        if ev.schema_version is not None and (
+                type(ev.schema_version) is not int or ev.schema_version < 1):
+            raise ValidationError("schema_version must be a positive integer (or None for "
+                                  "the current one)", index=i, field="schema_version")
         version = ev.schema_version or self.registry.current_version(ev.type, i)
         payload_json = canonical_json(ev.payload, "payload", i)
         check_size(payload_json, self.limits, i)
@@ -86,14 +92,14 @@ class Log:
         metadata = ev.metadata if ev.metadata is not None else {}
         if not isinstance(metadata, dict):
             raise ValidationError("metadata must be a JSON object", index=i, field="metadata")
-        metadata_json = canonical_json(metadata, "metadata", i)
-        check_size(metadata_json, self.limits, i)
-        draft = PreparedEvent(event_id=parse_event_id(ev.event_id, i), type=ev.type,
-                              schema_version=version, payload_json=payload_json,
-                              metadata_json=metadata_json,
-                              occurred_at=check_time(ev.occurred_at, i), content_hash=b"")
-        return PreparedEvent(**{**draft.__dict__, "content_hash": content_hash(
-            actor_id, draft, explicit_time=ev.occurred_at is not None)})
+        metadata_json = canonical_json(metadata, "metadata", i) if metadata else "{}"
+        check_size(metadata_json, self.limits, i, "metadata")
+        occurred_at = check_time(ev.occurred_at, i)
+        return PreparedEvent(
+            event_id=parse_event_id(ev.event_id, i), type=ev.type, schema_version=version,
+            payload_json=payload_json, metadata_json=metadata_json, occurred_at=occurred_at,
+            content_hash=hash_parts(actor_id, ev.type, version, payload_json, metadata_json,
+                                    ev.occurred_at))
 
     def append(self, tenant: str, actor_id: str, session_id: str,
                events: NewEvent | Sequence[NewEvent], *,
@@ -109,7 +115,9 @@ class Log:
         prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
         params = log_sql.append_params(tenant, actor_id, session_id, expected_version, prepared)
         try:
-            with self.engine.begin() as conn:
+            # One statement in autocommit: the function's work and the commit are a single
+            # round trip, and the append lock is held no longer than that statement.
+            with self._autocommit.connect() as conn:
                 rows = conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
         except sa.exc.DBAPIError as exc:
             typed = log_sql.translate(exc, session_id=session_id, expected=expected_version)
@@ -215,14 +223,24 @@ class Subscription:
                 self._listener = None  # polling still works without the wake-up
         return self._listener
 
+    # How long one wait for a notification lasts before ``stop()`` is looked at again.
+    STOP_CHECK_INTERVAL = 0.25
+
     def _wait(self) -> None:
+        """Until a notification, ``poll_interval`` or ``stop()``, whichever comes first."""
         listener = self._listen()
         if listener is None:
             self._stopped.wait(self.poll_interval)
             return
+        deadline = time.monotonic() + self.poll_interval
         try:
-            for _ in listener.notifies(timeout=self.poll_interval, stop_after=1):
-                pass
+            while not self._stopped.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                for _ in listener.notifies(timeout=min(left, self.STOP_CHECK_INTERVAL),
+                                           stop_after=1):
+                    return
         except psycopg.Error:
             self._close_listener()
             self._stopped.wait(self.poll_interval)

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from .errors import (
     AppendOnlyViolation,
     ConcurrencyError,
@@ -43,10 +45,25 @@ SQLSTATE_IDEMPOTENCY = "MM002"
 SQLSTATE_OWNERSHIP = "MM003"
 SQLSTATE_APPEND_ONLY = "MM010"
 
+# The batch travels as one JSON document (one row per event: id, type, schema version,
+# payload, metadata, content hash in hex, occurred_at) and is unpacked into the function's
+# arrays on the server. Building Postgres array literals of 1,000 escaped JSON payloads in
+# Python cost several times more than the insert itself; one orjson document costs ~1 ms.
 APPEND = """
+WITH batch AS (
+    SELECT b.e, b.n FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS b(e, n)
+)
 SELECT event_id, position, version, recorded_at, duplicate
-  FROM memory_append(%s, %s, %s, %s, %s::uuid[], %s::text[], %s::int[], %s::jsonb[],
-                     %s::bytea[], %s::text[], %s::jsonb[], %s::bytea[], %s::timestamptz[])
+  FROM memory_append(
+       %s, %s, %s, %s,
+       ARRAY(SELECT (e->>0)::uuid FROM batch ORDER BY n),
+       ARRAY(SELECT e->>1 FROM batch ORDER BY n),
+       ARRAY(SELECT (e->>2)::int FROM batch ORDER BY n),
+       ARRAY(SELECT nullif(e->3, 'null') FROM batch ORDER BY n),
+       %s::bytea[], %s::text[],
+       ARRAY(SELECT e->4 FROM batch ORDER BY n),
+       ARRAY(SELECT decode(e->>5, 'hex') FROM batch ORDER BY n),
+       ARRAY(SELECT (e->>6)::timestamptz FROM batch ORDER BY n))
 """
 
 _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
@@ -86,21 +103,23 @@ SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND sessio
 def append_params(tenant: str, actor_id: str, session_id: str, expected: int | None,
                   events: Sequence[PreparedEvent],
                   sealed: Sequence[tuple[bytes, str] | None] | None = None) -> tuple[Any, ...]:
-    """Column arrays for ``memory_append``. ``sealed`` holds (ciphertext, key id) per event
-    when payloads are encrypted; the clear payload is then not sent at all."""
+    """Parameters of :data:`APPEND`: the per-event columns in one JSON document, then the
+    sealed payloads and key ids as arrays. ``sealed`` holds (ciphertext, key id) per event
+    when payloads are encrypted; the clear payload is then not sent at all (JSON null)."""
     sealed = sealed or [None] * len(events)
+    batch = orjson.dumps([
+        (e.event_id, e.type, e.schema_version,
+         _NULL if s else orjson.Fragment(e.payload_json), orjson.Fragment(e.metadata_json),
+         e.content_hash.hex(), e.occurred_at)
+        for e, s in zip(events, sealed, strict=True)])
     return (
-        tenant, actor_id, session_id, expected,
-        [e.event_id for e in events],
-        [e.type for e in events],
-        [e.schema_version for e in events],
-        [None if s else e.payload_json for e, s in zip(events, sealed, strict=True)],
+        batch.decode("utf-8"), tenant, actor_id, session_id, expected,
         [s[0] if s else None for s in sealed],
         [s[1] if s else None for s in sealed],
-        [e.metadata_json for e in events],
-        [e.content_hash for e in events],
-        [e.occurred_at for e in events],
     )
+
+
+_NULL = orjson.Fragment(b"null")
 
 
 def appended(rows: Sequence[Sequence[Any]]) -> list[Appended]:

@@ -56,6 +56,9 @@ END $$;
 CREATE TRIGGER memory_events_append_only
     BEFORE UPDATE OR DELETE OR TRUNCATE ON memory_events
     FOR EACH STATEMENT EXECUTE FUNCTION memory_events_refuse_change();
+-- ALWAYS: the guard also fires under session_replication_role = replica, which would
+-- otherwise silence ordinary triggers.
+ALTER TABLE memory_events ENABLE ALWAYS TRIGGER memory_events_append_only;
 
 -- One round trip per append: lock, idempotency, expected version, insert, wake-up.
 CREATE FUNCTION memory_append(
@@ -84,11 +87,18 @@ BEGIN
         -- A re-sent batch is a no-op only if it is the same batch, event for event.
         SELECT i.id INTO v_bad
           FROM unnest(p_ids, p_hashes) AS i(id, h)
-          LEFT JOIN memory_events e ON e.tenant = p_tenant AND e.event_id = i.id
-         WHERE e.event_id IS NULL OR e.content_hash <> i.h OR e.session_id <> p_session
+          JOIN memory_events e ON e.tenant = p_tenant AND e.event_id = i.id
+         WHERE e.content_hash <> i.h OR e.session_id <> p_session
          LIMIT 1;
         IF v_bad IS NOT NULL THEN
             RAISE EXCEPTION 'event id % was already used for other content', v_bad
+                USING ERRCODE = 'MM002', DETAIL = v_bad::text;
+        END IF;
+        IF v_found < v_n THEN
+            -- Some of the batch is in the log, some is not: it is not a retry of one append.
+            SELECT e.event_id INTO v_bad FROM memory_events e
+             WHERE e.tenant = p_tenant AND e.event_id = ANY (p_ids) LIMIT 1;
+            RAISE EXCEPTION 'event id % was already appended in another batch', v_bad
                 USING ERRCODE = 'MM002', DETAIL = v_bad::text;
         END IF;
         RETURN QUERY

@@ -1,0 +1,404 @@
+"""Append throughput of the event log, against raw INSERTs (the physical limit), and a
+follower's lag behind concurrent writers. A script, not a timed test.
+
+    .venv/bin/python benchmarks/append.py [--out results.json] [--duration 2] [--rounds 3]
+
+Shapes: single events (one per transaction) and batches of 100 and 1,000, each with 1 and
+4 concurrent writers (threads, each on its own connection and its own session). The library
+path is ``Store.append`` with validation on (JSON Schema, size, NUL/surrogate checks,
+idempotency hash, expected-version logic, append lock, NOTIFY). The raw path is psycopg
+INSERTs into an equivalent table created in the same database (same columns and indexes, a
+jsonb payload; no validation, no lock): one autocommit INSERT per event for single events,
+``executemany`` inside one transaction per batch otherwise. Library and raw runs alternate
+for ``--rounds`` rounds and the median of each is reported, so a noisy neighbour on a shared
+machine hits both sides alike.
+
+The follower: ``Store.subscribe`` tails the log while 4 writers append single events as fast
+as they can; the lag of an event is the time from its writer's commit acknowledgement to its
+delivery by the subscription (same clock, same process).
+
+With no ``MEMORY_DATABASE_URL`` the script starts its own embedded server in a temporary
+``MEMORY_HOME`` and stops it at the end. With ``MEMORY_DATABASE_URL`` it creates a scratch
+database on that server (the role needs CREATEDB) and drops it afterwards: appended events
+cannot be deleted, so the benchmark never writes into a database that matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.types.json import Jsonb
+
+import memory
+from memory import db, embedded
+
+SHAPES = [(1, 1), (1, 4), (100, 1), (100, 4), (1000, 1), (1000, 4)]
+TARGETS = {1: 0.7, 1000: 0.6}
+LAG_TARGET_P95_MS = 100.0
+
+RAW_DDL = """
+CREATE TABLE bench_raw_events (
+    position       bigserial   NOT NULL,
+    event_id       uuid        NOT NULL,
+    tenant         text        NOT NULL,
+    actor_id       text        NOT NULL,
+    session_id     text        NOT NULL,
+    version        integer     NOT NULL CHECK (version > 0),
+    type           text        NOT NULL,
+    schema_version integer     NOT NULL CHECK (schema_version > 0),
+    payload        jsonb,
+    payload_enc    bytea,
+    key_id         text,
+    metadata       jsonb       NOT NULL DEFAULT '{}',
+    content_hash   bytea       NOT NULL,
+    occurred_at    timestamptz NOT NULL,
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, position),
+    UNIQUE (tenant, event_id),
+    UNIQUE (tenant, session_id, version)
+);
+CREATE INDEX ON bench_raw_events (position);
+CREATE INDEX ON bench_raw_events (tenant, actor_id, position);
+"""
+
+RAW_INSERT = """
+INSERT INTO bench_raw_events (event_id, tenant, actor_id, session_id, version, type,
+                              schema_version, payload, metadata, content_hash, occurred_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+"""
+
+TEXT = ("the quick brown fox jumps over a lazy dog while we talk about tea, trains, "
+        "Lisbon in May, the budget review and whether the tests pass on two cores")
+WORDS = TEXT.split()
+
+
+def payloads(n: int = 997) -> list[dict[str, Any]]:
+    """Chat turns of realistic size (~100-250 bytes of JSON), varied."""
+    out = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(12 + i % 25)]
+        out.append({"role": "user" if i % 2 else "assistant",
+                    "content": f"turn {i}: " + " ".join(words)})
+    return out
+
+
+# -- the two ways of writing ------------------------------------------------------------
+
+
+class LibraryWriter:
+    def __init__(self, store: memory.Store, name: str, batch: int,
+                 pool: list[dict[str, Any]], actor: str = "bench") -> None:
+        self.store, self.session, self.batch, self.pool = store, name, batch, pool
+        self.i = 0
+        self.actor = actor
+
+    def write(self) -> int:
+        n, pool, i = self.batch, self.pool, self.i
+        events = [memory.NewEvent("message", pool[(i + k) % len(pool)]) for k in range(n)]
+        self.i += n
+        self.store.append(self.session, events, actor=self.actor)
+        return n
+
+    def close(self) -> None:
+        pass
+
+
+class RawWriter:
+    def __init__(self, url: str, name: str, batch: int, pool: list[dict[str, Any]]) -> None:
+        self.conn = psycopg.connect(url, autocommit=batch == 1)
+        self.session, self.batch, self.pool = name, batch, pool
+        self.version = 0
+        self.hash = bytes(32)
+
+    def _row(self, k: int) -> tuple[Any, ...]:
+        self.version += 1
+        return (uuid.uuid4(), "bench", "bench", self.session, self.version, "message", 2,
+                Jsonb(self.pool[self.version % len(self.pool)]), Jsonb({}), self.hash,
+                dt.datetime.now(dt.UTC))
+
+    def write(self) -> int:
+        if self.batch == 1:
+            self.conn.execute(RAW_INSERT, self._row(0))
+            return 1
+        rows = [self._row(k) for k in range(self.batch)]
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(RAW_INSERT, rows)
+        return self.batch
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def run(make: Callable[[int], Any], writers: int, duration: float) -> float:
+    """Events per second for ``writers`` threads writing for ``duration`` seconds."""
+    ws = [make(i) for i in range(writers)]
+    for w in ws:  # warm up: connections open, statements prepared
+        for _ in range(6 if w.batch == 1 else 1):
+            w.write()
+    counts = [0] * writers
+    barrier = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def loop(k: int) -> None:
+        try:
+            barrier.wait()
+            deadline = time.perf_counter() + duration
+            while time.perf_counter() < deadline:
+                counts[k] += ws[k].write()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    for w in ws:
+        w.close()
+    if errors:
+        raise errors[0]
+    return sum(counts) / elapsed
+
+
+# -- the follower -----------------------------------------------------------------------
+
+
+def follower_lag(store: memory.Store, duration: float) -> dict[str, Any]:
+    pool = payloads()
+    acked: dict[uuid.UUID, float] = {}
+    delivered: dict[uuid.UUID, float] = {}
+    sub = store.subscribe(store.head(), poll_interval=1.0)
+    ready = threading.Event()
+
+    def follow() -> None:
+        it = iter(sub)
+        ready.set()
+        for event in it:
+            delivered[event.event_id] = time.perf_counter()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    ready.wait()
+    time.sleep(0.2)  # the subscription is listening and caught up
+
+    def write(k: int) -> None:
+        deadline = time.perf_counter() + duration
+        i = 0
+        while time.perf_counter() < deadline:
+            out = store.append(f"lag-{k}", memory.NewEvent("message", pool[i % len(pool)]),
+                               actor="bench")
+            acked[out[0].event_id] = time.perf_counter()
+            i += 1
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    deadline = time.perf_counter() + 10
+    while len(delivered.keys() & acked.keys()) < len(acked) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    sub.stop()
+    follower.join()
+    lags = sorted((delivered[e] - t) * 1000 for e, t in acked.items() if e in delivered)
+    missing = len(acked) - len(lags)
+
+    def pct(p: float) -> float:
+        return lags[min(len(lags) - 1, int(p * len(lags)))]
+
+    return {"events": len(acked), "writers": 4, "missing": missing,
+            "events_per_s": len(acked) / duration,
+            "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": lags[-1]}
+
+
+# -- encryption on vs off (issue 6) -------------------------------------------------------
+
+ENCRYPTION_SHAPES = [(1, 1), (100, 1), (1000, 1), (1, 4)]
+ENCRYPTION_TARGET = 0.85  # encryption may cost at most 15% of append throughput
+
+
+def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
+                         rounds: int, read_events: int = 20_000) -> dict[str, Any]:
+    """``Store.append`` with payloads sealed (the default) against the same with
+    ``encrypt=False``, runs alternating, medians reported; then reading the log back
+    (``Store.read`` of one actor: opening every sealed payload) both ways."""
+    stores = {True: memory.Store.open(url, migrate=False, encrypt=True),
+              False: memory.Store.open(url, migrate=False, encrypt=False)}
+    shapes = []
+    print(f"{'batch':>6} {'writers':>7} {'sealed ev/s':>12} {'clear ev/s':>11} {'ratio':>6}")
+    for batch, writers in ENCRYPTION_SHAPES:
+        runs: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(rounds):
+            for enc in (False, True) if r % 2 == 0 else (True, False):
+                tag = f"enc{int(enc)}-{batch}-{writers}-{r}"
+                runs[enc].append(run(lambda k, b=batch, t=tag, e=enc: LibraryWriter(
+                    stores[e], f"{t}-{k}", b, pool, actor=t), writers, duration))
+        on, off = statistics.median(runs[True]), statistics.median(runs[False])
+        shapes.append({"batch": batch, "writers": writers, "sealed_per_s": round(on, 1),
+                       "clear_per_s": round(off, 1), "ratio": round(on / off, 3),
+                       "runs": {"sealed": [round(x, 1) for x in runs[True]],
+                                "clear": [round(x, 1) for x in runs[False]]}})
+        print(f"{batch:>6} {writers:>7} {on:>12,.0f} {off:>11,.0f} {on / off:>6.2f}",
+              flush=True)
+    reads: dict[bool, list[float]] = {True: [], False: []}
+    for enc, store in stores.items():
+        for i in range(0, read_events, 1000):
+            store.append(f"read-{int(enc)}-{i}", [memory.NewEvent("message", pool[k % 997])
+                                                  for k in range(i, i + 1000)],
+                         actor=f"reader-{int(enc)}")
+    for r in range(rounds):
+        for enc in (False, True) if r % 2 == 0 else (True, False):
+            start = time.perf_counter()
+            n = sum(1 for _ in stores[enc].read(actor=f"reader-{int(enc)}"))
+            reads[enc].append(n / (time.perf_counter() - start))
+    read_on, read_off = statistics.median(reads[True]), statistics.median(reads[False])
+    print(f"read {read_events} events: sealed {read_on:,.0f} ev/s, clear {read_off:,.0f} "
+          f"ev/s, ratio {read_on / read_off:.2f}", flush=True)
+    for store in stores.values():
+        store.close()
+    return {"target_ratio": ENCRYPTION_TARGET, "append": shapes,
+            "read": {"events": read_events, "sealed_per_s": round(read_on, 1),
+                     "clear_per_s": round(read_off, 1), "ratio": round(read_on / read_off, 3),
+                     "runs": {"sealed": [round(x, 1) for x in reads[True]],
+                              "clear": [round(x, 1) for x in reads[False]]}}}
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "loadavg_at_start": os.getloadavg()}
+
+
+def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
+    name = f"memory_bench_{os.getpid()}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+    url = sa.engine.make_url(server_url).set(database=name)
+    return url.render_as_string(hide_password=False), drop
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
+    ap.add_argument("--lag-duration", type=float, default=5.0)
+    ap.add_argument("--encryption", action="store_true",
+                    help="only compare appends and reads with encryption on and off")
+    args = ap.parse_args(argv)
+
+    home = None
+    if not os.environ.get("MEMORY_DATABASE_URL"):
+        home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+        server_url = embedded.start(home)
+        os.environ.setdefault("MEMORY_MASTER_KEY_FILE", str(home / "master.key"))
+    else:
+        server_url = db.resolve_url(None)
+    url, drop = scratch_database(server_url)
+    raw_url = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    info = machine()
+    try:
+        store = memory.Store.open(url)
+        with psycopg.connect(raw_url, autocommit=True) as conn:
+            conn.execute(RAW_DDL)
+            settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
+                        for k in ("server_version", "fsync", "synchronous_commit",
+                                  "wal_sync_method", "shared_buffers")}
+        info["postgres"] = settings
+        print(f"# append benchmark  {info['date']}  nproc={info['nproc']}  {info['cpu']}")
+        print(f"# postgres {settings}")
+        pool = payloads()
+        if args.encryption:
+            enc = encryption_benchmark(url, pool, args.duration, args.rounds)
+            info["loadavg_at_end"] = os.getloadavg()
+            if args.out:
+                args.out.write_text(json.dumps({"machine": info, "duration_s": args.duration,
+                                                "rounds": args.rounds, "encryption": enc},
+                                               indent=2) + "\n")
+                print(f"wrote {args.out}")
+            store.close()
+            return 0
+        results: list[dict[str, Any]] = []
+        header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
+                  f"{'ratio':>6} {'target':>6}")
+        print(header)
+        for batch, writers in SHAPES:
+            lib_runs, raw_runs = [], []
+            for r in range(args.rounds):
+                tag = f"{batch}-{writers}-{r}"
+                raw_runs.append(run(lambda k, b=batch, t=tag: RawWriter(
+                    raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
+                lib_runs.append(run(lambda k, b=batch, t=tag: LibraryWriter(
+                    store, f"lib-{t}-{k}", b, pool), writers, args.duration))
+            lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
+            target = TARGETS.get(batch)
+            row = {"batch": batch, "writers": writers, "events_per_s": round(lib, 1),
+                   "raw_per_s": round(raw, 1), "ratio": round(lib / raw, 3),
+                   "target_ratio": target,
+                   "runs": {"library": [round(x, 1) for x in lib_runs],
+                            "raw": [round(x, 1) for x in raw_runs]}}
+            results.append(row)
+            print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
+                  f"{'' if target is None else f'>={target}':>6}", flush=True)
+        lag = follower_lag(store, args.lag_duration)
+        print(f"follower behind 4 writers: {lag['events']} events "
+              f"({lag['events_per_s']:,.0f}/s), lag p50 {lag['p50_ms']:.1f} ms, "
+              f"p95 {lag['p95_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, "
+              f"max {lag['max_ms']:.1f} ms, missing {lag['missing']}"
+              f"  (target p95 < {LAG_TARGET_P95_MS:.0f} ms)")
+        store.close()
+        info["loadavg_at_end"] = os.getloadavg()
+        out = {"machine": info, "duration_s": args.duration, "rounds": args.rounds,
+               "shapes": results, "follower_lag": lag}
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=2) + "\n")
+            print(f"wrote {args.out}")
+    finally:
+        drop()
+        if home is not None:
+            embedded.stop(home)
+            shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Helpers shared by the event-log tests (tests/test_log_*.py)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+import memory
+
+TEMPLATE = "memory_template"  # made by conftest.template_url
+_counter = itertools.count()
+
+
+def psycopg_url(url: str) -> str:
+    """A SQLAlchemy URL as libpq/psycopg takes it."""
+    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+
+@contextmanager
+def shared_store(server_url: str, template_url: str, tag: str) -> Iterator[memory.Store]:
+    """One migrated database for a whole module of tests that never write (every call in
+    them is refused), so each case does not pay for a database of its own."""
+    assert template_url
+    name = f"test_{tag}_{os.getpid()}_{next(_counter)}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
+        hide_password=False)
+    try:
+        with memory.Store.open(url, migrate=False) as store:
+            yield store
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
