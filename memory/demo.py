@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from .events import message, note
 
@@ -78,4 +79,25 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  #{e.position:<4} v{e.version} {stamp} {e.payload['role']:>9}: "
                       f"{e.payload['content']}")
         print(f"\nlog head: position {store.head()}")
+        show_projections(store)
+        show_contexts(store)
     return 0
+
+
+def show_projections(store: Any) -> None:
+    print("\n== projections (chunks with embeddings and full text, session summaries)")
+    for run in store.project():
+        print(f"  {run.name}: generation {run.generation}, {run.events} new events, "
+              f"{run.rows} rows written, at position {run.position}")
+
+
+def show_contexts(store: Any) -> None:
+    """The context the next model call would get, asked from the newest session."""
+    for question in QUESTIONS:
+        ctx = store.context(question, actor=ACTOR, session="packing", budget=260)
+        print(f"\n== context for {question!r}: {ctx.tokens}/{ctx.budget} tokens")
+        for turn in ctx.turns:
+            print(f"  recent  #{turn.position:<4} {turn.role}: {turn.content}")
+        for mem in sorted(ctx.memories, key=lambda m: m.rank)[:3]:
+            print(f"  memory  #{mem.position:<4} [{mem.occurred_at:%Y-%m-%d}, {mem.session_id}, "
+                  f"score {mem.score:.2f}] {mem.text}")
