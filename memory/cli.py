@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .projections.cli import add_commands as add_projection_commands
 
     add_projection_commands(sub)
+
+    from .retrieval.cli import add_commands as add_retrieval_commands
+
+    add_retrieval_commands(sub)
     return parser
 
 

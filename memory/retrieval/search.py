@@ -361,14 +361,20 @@ class ChunkSearch:
                   "indexes": [h.chunk_index for h in todo]}
         found = {}
         for pos, idx, emb in self.conn.exec_driver_sql(EMBEDDINGS, params).fetchall():
-            found[(pos, idx)] = np.asarray(
-                emb if not isinstance(emb, str) else _parse_vector(emb), dtype=np.float32)
+            found[(pos, idx)] = to_array(emb)
         for h in todo:
             h.embedding = found.get(h.key)
 
 
-def _parse_vector(text: str) -> list[float]:
-    return [float(x) for x in text.strip("[]").split(",") if x]
+def to_array(value: Any) -> np.ndarray:
+    """A vector column as float32, whether the connection has pgvector's types registered
+    (a ``Vector`` or an array) or not (the text ``[1,2,...]``)."""
+    if isinstance(value, str):
+        return np.asarray([float(x) for x in value.strip("[]").split(",") if x],
+                          dtype=np.float32)
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 def merge(*lists: Sequence[Hit]) -> list[Hit]:
@@ -382,3 +388,106 @@ def merge(*lists: Sequence[Hit]) -> list[Hit]:
             else:
                 merged[h.key] = h
     return list(merged.values())
+
+
+# -- whole-scope scoring (the default ranker in ranking.py) ---------------------------------
+# A small scope (one person's memory: hundreds to a few thousand chunks) is scored whole:
+# every chunk's cosine to the query and the query terms it holds, so the ranker can score
+# windows of turns and compute BM25 from the scope's own term statistics (document
+# frequencies counted here, bounded by the same position as everything else, so as_of and
+# replay see exactly the statistics of their time). No side index: it is all SQL over
+# memory_chunks.
+
+SCOPE_AUTHORS = f"""
+SELECT DISTINCT c.author FROM memory_chunks c
+ WHERE {SCOPE_WHERE} AND c.author IS NOT NULL AND c.author <> ''
+ LIMIT %(cap)s
+"""
+
+SCOPE_VECTORS = f"""
+SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
+       1 - (c.embedding <=> %(q)s::vector) AS sim
+  FROM memory_chunks c
+ WHERE {SCOPE_WHERE}
+ ORDER BY c.session_id, c.event_position, c.chunk_index
+ LIMIT %(cap)s
+"""
+
+QUERY_LEXEMES = """
+SELECT lex FROM unnest(tsvector_to_array(to_tsvector(%(config)s::regconfig, %(query)s))) lex
+"""
+
+# (chunk, term, frequency) for every chunk in scope holding one of the terms; the rows per
+# term are its document frequency in the scope.
+SCOPE_TERMS = f"""
+SELECT c.event_position, c.chunk_index, t.lexeme,
+       coalesce(array_length(t.positions, 1), 1)
+  FROM memory_chunks c CROSS JOIN LATERAL unnest(c.tsv) AS t(lexeme, positions, weights)
+ WHERE {SCOPE_WHERE}
+   AND c.tsv @@ (SELECT string_agg(quote_literal(x), ' | ') FROM unnest(%(terms)s::text[]) x
+                )::tsquery
+   AND t.lexeme = ANY(%(terms)s::text[])
+"""
+
+HITS_BY_KEY = f"""
+SELECT {_HIT_COLUMNS} FROM memory_chunks c
+ WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+   AND c.actor_id = ANY(%(actors)s)
+   AND (c.event_position, c.chunk_index) IN (SELECT * FROM unnest(%(positions)s::bigint[],
+                                                                %(indexes)s::int[]))
+"""
+
+
+@dataclass
+class ScopeRows:
+    """Every chunk of a scope, ordered by session then position, as parallel lists."""
+
+    positions: list[int]
+    indexes: list[int]
+    sessions: list[str]
+    authors: list[str | None]
+    lengths: list[int]
+    sims: list[float]
+
+
+def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
+    """The authors (``name`` of messages) in the scope, for query rewriting."""
+    rows = finder.conn.exec_driver_sql(SCOPE_AUTHORS, {**finder._params, "cap": cap})
+    return sorted(r[0] for r in rows)
+
+
+def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> ScopeRows:
+    params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
+    rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
+    return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     [r[3] for r in rows], [int(r[4] or 0) for r in rows],
+                     [float(r[5]) for r in rows])
+
+
+def query_lexemes(finder: ChunkSearch, query: str) -> list[str]:
+    """The query's lexemes as the chunks' tsvector would hold them (stemmed, no stop
+    words), distinct, in the order Postgres gives them, at most ``max_query_terms``."""
+    rows = finder.conn.exec_driver_sql(QUERY_LEXEMES, {
+        "config": finder.settings.text_search_config, "query": query}).fetchall()
+    return [r[0] for r in rows][: finder.settings.max_query_terms]
+
+
+def scope_terms(finder: ChunkSearch, terms: Sequence[str]
+                ) -> list[tuple[int, int, str, int]]:
+    if not terms:
+        return []
+    rows = finder.conn.exec_driver_sql(SCOPE_TERMS, {**finder._params, "terms": list(terms)})
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+def hits_by_key(finder: ChunkSearch, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int],
+                                                                              Hit]:
+    if not keys:
+        return {}
+    params = {**finder._params, "positions": [k[0] for k in keys],
+              "indexes": [k[1] for k in keys]}
+    out = {}
+    for row in finder.conn.exec_driver_sql(HITS_BY_KEY, params).fetchall():
+        h = _hit(row)
+        out[h.key] = h
+    return out
