@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     ap.add_argument("--lag-duration", type=float, default=5.0)
+    ap.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=None,
+                    help="seal payloads (default: the library's default)")
     ap.add_argument("--encryption", action="store_true",
                     help="only compare appends and reads with encryption on and off")
     args = ap.parse_args(argv)
@@ -337,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         hide_password=False)
     info = machine()
     try:
-        store = memory.Store.open(url)
+        options = {} if args.encrypt is None else {"encrypt": args.encrypt}
+        store = memory.Store.open(url, **options)
+        info["library"] = {"encrypt": getattr(store.log, "encrypt", False),
+                           "role": store.engine.url.username}
         with psycopg.connect(raw_url, autocommit=True) as conn:
             conn.execute(RAW_DDL)
             settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
@@ -346,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         info["postgres"] = settings
         print(f"# append benchmark  {info['date']}  nproc={info['nproc']}  {info['cpu']}")
         print(f"# postgres {settings}")
+        print(f"# library {info['library']}  loadavg {info['loadavg_at_start']}")
         pool = payloads()
         if args.encryption:
             enc = encryption_benchmark(url, pool, args.duration, args.rounds)

@@ -13,8 +13,11 @@ reader that saw 11 and moved its checkpoint past it would never see 10. ``memory
 positions and holds it until commit, so positions become visible in increasing order and a
 reader's checkpoint "everything up to the highest position I have seen" is always safe.
 The price is that appends (not reads) are serialised across the database. One append is one
-round trip (the function does lock, idempotency check, version check, insert and wake-up),
-so the lock is held only for the insert itself. We chose this over the transaction-id
+statement run in autocommit, so one round trip (the function does lock, idempotency check,
+version check, insert and wake-up) and the lock is held for that statement and its commit.
+The commit includes the WAL flush, so concurrent appends cannot share a flush (no group
+commit): single-event appends top out near one per fsync whatever the number of writers,
+while batches amortise it (benchmarks/RESULTS.md). We chose this over the transaction-id
 horizon (``pg_snapshot_xmin``) because that scheme orders readers by (xid, position),
 which makes "position" no longer the order readers see, and needs the xid assigned before
 the position to be safe; the lock keeps the contract one number.
@@ -22,6 +25,7 @@ the position to be safe; the lock keeps the contract one number.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,9 +50,10 @@ SQLSTATE_OWNERSHIP = "MM003"
 SQLSTATE_APPEND_ONLY = "MM010"
 
 # The batch travels as one JSON document (one row per event: id, type, schema version,
-# payload, metadata, content hash in hex, occurred_at) and is unpacked into the function's
-# arrays on the server. Building Postgres array literals of 1,000 escaped JSON payloads in
-# Python cost several times more than the insert itself; one orjson document costs ~1 ms.
+# payload, metadata, content hash in hex, occurred_at, sealed payload in base64, key id)
+# and is unpacked into the function's arrays on the server. Building Postgres array
+# literals of 1,000 escaped JSON payloads in Python cost several times more than the insert
+# itself; one orjson document costs ~1 ms.
 APPEND = """
 WITH batch AS (
     SELECT b.e, b.n FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS b(e, n)
@@ -60,7 +65,8 @@ SELECT event_id, position, version, recorded_at, duplicate
        ARRAY(SELECT e->>1 FROM batch ORDER BY n),
        ARRAY(SELECT (e->>2)::int FROM batch ORDER BY n),
        ARRAY(SELECT nullif(e->3, 'null') FROM batch ORDER BY n),
-       %s::bytea[], %s::text[],
+       ARRAY(SELECT decode(e->>7, 'base64') FROM batch ORDER BY n),
+       ARRAY(SELECT e->>8 FROM batch ORDER BY n),
        ARRAY(SELECT e->4 FROM batch ORDER BY n),
        ARRAY(SELECT decode(e->>5, 'hex') FROM batch ORDER BY n),
        ARRAY(SELECT (e->>6)::timestamptz FROM batch ORDER BY n))
@@ -103,20 +109,17 @@ SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND sessio
 def append_params(tenant: str, actor_id: str, session_id: str, expected: int | None,
                   events: Sequence[PreparedEvent],
                   sealed: Sequence[tuple[bytes, str] | None] | None = None) -> tuple[Any, ...]:
-    """Parameters of :data:`APPEND`: the per-event columns in one JSON document, then the
-    sealed payloads and key ids as arrays. ``sealed`` holds (ciphertext, key id) per event
-    when payloads are encrypted; the clear payload is then not sent at all (JSON null)."""
+    """Parameters of :data:`APPEND`: the batch as one JSON document, then the stream.
+    ``sealed`` holds (ciphertext, key id) per event when payloads are encrypted; the clear
+    payload is then not sent at all (JSON null in its place)."""
     sealed = sealed or [None] * len(events)
     batch = orjson.dumps([
         (e.event_id, e.type, e.schema_version,
          _NULL if s else orjson.Fragment(e.payload_json), orjson.Fragment(e.metadata_json),
-         e.content_hash.hex(), e.occurred_at)
+         e.content_hash.hex(), e.occurred_at,
+         base64.b64encode(s[0]).decode("ascii") if s else None, s[1] if s else None)
         for e, s in zip(events, sealed, strict=True)])
-    return (
-        batch.decode("utf-8"), tenant, actor_id, session_id, expected,
-        [s[0] if s else None for s in sealed],
-        [s[1] if s else None for s in sealed],
-    )
+    return (batch.decode("utf-8"), tenant, actor_id, session_id, expected)
 
 
 _NULL = orjson.Fragment(b"null")
