@@ -121,7 +121,7 @@ def to_event(kind: str, sentences: list[str], when: datetime, i: int) -> memory.
 @settings(max_examples=5, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
-@given(events=st.lists(event_strategy, min_size=1, max_size=18),
+@given(events=st.lists(event_strategy, min_size=1, max_size=14),
        append_every=st.integers(1, 5), batch_size=st.integers(1, 4))
 def test_rebuild_equals_incremental(server_url: str, template_url: str, embedder: Any,
                                     events: list[tuple[int, str, list[str], int]],
@@ -163,14 +163,14 @@ WORKER = textwrap.dedent("""
     import memory
     from memory.projections import ChunksProjection, Projector
 
-    url, mode, flag = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    url, flag = sys.argv[1], Path(sys.argv[2])
 
     class Stalling(ChunksProjection):
         batches = 0
         def apply(self, conn, generation, events):
             n = super().apply(conn, generation, events)   # rows written, not committed
             Stalling.batches += 1
-            if mode == "crash" and Stalling.batches == 3:
+            if Stalling.batches == 3:
                 flag.write_text("in batch 3")
                 time.sleep(600)                            # SIGKILL arrives here
             return n
@@ -178,13 +178,7 @@ WORKER = textwrap.dedent("""
     store = memory.Store.open(url, migrate=False)
     projector = Projector(store.engine, log=store.log, batch_size=8, progress=False,
                           projections=[Stalling()])
-    if mode == "crash":
-        projector.catch_up(["chunks"])
-    else:
-        projector.catch_up(["chunks"])
-        flag.write_text("following")
-        results = projector.follow(["chunks"], poll_interval=30)
-        print("stopped cleanly:", results[0].events, "events", flush=True)
+    projector.catch_up(["chunks"])
 """)
 
 
@@ -197,14 +191,14 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> 
         time.sleep(0.05)
 
 
-def _worker(tmp_path: Path, url: str, mode: str) -> tuple[subprocess.Popen[str], Path]:
+def _worker(tmp_path: Path, url: str) -> tuple[subprocess.Popen[str], Path]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    flag = tmp_path / f"{mode}.flag"
+    flag = tmp_path / "in-batch.flag"
     root = str(Path(__file__).resolve().parent.parent)  # the code under test
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, str(script), url, mode, str(flag)], env=env,
+    proc = subprocess.Popen([sys.executable, str(script), url, str(flag)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=root)
     return proc, flag
@@ -215,7 +209,7 @@ def test_sigkill_mid_batch_then_restart_gives_the_clean_rows(
     for i in range(40):
         store.append(f"s{i % 4}", memory.message("user", f"{SENTENCES[i % 10]} (turn {i})"),
                      actor=f"a{i % 4}")
-    proc, flag = _worker(tmp_path, database_url, "crash")
+    proc, flag = _worker(tmp_path, database_url)
     try:
         _wait_for(flag, proc)
         with store.engine.connect() as conn:
@@ -241,29 +235,30 @@ def test_sigkill_mid_batch_then_restart_gives_the_clean_rows(
     assert_same_chunks(after_crash, chunk_rows(store.engine, 2))
 
 
-def test_follow_in_a_process_stops_cleanly_on_sigterm(tmp_path: Path, database_url: str,
-                                                       store: memory.Store) -> None:
+def test_follow_stops_cleanly_on_sigterm(store: memory.Store, embedder: Any) -> None:
+    """follow() in the main thread, as the CLI runs it; SIGTERM ends it after the batch in
+    flight, with the new event applied and the previous handler restored."""
     store.append("s", memory.message("user", "Before the follower starts."), actor="a")
-    proc, flag = _worker(tmp_path, database_url, "follow")
-    try:
-        _wait_for(flag, proc)
+    store.project(["chunks"], embedder=embedder)
+    previous = signal.getsignal(signal.SIGTERM)
+    seen: list[float] = []
+
+    def append_then_terminate() -> None:
+        time.sleep(0.5)
         start = time.monotonic()
         store.append("s", memory.message("user", "Appended while it follows."), actor="a")
-        while True:  # woken by NOTIFY (its poll interval is 30 s)
-            with store.engine.connect() as conn:
-                n = conn.exec_driver_sql("SELECT count(*) FROM memory_chunks").scalar_one()
-            if n == 2:
-                break
-            assert time.monotonic() - start < 10, "the follower did not pick the event up"
+        while len(chunk_rows(store.engine, 1)) < 2 and time.monotonic() - start < 20:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert "stopped cleanly: 1 events" in out  # the one appended while following
+        seen.append(time.monotonic() - start)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    helper = threading.Thread(target=append_then_terminate)
+    helper.start()
+    runner = Runner(store.engine, ChunksProjection(embedder), log=store.log, progress=False)
+    result = runner.follow(poll_interval=30)  # woken by NOTIFY, not by polling
+    helper.join()
+    assert result.events == 1 and seen and seen[0] < 10
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 # -- one writer at a time --------------------------------------------------------------------

@@ -390,6 +390,9 @@ class Runner:
         while not (self.stop.is_set() and conn is None):
             ctx = contextlib.nullcontext(conn) if conn is not None else self.engine.begin()
             with ctx as c:
+                # the batch embeds inside its transaction: allow it more idle time than
+                # the connection default, but not forever
+                c.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '30min'")
                 row = c.exec_driver_sql(
                     "SELECT status, position FROM memory_projections WHERE name = %s AND "
                     "generation = %s FOR UPDATE", (self.name, gen)).first()
