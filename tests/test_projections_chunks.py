@@ -264,3 +264,21 @@ def test_extractive_summary_is_bounded_and_deduplicated(store: memory.Store,
     assert "user: ok" not in lines
     assert len(s.source_event_ids) == len(lines)  # line-level provenance
     assert all(isinstance(e, uuid.UUID) for e in s.source_event_ids)
+
+
+def test_follow_idle_summarizes_sessions_quiet_by_the_clock(store: memory.Store) -> None:
+    fake = FakeSummarizer()
+    old = datetime.now(UTC) - timedelta(hours=2)
+    store.append("B", memory.message("user", "gamma now"), actor="y")  # still active
+    store.append("A", [memory.message("user", "alpha one", occurred_at=old),
+                       memory.message("user", "beta two", occurred_at=old)], actor="x")
+    projector = store.projector(summarizer=fake, summary_every=50, quiet_after=3600)
+    projector.catch_up(["summaries"])
+    assert fake.calls == []  # nothing due by log time: the log's clock never passed A's
+    runner = projector.runner("summaries")
+    with store.engine.begin() as conn:
+        assert runner.projection.idle(conn, 1) == 1  # what follow() does when idle
+    assert fake.calls == [(None, [1, 2])]
+    with store.engine.connect() as conn:
+        assert summary_at(conn, "default", "A") is not None
+        assert summary_at(conn, "default", "B") is None

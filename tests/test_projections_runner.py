@@ -236,8 +236,8 @@ def test_sigkill_mid_batch_then_restart_gives_the_clean_rows(
 
 
 def test_follow_stops_cleanly_on_sigterm(store: memory.Store, embedder: Any) -> None:
-    """follow() in the main thread, as the CLI runs it; SIGTERM ends it after the batch in
-    flight, with the new event applied and the previous handler restored."""
+    """Following (one thread per projection, signals in the main thread, as the CLI runs
+    it): SIGTERM ends it after the batch in flight, new event applied, handler restored."""
     store.append("s", memory.message("user", "Before the follower starts."), actor="a")
     store.project(["chunks"], embedder=embedder)
     previous = signal.getsignal(signal.SIGTERM)
@@ -254,10 +254,11 @@ def test_follow_stops_cleanly_on_sigterm(store: memory.Store, embedder: Any) -> 
 
     helper = threading.Thread(target=append_then_terminate)
     helper.start()
-    runner = Runner(store.engine, ChunksProjection(embedder), log=store.log, progress=False)
-    result = runner.follow(poll_interval=30)  # woken by NOTIFY, not by polling
+    projector = store.projector(embedder=embedder)  # what `memory project --follow` runs
+    results = projector.follow(["chunks", "summaries"], poll_interval=30)  # NOTIFY wakes it
     helper.join()
-    assert result.events == 1 and seen and seen[0] < 10
+    assert seen and seen[0] < 10
+    assert [(r.name, r.events) for r in results] == [("chunks", 1), ("summaries", 2)]
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
