@@ -231,12 +231,17 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
     with _tenant_scope(scope.tenant), store.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            head = int(conn.exec_driver_sql(search.HEAD_TENANT, (scope.tenant,)).scalar_one())
-            bound = head if as_of is None else min(as_of, head)
-            chunks_gen, chunk_bound, sum_gen, sum_bound = _generations(conn, bound, _pins)
-            pins = {"chunks": _pin(chunks_gen, chunk_bound),
-                    "summaries": _pin(sum_gen, sum_bound)}
+            # where the call starts: bound, live generations, scope size (one round trip)
+            st = search.state(conn, scope, as_of, s) if _pins is None else None
+            if st is not None:
+                bound = st.bound
+            else:
+                head = int(conn.exec_driver_sql(search.HEAD_TENANT,
+                                                (scope.tenant,)).scalar_one())
+                bound = head if as_of is None else min(as_of, head)
+            chunks_gen, chunk_bound, sum_gen, sum_bound = _generations(conn, bound, _pins, st)
+            pins: dict[str, Any] = {"chunks": _pin(chunks_gen, chunk_bound),
+                                    "summaries": _pin(sum_gen, sum_bound)}
 
             # 1. recent turns, newest first, within recent_share of the budget
             tail = _TurnReader(conn, store, scope, bound, s, counter)
@@ -291,14 +296,21 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
             if chunks_gen is not None and budget - used > overhead:
                 t_search = time.perf_counter()
                 finder = ChunkSearch(conn, scope, chunks_gen, chunk_bound, s)
+                if st is not None:
+                    finder.plan["scope_size"] = st.scope_size
                 if finder.scope_size() > 0:
                     t_embed = time.perf_counter()
                     qvec = _embed_query(store, embedder, chunks_gen, query)
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
-                    hits = search.merge(finder.vector(qvec), finder.text(query))
+                    vector_hits, text_hits = finder.both(
+                        query, qvec, exact=_exact_path(finder, s, _pins))
+                    pins["vector"] = finder.plan["vector"]
+                    hits = search.merge(vector_hits, text_hits)
+                    now = (_bound_time(conn, scope, bound, hits) if s.recency_half_life_days
+                           else max((h.occurred_at for h in hits), default=_EPOCH))
                     ranked = ranker(RankRequest(
                         query=query, hits=hits, neighbours=finder.neighbours, settings=s,
-                        now=_bound_time(conn, scope, bound, hits), embeddings=finder.embeddings))
+                        now=now, embeddings=finder.embeddings))
                     used = _take_memories(parts, ranked, finder, s, counter, budget, used,
                                           system_cost)
                 plan.update(finder.plan)
@@ -337,10 +349,23 @@ def _pin(gen: Generation | None, bound: int) -> dict[str, int] | None:
     return None if gen is None else {"generation": gen.generation, "bound": bound}
 
 
-def _generations(conn: sa.Connection, bound: int, pins: dict[str, Any] | None
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _exact_path(finder: ChunkSearch, s: RetrievalSettings, pins: dict[str, Any] | None
+                ) -> bool:
+    """Exact search for a scope within ``exact_search_max_chunks`` (or a generation of
+    unknown dimension, which has no HNSW index); a replay takes the recorded path."""
+    if pins is not None and pins.get("vector") in ("exact", "hnsw"):
+        return bool(pins["vector"] == "exact")
+    return finder.gen.dim is None or finder.scope_size() <= s.exact_search_max_chunks
+
+
+def _generations(conn: sa.Connection, bound: int, pins: dict[str, Any] | None,
+                 st: search.State | None = None
                  ) -> tuple[Generation | None, int, Generation | None, int]:
     if pins is None:
-        live = search.live_generations(conn)
+        live = st.generations if st is not None else search.live_generations(conn)
         chunks = live.get(search.CHUNKS_PROJECTION)
         summaries = live.get(search.SUMMARIES_PROJECTION)
         return (chunks, min(bound, chunks.position) if chunks else bound,

@@ -228,6 +228,65 @@ SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, q.tq) AS rank
  LIMIT %(k)s
 """
 
+# Both searches in one round trip (the vector part is VECTOR_EXACT or VECTOR_HNSW).
+BOTH = """
+SELECT 'v', v.* FROM ({vector}) v
+UNION ALL
+SELECT 't', t.* FROM ({text}) t
+"""
+
+HNSW_SETTINGS = """
+SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true),
+       set_config('hnsw.max_scan_tuples', %s, true)
+"""
+
+# Where a call starts, in one round trip: the log bound (the tenant's head, or as_of if
+# lower), the live generations, and the size of the chunk scope (capped) under that bound.
+STATE = f"""
+WITH b AS (
+  SELECT LEAST(coalesce(max(position), 0), %(as_of)s::bigint) AS bound
+    FROM memory_events WHERE tenant = %(tenant)s),
+g AS (
+  SELECT name, generation, position, config FROM memory_projections
+   WHERE status = 'live' AND name = ANY(%(names)s))
+SELECT b.bound,
+       (SELECT json_agg(json_build_array(name, generation, position, config)) FROM g),
+       (SELECT count(*) FROM (
+          SELECT 1 FROM memory_chunks c, g
+           WHERE g.name = '{CHUNKS_PROJECTION}' AND c.tenant = %(tenant)s
+             AND c.generation = g.generation AND c.actor_id = ANY(%(actors)s)
+             AND c.event_position <= LEAST(b.bound, g.position)
+           LIMIT %(cap)s) s)
+  FROM b
+"""
+
+
+def size_cap(settings: RetrievalSettings) -> int:
+    """Scope sizes are counted up to this: one more than the largest size any decision
+    compares them with (so counting a huge scope stays cheap)."""
+    return max(settings.exact_search_max_chunks,
+               int(getattr(settings, "scope_rank_max_chunks", 0) or 0)) + 1
+
+
+@dataclass(frozen=True)
+class State:
+    bound: int
+    generations: dict[str, Generation]
+    scope_size: int
+    """Chunks in the scope under the bound in the live chunks generation, capped at
+    :func:`size_cap`."""
+
+
+def state(conn: sa.Connection, scope: Scope, as_of: int | None,
+          settings: RetrievalSettings) -> State:
+    row = conn.exec_driver_sql(STATE, {
+        "as_of": as_of, "tenant": scope.tenant, "actors": list(scope.actors),
+        "names": [CHUNKS_PROJECTION, SUMMARIES_PROJECTION],
+        "cap": size_cap(settings)}).one()
+    gens = {r[0]: Generation(r[0], int(r[1]), int(r[2]), r[3] or {}) for r in row[1] or []}
+    return State(bound=int(row[0]), generations=gens, scope_size=int(row[2]))
+
+
 NEIGHBOURS = f"""
 SELECT h.pos, h.idx, n.* FROM unnest(%(positions)s::bigint[], %(indexes)s::int[],
                                      %(sessions)s::text[]) AS h(pos, idx, sess)
@@ -284,8 +343,11 @@ class ChunkSearch:
                         "actors": list(scope.actors), "bound": bound}
 
     def scope_size(self) -> int:
-        """Chunks in scope, counted up to the exact-search threshold + 1 (cheap)."""
-        cap = self.settings.exact_search_max_chunks + 1
+        """Chunks in scope, counted up to the exact-search threshold + 1 (cheap); counted
+        once per search (:func:`state` may have counted it already)."""
+        if "scope_size" in self.plan:
+            return int(self.plan["scope_size"])
+        cap = size_cap(self.settings)
         n = int(self.conn.exec_driver_sql(SCOPE_SIZE, {**self._params, "cap": cap})
                 .scalar_one())
         self.plan["scope_size"] = n
@@ -302,19 +364,46 @@ class ChunkSearch:
         if exact:
             rows = self.conn.exec_driver_sql(VECTOR_EXACT, params).fetchall()
         else:
-            s = self.settings
-            if not _SAFE_SETTING.match(s.hnsw_iterative_scan):
-                raise ValueError(f"bad hnsw_iterative_scan {s.hnsw_iterative_scan!r}")
-            self.conn.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {int(s.hnsw_ef_search)}")
-            self.conn.exec_driver_sql(
-                f"SET LOCAL hnsw.iterative_scan = {s.hnsw_iterative_scan}")
-            self.conn.exec_driver_sql(
-                f"SET LOCAL hnsw.max_scan_tuples = {int(s.hnsw_max_scan_tuples)}")
+            self._hnsw_settings()
             sql = VECTOR_HNSW.format(cols=_HIT_COLUMNS, dim=int(self.gen.dim or 0),
                                      generation=int(self.gen.generation), where=SCOPE_WHERE)
-            rows = self.conn.exec_driver_sql(sql, params).fetchall()
-            self.conn.exec_driver_sql("RESET hnsw.iterative_scan")
-            rows = sorted(rows, key=lambda r: (r[9], r[0], r[1]))
+            rows = sorted(self.conn.exec_driver_sql(sql, params).fetchall(),
+                          key=lambda r: (r[9], r[0], r[1]))
+        return self._vector_hits(rows)
+
+    def both(self, query: str, query_vec: np.ndarray, *, exact: bool
+             ) -> tuple[list[Hit], list[Hit]]:
+        """The vector and the full-text candidates, in one round trip."""
+        s = self.settings
+        self.plan["vector"] = "exact" if exact else "hnsw"
+        params = {**self._params, "q": vector_literal(query_vec), "k": s.vector_candidates,
+                  "kt": s.text_candidates, "query": query, "config": s.text_search_config,
+                  "max_terms": s.max_query_terms}
+        if exact:
+            vector_sql = VECTOR_EXACT
+        else:
+            self._hnsw_settings()
+            vector_sql = VECTOR_HNSW.format(cols=_HIT_COLUMNS, dim=int(self.gen.dim or 0),
+                                            generation=int(self.gen.generation),
+                                            where=SCOPE_WHERE)
+        sql = BOTH.format(vector=vector_sql, text=TEXT.replace("%(k)s", "%(kt)s"))
+        rows = self.conn.exec_driver_sql(sql, params).fetchall()
+        vrows = [r[1:] for r in rows if r[0] == "v"]
+        trows = [r[1:] for r in rows if r[0] == "t"]
+        if not exact:
+            vrows.sort(key=lambda r: (r[9], r[0], r[1]))
+        return self._vector_hits(vrows), self._text_hits(trows)
+
+    def _hnsw_settings(self) -> None:
+        s = self.settings
+        if not _SAFE_SETTING.match(s.hnsw_iterative_scan):
+            raise ValueError(f"bad hnsw_iterative_scan {s.hnsw_iterative_scan!r}")
+        self.conn.exec_driver_sql(HNSW_SETTINGS, (
+            str(int(s.hnsw_ef_search)), s.hnsw_iterative_scan,
+            str(int(s.hnsw_max_scan_tuples))))
+
+    @staticmethod
+    def _vector_hits(rows: Sequence[Sequence[Any]]) -> list[Hit]:
         hits = []
         for rank, row in enumerate(rows, start=1):
             h = _hit(row)
@@ -323,11 +412,8 @@ class ChunkSearch:
             hits.append(h)
         return hits
 
-    def text(self, query: str, k: int | None = None) -> list[Hit]:
-        params = {**self._params, "query": query, "k": k or self.settings.text_candidates,
-                  "config": self.settings.text_search_config,
-                  "max_terms": self.settings.max_query_terms}
-        rows = self.conn.exec_driver_sql(TEXT, params).fetchall()
+    @staticmethod
+    def _text_hits(rows: Sequence[Sequence[Any]]) -> list[Hit]:
         hits = []
         for rank, row in enumerate(rows, start=1):
             h = _hit(row)
@@ -335,6 +421,13 @@ class ChunkSearch:
             h.parts["text_rank"] = float(rank)
             hits.append(h)
         return hits
+
+    def text(self, query: str, k: int | None = None) -> list[Hit]:
+        params = {**self._params, "query": query, "k": k or self.settings.text_candidates,
+                  "config": self.settings.text_search_config,
+                  "max_terms": self.settings.max_query_terms}
+        rows = self.conn.exec_driver_sql(TEXT, params).fetchall()
+        return self._text_hits(rows)
 
     def neighbours(self, hits: Sequence[Hit], window: int) -> dict[tuple[int, int], list[Hit]]:
         """The chunks of the ``window`` turns before and after each hit, in its session."""
