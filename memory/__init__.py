@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is internal.
 """
 
 from .config import Limits
+from .crypto import DecryptionError
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import (
     AppendOnlyViolation,
@@ -17,6 +18,7 @@ from .errors import (
     ValidationError,
 )
 from .events import Appended, NewEvent, RecordedEvent, message, note, tool_call, tool_result
+from .forget import ForgetError, ForgetResult
 from .log import ANY, NO_STREAM, Subscription
 from .projections import (
     ExtractiveSummarizer,
@@ -35,9 +37,12 @@ __all__ = [
     "Appended",
     "ConcurrencyError",
     "ConfigurationError",
+    "DecryptionError",
     "Embedder",
     "Error",
     "ExtractiveSummarizer",
+    "ForgetError",
+    "ForgetResult",
     "IdempotencyConflict",
     "Limits",
     "NewEvent",

@@ -53,6 +53,9 @@ class RecordedEvent:
     metadata: dict[str, Any]
     occurred_at: datetime
     recorded_at: datetime
+    forgotten: bool = False
+    """The payload was sealed and its key destroyed (``Store.forget``): ``payload`` and
+    ``metadata`` are empty. Readers and projections skip such events."""
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from . import crypto as _crypto
 from . import log_sql
+from . import security as _security
 from .config import Limits
 from .errors import ValidationError
 from .events import (
@@ -38,6 +41,7 @@ from .events import (
     parse_event_id,
 )
 from .schemas import SchemaRegistry
+from .security import tenant_scope
 
 ANY: int | None = None
 """``expected_version`` that accepts the session at any version."""
@@ -50,10 +54,13 @@ class Log:
     :class:`memory.Store` binds a tenant and is the face most callers use."""
 
     def __init__(self, engine: Engine, registry: SchemaRegistry | None = None,
-                 limits: Limits | None = None) -> None:
-        self.engine = engine
+                 limits: Limits | None = None, *, encrypt: bool = True,
+                 crypto: _crypto.Crypto | None = None) -> None:
+        self.engine = _security.install(engine)
         self.registry = registry or SchemaRegistry.default()
         self.limits = limits or Limits()
+        self.encrypt = encrypt  # seal payloads and metadata (memory/crypto.py)
+        self._crypto = crypto
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- writing -------------------------------------------------------------------
@@ -113,11 +120,14 @@ class Log:
             raise ValidationError("expected_version must be None (any), 0 (no stream) or "
                                   "a positive version", field="expected_version")
         prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
+        if self.encrypt:
+            return self._append_sealed(tenant, actor_id, session_id, expected_version,
+                                       prepared)
         params = log_sql.append_params(tenant, actor_id, session_id, expected_version, prepared)
         try:
             # One statement in autocommit: the function's work and the commit are a single
             # round trip, and the append lock is held no longer than that statement.
-            with self._autocommit.connect() as conn:
+            with tenant_scope(tenant), self._autocommit.connect() as conn:
                 rows = conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
         except sa.exc.DBAPIError as exc:
             typed = log_sql.translate(exc, session_id=session_id, expected=expected_version)
@@ -126,15 +136,71 @@ class Log:
             raise
         return log_sql.appended(rows)
 
+    @property
+    def crypto(self) -> _crypto.Crypto:
+        """The keys: given, else the master key of the environment (loaded on first use)."""
+        if self._crypto is None:
+            self._crypto = _crypto.Crypto.from_environment()
+        return self._crypto
+
+    def _append_sealed(self, tenant: str, actor_id: str, session_id: str,
+                       expected_version: int | None, prepared: list[PreparedEvent]
+                       ) -> list[Appended]:
+        """The append with payloads sealed under the actor's key, event secrets written
+        in the same statement. A key destroyed by a forget elsewhere (the secret's foreign
+        key refuses it) is dropped from the cache and the append retried with a new key."""
+        for attempt in range(2):
+            key = self.crypto.actor_key(self.engine, tenant, actor_id)
+            batch = self.crypto.seal(tenant, key, prepared)
+            params = batch.params(tenant, log_sql.append_params(
+                tenant, actor_id, session_id, expected_version, batch.events, batch.sealed))
+            try:
+                with tenant_scope(tenant), self._autocommit.connect() as conn:
+                    rows = conn.exec_driver_sql(
+                        _crypto.sealed_append_sql(log_sql.APPEND), params).fetchall()
+                return log_sql.appended(rows)
+            except sa.exc.DBAPIError as exc:
+                state = getattr(exc.orig, "sqlstate", None)
+                if state == _crypto.SQLSTATE_FK and attempt == 0:
+                    self.crypto.forget_cached(tenant, actor_id)
+                    continue
+                typed = log_sql.translate(exc, session_id=session_id,
+                                          expected=expected_version)
+                if typed is not None:
+                    raise typed from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _recorded(self, conn: sa.Connection, rows: Sequence[Any], *, lock: bool = False
+                  ) -> list[RecordedEvent]:
+        """Rows as events; sealed ones opened (or marked forgotten when their key is gone).
+        ``lock``: hold their keys until the transaction ends (see Crypto.open_rows)."""
+        opened = self.crypto.open_rows(conn, rows, lock=lock) \
+            if any(r[9] is not None for r in rows) else {}
+        out = []
+        for r in rows:
+            o = opened.get((r[2], r[1]))
+            if o is None:
+                out.append(log_sql.to_recorded(r, self.registry))
+            elif o.forgotten:
+                out.append(RecordedEvent(
+                    position=r[0], event_id=r[1], tenant=r[2], actor_id=r[3], session_id=r[4],
+                    version=r[5], type=r[6], schema_version=r[7], payload={}, metadata={},
+                    occurred_at=r[12], recorded_at=r[13], forgotten=True))
+            else:
+                out.append(replace(log_sql.to_recorded(r, self.registry, payload=o.payload),
+                                   metadata=o.metadata))
+        return out
+
     # -- reading -------------------------------------------------------------------
 
     def read_session(self, tenant: str, session_id: str, from_version: int = 1,
                      limit: int | None = None) -> list[RecordedEvent]:
         """A session's events in order, from ``from_version`` on."""
-        with self.engine.connect() as conn:
+        with tenant_scope(tenant), self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 log_sql.READ_SESSION, (tenant, session_id, from_version, limit)).fetchall()
-        return [log_sql.to_recorded(r, self.registry) for r in rows]
+            return self._recorded(conn, rows)
 
     def read(self, from_position: int = 0, *, tenant: str | None = None,
              actor_id: str | None = None, batch_size: int = 1000) -> Iterator[RecordedEvent]:
@@ -162,20 +228,20 @@ class Log:
             sql, params = log_sql.READ_ALL, (after, limit)
         if conn is not None:
             rows = conn.exec_driver_sql(sql, params).fetchall()
-        else:
-            with self.engine.connect() as own:
-                rows = own.exec_driver_sql(sql, params).fetchall()
-        return [log_sql.to_recorded(r, self.registry) for r in rows]
+            return self._recorded(conn, rows, lock=True)  # a projection's transaction
+        with tenant_scope(tenant), self.engine.connect() as own:
+            rows = own.exec_driver_sql(sql, params).fetchall()
+            return self._recorded(own, rows)
 
     def head(self, tenant: str | None = None) -> int:
         """The highest position written (0 for an empty log)."""
-        with self.engine.connect() as conn:
+        with tenant_scope(tenant), self.engine.connect() as conn:
             if tenant is None:
                 return int(conn.exec_driver_sql(log_sql.HEAD).scalar_one())
             return int(conn.exec_driver_sql(log_sql.HEAD_TENANT, (tenant,)).scalar_one())
 
     def session_version(self, tenant: str, session_id: str) -> int:
-        with self.engine.connect() as conn:
+        with tenant_scope(tenant), self.engine.connect() as conn:
             return int(conn.exec_driver_sql(log_sql.SESSION_VERSION,
                                             (tenant, session_id)).scalar_one())
 

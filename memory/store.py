@@ -5,14 +5,18 @@ tenant's face over the same connections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from . import db
-from .config import DEFAULT_TENANT, Limits
+from . import db, security
+from . import forget as forget_mod
+from .config import DEFAULT_TENANT, Limits, database_url_from_env
+from .crypto import Crypto
 from .events import Appended, NewEvent, RecordedEvent, check_id
+from .forget import ForgetResult
 from .log import ANY, Log, Subscription
 from .schemas import SchemaRegistry
 
@@ -30,35 +34,65 @@ class Store:
 
     def __init__(self, engine: Engine, *, tenant: str = DEFAULT_TENANT,
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
-                 _owns_engine: bool = True) -> None:
+                 encrypt: bool = True, crypto: Crypto | None = None,
+                 maintenance_engine: Engine | None = None, _owns_engine: bool = True) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
-        self.log = Log(engine, registry, self.limits)
+        # Cross-tenant work (the projection runner) needs a connection that row-level
+        # security does not confine to one tenant: the owner's (memory/security.py).
+        self.maintenance_engine = maintenance_engine or engine
+        self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
-             limits: Limits | None = None, migrate: bool = True) -> Store:
+             limits: Limits | None = None, migrate: bool = True,
+             encrypt: bool = True, role: str | None = None) -> Store:
         """Open the store at ``url``; with no URL, ``MEMORY_DATABASE_URL``; with neither,
-        the embedded server (started if needed). Migrations run unless ``migrate=False``."""
-        engine = db.make_engine(db.resolve_url(url), limits)
+        the embedded server (started if needed). Migrations run unless ``migrate=False``.
+
+        ``encrypt`` (default on) seals payloads and metadata under per-actor keys, which
+        is what makes :meth:`forget` possible (memory/crypto.py). A forget that a crash
+        left half-done in this tenant is completed here.
+
+        ``role``: log in as this role for the library's own work, keeping the URL's role
+        (the owner) for migrations and cross-tenant maintenance (``maintenance_engine``).
+        On the embedded server the default is ``memory_app``, which row-level security
+        confines to the store's tenant; with a URL, the URL's role is used as given (give
+        the library a ``memory_app`` URL in production, see memory/security.py)."""
+        resolved = db.resolve_url(url)
+        engine = db.make_engine(resolved, limits)
         if migrate:
             db.migrate(engine)
-        return cls(engine, tenant=tenant, limits=limits)
+        if role is None and url is None and database_url_from_env() is None:
+            role = security.APP_ROLE
+        app = None
+        if role is not None and role != engine.url.username:
+            app = db.make_engine(security.role_url(resolved, role), limits)
+        store = cls(app or engine, tenant=tenant, limits=limits, encrypt=encrypt,
+                    maintenance_engine=engine if app is not None else None)
+        store._owns_maintenance = app is not None
+        forget_mod.complete_pending(store.log, store.tenant)
+        return store
 
     def for_tenant(self, tenant: str) -> Store:
         """The same database seen as another tenant (connections are shared)."""
         return Store(self.engine, tenant=tenant, registry=self.registry, limits=self.limits,
-                     _owns_engine=False)
+                     encrypt=self.log.encrypt, crypto=self.log.crypto,
+                     maintenance_engine=self.maintenance_engine, _owns_engine=False)
 
     @property
     def registry(self) -> SchemaRegistry:
         return self.log.registry
 
+    _owns_maintenance = False
+
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
+            if self._owns_maintenance:
+                self.maintenance_engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -89,6 +123,16 @@ class Store:
     def head(self) -> int:
         return self.log.head(self.tenant)
 
+    # -- forgetting (memory/forget.py) ---------------------------------------------------
+
+    def forget(self, *, actor: str | None = None,
+               event_ids: Iterable[uuid.UUID | str] | None = None) -> ForgetResult:
+        """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
+        their keys are destroyed (the log itself is never rewritten), everything derived
+        from them (chunks, vectors, full text, summaries, recorded contexts that cited
+        them) is deleted, and a ``forgotten`` tombstone (ids only) is appended. Idempotent."""
+        return forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
+
     # -- projections (memory/projections) --------------------------------------------
 
     def projector(self, **options: Any) -> Projector:
@@ -98,7 +142,7 @@ class Store:
         from .projections import Projector
 
         options.setdefault("progress", False)
-        return Projector(self.engine, log=self.log, **options)
+        return Projector(self.maintenance_engine, log=self.log, **options)
 
     def project(self, names: Sequence[str] | None = None, **options: Any) -> list[RunSummary]:
         """Bring the projections (``chunks`` and ``summaries`` by default) up to the head
@@ -125,14 +169,16 @@ class Store:
         """
         from .retrieval.context import build_context
 
-        return build_context(self, query, actor=actor, session=session, budget=budget,
-                             settings=settings, as_of=as_of, strong=strong, actors=actors,
-                             record=record, counter=counter, embedder=embedder,
-                             ranker=ranker)
+        with security.tenant_scope(self.tenant):
+            return build_context(self, query, actor=actor, session=session, budget=budget,
+                                 settings=settings, as_of=as_of, strong=strong,
+                                 actors=actors, record=record, counter=counter,
+                                 embedder=embedder, ranker=ranker)
 
     def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
         """Rebuild a recorded context (a ``context_assembled`` event) from the log;
         ``.replay_matches`` says whether the messages are identical."""
         from .retrieval.context import replay
 
-        return replay(self, event, **kw)
+        with security.tenant_scope(self.tenant):
+            return replay(self, event, **kw)

@@ -1,0 +1,375 @@
+"""Encryption at rest and crypto-shredding: how a payload can be erased from an
+append-only log.
+
+Key hierarchy
+-------------
+* **master key** (32 bytes, never in the database): ``MEMORY_MASTER_KEY`` (url-safe
+  base64; a comma-separated list during a rotation, the first one current), else the file
+  named by ``MEMORY_MASTER_KEY_FILE``, else ``<MEMORY_HOME>/master.key``, created (mode
+  0600) on first use. Lose it and every sealed payload is lost: back it up apart from the
+  database.
+* **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
+  master key (AES-256-GCM, bound to tenant, key id and actor).
+* **event key**: ``BLAKE2s(key=actor key, event secret || event id)`` (a keyed PRF) where
+  the event secret is 32 random bytes in ``memory_event_keys``. Deleting the actor key forgets every
+  event of the actor; nulling one secret forgets one event. ``memory_events`` is never
+  updated.
+
+What is sealed
+--------------
+The payload **and the metadata** of every event (metadata is free-form and is where
+callers put names, e-mails and other personal data), as one AES-256-GCM ciphertext in
+``payload_enc``: ``0x01 || nonce(12) || ciphertext+tag``, with the tenant, event id and
+key id as associated data so a ciphertext cannot be moved to another row. The ``payload``
+column is NULL and ``metadata`` is ``{}``. Ids, type, schema version, positions and times
+stay in clear so the log keeps its shape (ordering, sessions, idempotency, projections).
+
+The idempotency ``content_hash`` is keyed: ``BLAKE2s(key=hash key, sha256(content))`` with a
+hash key derived from the actor key, so a short text cannot be confirmed by hashing guesses,
+and after a forget nobody can. (A retry of an event id *after* its actor was forgotten is
+therefore refused as an id re-used for other content.)
+
+A sealed event whose key is gone reads back as ``forgotten=True`` with an empty payload
+and metadata: readers and projections skip it, so replays never resurrect it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .config import memory_home
+from .errors import ConfigurationError, Error
+from .events import PreparedEvent
+
+ENV_KEY = "MEMORY_MASTER_KEY"
+ENV_KEY_FILE = "MEMORY_MASTER_KEY_FILE"
+KEY_FILE_NAME = "master.key"
+FORMAT = b"\x01"
+_NONCE = 12
+
+
+class DecryptionError(Error):
+    """A sealed payload or a wrapped key failed authentication (wrong master key or
+    tampered data): never silently treated as forgotten."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(text.strip().encode("ascii") + b"==")
+    except (ValueError, UnicodeEncodeError):
+        raise ConfigurationError("the master key is not url-safe base64") from None
+    if len(raw) != 32:
+        raise ConfigurationError(f"a master key is 32 bytes, this one is {len(raw)}")
+    return raw
+
+
+def generate_master_key() -> str:
+    """A new master key, as url-safe base64 (what MEMORY_MASTER_KEY takes)."""
+    return _b64(os.urandom(32))
+
+
+def master_key_id(key: bytes) -> str:
+    """A fingerprint naming a master key (stored beside each key it wrapped)."""
+    return hashlib.sha256(b"memory master key id\x1f" + key).hexdigest()[:16]
+
+
+class MasterKeys:
+    """The current master key and, during a rotation, older ones still able to unwrap."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ConfigurationError("no master key")
+        self.keys = {master_key_id(k): AESGCM(k) for k in keys}
+        self.current_id = master_key_id(keys[0])
+
+    @classmethod
+    def from_text(cls, text: str) -> MasterKeys:
+        return cls([_unb64(part) for part in text.split(",") if part.strip()])
+
+    @classmethod
+    def from_environment(cls, home: Path | None = None, *, create: bool = True) -> MasterKeys:
+        """``MEMORY_MASTER_KEY``, else ``MEMORY_MASTER_KEY_FILE``, else the key file in
+        the data folder (created with a new key if missing and ``create``)."""
+        text = os.environ.get(ENV_KEY)
+        if text:
+            return cls.from_text(text)
+        path = Path(os.environ.get(ENV_KEY_FILE) or (home or memory_home()) / KEY_FILE_NAME)
+        if not path.exists():
+            if not create:
+                raise ConfigurationError(f"no master key: set {ENV_KEY} or create {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process created it first: read theirs
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(generate_master_key() + "\n")
+        return cls.from_text(path.read_text())
+
+    def wrap(self, data_key: bytes, aad: bytes) -> tuple[bytes, str]:
+        nonce = os.urandom(_NONCE)
+        return (FORMAT + nonce + self.keys[self.current_id].encrypt(nonce, data_key, aad),
+                self.current_id)
+
+    def unwrap(self, wrapped: bytes, master_id: str, aad: bytes) -> bytes:
+        aead = self.keys.get(master_id)
+        if aead is None:
+            raise ConfigurationError(
+                f"a data key is wrapped by master key {master_id}, which is not configured "
+                f"(configured: {', '.join(self.keys)}); set {ENV_KEY} to the right key")
+        wrapped = bytes(wrapped)
+        try:
+            return aead.decrypt(wrapped[1:1 + _NONCE], wrapped[1 + _NONCE:], aad)
+        except InvalidTag:
+            raise DecryptionError("a wrapped data key failed authentication") from None
+
+
+@dataclass(frozen=True)
+class ActorKey:
+    key_id: str
+    key: bytes
+    hash_key: bytes
+
+
+def _wrap_aad(tenant: str, key_id: str, actor_id: str) -> bytes:
+    return "\x1f".join(("memory key v1", tenant, key_id, actor_id)).encode("utf-8")
+
+
+def _seal_aad(tenant: str, event_id: uuid.UUID, key_id: str) -> bytes:
+    return b"memory event v1\x1f" + tenant.encode() + b"\x1f" + event_id.bytes + key_id.encode()
+
+
+# Keyed BLAKE2s is a PRF (RFC 7693) and several times cheaper than HMAC-SHA256 for these
+# short inputs; it runs once per event on every append and read.
+def _event_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+    return hashlib.blake2s(bytes(secret) + event_id.bytes, key=actor_key,
+                           person=b"mem-ev1").digest()
+
+
+def _keyed_hash(hash_key: bytes, plain: bytes) -> bytes:
+    return hashlib.blake2s(plain, key=hash_key, person=b"mem-ch1").digest()
+
+
+GET_KEY = """
+SELECT key_id, wrapped, master_id FROM memory_keys WHERE tenant = %s AND actor_id = %s
+"""
+CREATE_KEY = """
+INSERT INTO memory_keys (tenant, key_id, actor_id, wrapped, master_id)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, actor_id) DO NOTHING
+"""
+# Fetched fresh on every read (never cached): a forget elsewhere takes effect at once.
+LOOKUP = """
+SELECT ek.tenant, ek.event_id, ek.key_id, ek.secret, k.actor_id, k.wrapped, k.master_id
+  FROM unnest(%s::text[], %s::uuid[]) AS q(tenant, event_id)
+  JOIN memory_event_keys ek ON ek.tenant = q.tenant AND ek.event_id = q.event_id
+  LEFT JOIN memory_keys k ON k.tenant = ek.tenant AND k.key_id = ek.key_id
+"""
+# The event secrets go in with the append, in the same statement (one round trip). A
+# re-sent event keeps its first secret (or its forgotten one). Built on the log's own
+# append statement (``log_sql.APPEND``), so the two never drift apart.
+_SECRETS_CTE = """
+WITH secrets AS (
+    INSERT INTO memory_event_keys (tenant, event_id, key_id, secret)
+    SELECT %s, s.id, %s, s.secret FROM unnest(%s::uuid[], %s::bytea[]) AS s(id, secret)
+    ON CONFLICT (tenant, event_id) DO NOTHING
+)"""
+
+
+def sealed_append_sql(append_sql: str) -> str:
+    """``append_sql`` with the event secrets' insert in front (its parameters first)."""
+    body = append_sql.strip()
+    if body[:5].upper() == "WITH ":
+        return _SECRETS_CTE + ",\n" + body[5:]
+    return _SECRETS_CTE + "\n" + body
+
+
+SQLSTATE_FK = "23503"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What a sealed row holds once opened; ``forgotten`` when its key is gone."""
+
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    forgotten: bool = False
+
+
+FORGOTTEN = Opened({}, {}, forgotten=True)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A batch ready for :func:`sealed_append_sql`."""
+
+    key_id: str
+    events: list[PreparedEvent]  # metadata cleared, content hash keyed
+    sealed: list[tuple[bytes, str]]
+    secrets: list[bytes]
+
+    def params(self, tenant: str, append_params: Sequence[Any]) -> tuple[Any, ...]:
+        return (tenant, self.key_id, [e.event_id for e in self.events], self.secrets,
+                *append_params)
+
+
+class Crypto:
+    """Seals and opens payloads for one store. Actor keys are cached unwrapped in memory
+    (a key destroyed elsewhere is noticed at the next append: the event secret's foreign
+    key refuses it, and :meth:`forget_cached` drops it before the retry)."""
+
+    def __init__(self, master: MasterKeys) -> None:
+        self.master = master
+        self._by_actor: dict[tuple[str, str], ActorKey] = {}
+        self._by_id: dict[str, ActorKey] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls, home: Path | None = None) -> Crypto:
+        return cls(MasterKeys.from_environment(home))
+
+    # -- actor keys --------------------------------------------------------------------
+
+    def _remember(self, tenant: str, actor_id: str, key: ActorKey) -> ActorKey:
+        with self._lock:
+            if len(self._by_id) > 100_000:
+                self._by_actor.clear()
+                self._by_id.clear()
+            self._by_actor[(tenant, actor_id)] = key
+            self._by_id[key.key_id] = key
+        return key
+
+    def forget_cached(self, tenant: str, actor_id: str) -> None:
+        with self._lock:
+            key = self._by_actor.pop((tenant, actor_id), None)
+            if key is not None:
+                self._by_id.pop(key.key_id, None)
+
+    def _unwrap(self, tenant: str, actor_id: str, key_id: str, wrapped: bytes,
+                master_id: str) -> ActorKey:
+        cached = self._by_id.get(key_id)
+        if cached is not None:
+            return cached
+        key = self.master.unwrap(wrapped, master_id, _wrap_aad(tenant, key_id, actor_id))
+        hash_key = hmac.digest(key, b"memory content hash v1", "sha256")
+        return self._remember(tenant, actor_id, ActorKey(key_id, key, hash_key))
+
+    def actor_key(self, engine: sa.Engine, tenant: str, actor_id: str) -> ActorKey:
+        """The actor's live key, created on first use (in its own short transaction)."""
+        cached = self._by_actor.get((tenant, actor_id))
+        if cached is not None:
+            return cached
+        from .security import tenant_scope
+
+        with tenant_scope(tenant):
+            for _ in range(5):
+                with engine.begin() as conn:
+                    row = conn.exec_driver_sql(GET_KEY, (tenant, actor_id)).first()
+                    if row is None:
+                        key_id = uuid.uuid4().hex
+                        wrapped, master_id = self.master.wrap(
+                            os.urandom(32), _wrap_aad(tenant, key_id, actor_id))
+                        conn.exec_driver_sql(CREATE_KEY, (tenant, key_id, actor_id, wrapped,
+                                                          master_id))
+                        row = conn.exec_driver_sql(GET_KEY, (tenant, actor_id)).first()
+                if row is not None:
+                    return self._unwrap(tenant, actor_id, row[0], row[1], row[2])
+        raise Error(f"could not create a data key for actor {actor_id!r}")
+
+    # -- sealing -----------------------------------------------------------------------
+
+    def seal(self, tenant: str, key: ActorKey, events: Sequence[PreparedEvent]) -> Sealed:
+        """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, drawn
+        from the OS in one call for the whole batch."""
+        out_events, sealed, secrets = [], [], []
+        rand = os.urandom((32 + _NONCE) * len(events))
+        for i, e in enumerate(events):
+            at = (32 + _NONCE) * i
+            secret, nonce = rand[at:at + 32], rand[at + 32:at + 32 + _NONCE]
+            plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
+            blob = FORMAT + nonce + AESGCM(_event_key(key.key, secret, e.event_id)).encrypt(
+                nonce, plain, _seal_aad(tenant, e.event_id, key.key_id))
+            out_events.append(PreparedEvent(
+                event_id=e.event_id, type=e.type, schema_version=e.schema_version,
+                payload_json=e.payload_json, metadata_json="{}", occurred_at=e.occurred_at,
+                content_hash=_keyed_hash(key.hash_key, e.content_hash)))
+            sealed.append((blob, key.key_id))
+            secrets.append(secret)
+        return Sealed(key.key_id, out_events, sealed, secrets)
+
+    # -- opening -----------------------------------------------------------------------
+
+    def open_rows(self, conn: sa.Connection, rows: Iterable[Sequence[Any]], *,
+                  lock: bool = False) -> dict[tuple[str, uuid.UUID], Opened]:
+        """Open the sealed rows among ``rows`` (``log_sql`` column order: position,
+        event_id, tenant, ..., payload_enc at 9, key_id at 10).
+
+        ``lock`` holds the event secrets (``FOR SHARE``) until the caller's transaction
+        ends: a projection that derives rows from what it opened commits before a forget
+        can destroy those secrets, and the forget then deletes what it wrote. (Not on a
+        read-only replica, which cannot lock rows.)"""
+        sealed = [r for r in rows if r[9] is not None]
+        if not sealed:
+            return {}
+        found = conn.exec_driver_sql(
+            LOOKUP + (" FOR SHARE OF ek" if lock else ""),
+            ([r[2] for r in sealed], [r[1] for r in sealed])).fetchall()
+        keys = {(f[0], f[1]): f for f in found}
+        out: dict[tuple[str, uuid.UUID], Opened] = {}
+        for r in sealed:
+            tenant, event_id, key_id = r[2], r[1], r[10]
+            f = keys.get((tenant, event_id))
+            if f is None or f[3] is None or f[5] is None or f[2] != key_id:
+                out[(tenant, event_id)] = FORGOTTEN
+                continue
+            actor = self._unwrap(tenant, f[4], key_id, f[5], f[6])
+            blob = bytes(r[9])
+            try:
+                plain = AESGCM(_event_key(actor.key, f[3], event_id)).decrypt(
+                    blob[1:1 + _NONCE], blob[1 + _NONCE:], _seal_aad(tenant, event_id, key_id))
+            except InvalidTag:
+                raise DecryptionError(
+                    f"event {event_id} of tenant {tenant!r} failed authentication") from None
+            body = orjson.loads(plain)
+            out[(tenant, event_id)] = Opened(body["p"], body["m"])
+        return out
+
+
+def rotate_master_key(engine: sa.Engine, master: MasterKeys, *, batch: int = 1000) -> int:
+    """Re-wrap every data key under ``master.current_id`` (the old master key must still be
+    in ``master``). Only ``memory_keys`` changes; run it on a connection that sees every
+    tenant (the maintenance role or the owner). Returns the number of keys re-wrapped."""
+    done = 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT tenant, key_id, actor_id, wrapped, master_id FROM memory_keys "
+                "WHERE master_id <> %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                (master.current_id, batch)).fetchall()
+            for tenant, key_id, actor_id, wrapped, master_id in rows:
+                aad = _wrap_aad(tenant, key_id, actor_id)
+                new, new_id = master.wrap(master.unwrap(wrapped, master_id, aad), aad)
+                conn.exec_driver_sql(
+                    "UPDATE memory_keys SET wrapped = %s, master_id = %s, rotated_at = now() "
+                    "WHERE tenant = %s AND key_id = %s", (new, new_id, tenant, key_id))
+            done += len(rows)
+        if len(rows) < batch:
+            return done
