@@ -1,0 +1,364 @@
+"""Latency of ``Store.context()`` for actors with 1k and 20k chunks in a 200k-chunk database.
+
+    python benchmarks/context.py --out context.json [--url URL] [--queries 200]
+
+What it does, in one run:
+
+1. Creates a fresh database ``bench_context`` on the server (the embedded one unless
+   ``--url``/``MEMORY_DATABASE_URL``) and migrates it.
+2. Generates **synthetic** chunk rows directly with COPY (binary), not through the
+   projection (that would take hours of embedding on this CPU): 200k chunks across 100+
+   actors, including actors with 1k, 5k, 10k and 20k chunks. Texts are random sentences
+   drawn from a Zipf-weighted vocabulary (so full-text search has realistic posting
+   lists); vectors are **random unit vectors** (384 dims, normal then normalised).
+   Random vectors have no cluster structure, which makes HNSW's job harder than on real
+   embeddings; exact search does not care. A live ``chunks`` generation is registered,
+   then the generation's HNSW index is built exactly as the projection builds it.
+3. Appends a real 12-turn session per measured actor through the public API.
+4. For each measured actor, runs ``--queries`` calls of ``store.context`` (budget 2,000
+   tokens) with real query texts embedded by the real model. The query embedding is
+   timed apart (``embed``); ``search`` is the candidate search (scope count, vector,
+   full text, ranking input); ``assemble`` is everything else (log tail, summary, packing,
+   rendering, final count). The vector search is forced down each path (exact and HNSW
+   with iterative scans) to measure where the threshold belongs; the default path is
+   measured too. An exact brute-force numpy search over the same actor's vectors (matrix
+   product + argpartition, vectors already in memory) runs in the same process on the same
+   queries, as a baseline, and gives HNSW's recall@50 against the exact top 50.
+
+The output JSON has p50/p95 per size and part, in milliseconds, and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import memory
+from memory import db, embedded, message
+from memory.embedding import default_embedder
+from memory.retrieval import RetrievalSettings, search
+
+DB_NAME = "bench_context"
+DIM = 384
+TOTAL_CHUNKS = 200_000
+MEASURED = {"a1k": 1_000, "a5k": 5_000, "a10k": 10_000, "a20k": 20_000}
+FILLER_ACTORS = 110
+CHUNKS_PER_SESSION = 40
+VOCAB = 3_000
+WORDS_PER_CHUNK = (8, 40)
+BUDGET = 2_000
+GENERATION = 1
+SEED = 7
+CORE_WORDS = (
+    "dog", "cat", "trip", "kyoto", "food", "tofu", "sister", "montreal", "garden", "piano",
+    "birthday", "cake", "doctor", "appointment", "project", "deadline", "coffee", "hiking",
+    "lake", "mountain", "book", "novel", "movie", "guitar", "concert", "job", "interview",
+    "apartment", "rent", "bike", "marathon")
+"""A readable core of the vocabulary, so queries hit (and miss) like prose."""
+CORE_RANK = 100
+"""Zipf rank of the first core word: each then appears in roughly 3% of chunks (a content
+word, not a stop word; Postgres' English configuration drops the stop words anyway)."""
+POSITION_OFFSET = 1_000_000  # real events are appended after the synthetic positions
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"p50": round(pct(values, 50), 3), "p95": round(pct(values, 95), 3),
+            "mean": round(statistics.fmean(values), 3) if values else float("nan")}
+
+
+def machine(engine: sa.Engine) -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    with engine.connect() as conn:
+        pg = conn.exec_driver_sql("SHOW server_version").scalar()
+        vec = conn.exec_driver_sql(
+            "SELECT extversion FROM pg_extension WHERE extname = 'vector'").scalar()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem, 1),
+            "python": platform.python_version(), "postgres": pg, "pgvector": vec,
+            "loadavg_start": os.getloadavg()}
+
+
+def fresh_database(server_url: str) -> str:
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {DB_NAME}")
+    admin.dispose()
+    return sa.engine.make_url(server_url).set(database=DB_NAME).render_as_string(
+        hide_password=False)
+
+
+def actor_sizes() -> dict[str, int]:
+    sizes = dict(MEASURED)
+    rest = TOTAL_CHUNKS - sum(sizes.values())
+    for i in range(FILLER_ACTORS):
+        sizes[f"filler{i:03d}"] = rest // FILLER_ACTORS + (1 if i < rest % FILLER_ACTORS else 0)
+    return sizes
+
+
+def generate(url: str, rng: np.random.Generator) -> dict[str, Any]:
+    """COPY the synthetic chunks, register the generation, build the HNSW index."""
+    from pgvector.psycopg import register_vector
+
+    words = [f"w{i}" for i in range(VOCAB)]
+    # a readable core of real words, so queries hit (and miss) like prose
+    core = list(CORE_WORDS)
+    words[CORE_RANK: CORE_RANK + len(core)] = core
+    weights = 1.0 / np.arange(1, VOCAB + 1)
+    weights /= weights.sum()
+    sizes = actor_sizes()
+    engine = sa.create_engine(url)
+    t0 = time.perf_counter()
+    rows = 0
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        register_vector(raw)
+        with raw.cursor() as cur, cur.copy(
+                "COPY memory_chunks (generation, tenant, actor_id, session_id, event_position,"
+                " event_id, chunk_index, role, author, occurred_at, text, embedding)"
+                " FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", "text", "text", "text", "int8", "uuid", "int4", "text",
+                            "text", "timestamptz", "text", "vector"])
+            import uuid
+            from datetime import UTC, datetime, timedelta
+
+            base = datetime(2024, 1, 1, tzinfo=UTC)
+            position = 0
+            for actor, n in sizes.items():
+                vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                lengths = rng.integers(*WORDS_PER_CHUNK, size=n)
+                picks = rng.choice(VOCAB, size=int(lengths.sum()), p=weights)
+                start = 0
+                for i in range(n):
+                    position += 1
+                    text = " ".join(words[j] for j in picks[start:start + lengths[i]])
+                    start += lengths[i]
+                    copy.write_row((
+                        GENERATION, "default", actor, f"{actor}-s{i // CHUNKS_PER_SESSION}",
+                        position, uuid.UUID(int=position), 0,
+                        "user" if i % 2 == 0 else "assistant", None,
+                        base + timedelta(minutes=position), text, vecs[i]))
+                    rows += 1
+        raw.commit()  # the COPY ran on the driver connection, outside SQLAlchemy's view
+    copy_s = time.perf_counter() - t0
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO memory_projections (name, generation, status, config, position)"
+            " VALUES ('chunks', %s, 'live', %s, %s)",
+            (GENERATION, json.dumps({"model": "all-MiniLM-L6-v2", "dim": DIM,
+                                     "synthetic": True}), POSITION_OFFSET * 10))
+    t1 = time.perf_counter()
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
+        conn.exec_driver_sql(
+            f"CREATE INDEX memory_chunks_hnsw_g{GENERATION} ON memory_chunks USING hnsw "
+            f"((embedding::vector({DIM})) vector_cosine_ops) WHERE generation = {GENERATION}")
+        index_s = time.perf_counter() - t1
+        conn.exec_driver_sql("VACUUM ANALYZE memory_chunks")
+    engine.dispose()
+    return {"chunks": rows, "actors": len(sizes), "copy_s": round(copy_s, 1),
+            "copy_rows_per_s": round(rows / copy_s), "hnsw_build_s": round(index_s, 1)}
+
+
+def actor_vectors(url: str, actor: str) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    from pgvector.psycopg import register_vector
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        register_vector(conn.connection.driver_connection)
+        rows = conn.exec_driver_sql(
+            "SELECT event_position, chunk_index, embedding FROM memory_chunks"
+            " WHERE generation = %s AND actor_id = %s ORDER BY event_position",
+            (GENERATION, actor)).fetchall()
+    engine.dispose()
+    keys = [(r[0], r[1]) for r in rows]
+    return np.stack([search.to_array(r[2]) for r in rows]), keys
+
+
+class FixedEmbedder:
+    """Hands out query vectors computed beforehand (so every path sees the same ones and
+    the model's time is measured once, apart)."""
+
+    def __init__(self, name: str, dim: int, vectors: list[np.ndarray]) -> None:
+        self.name, self.dim, self.vectors, self.i = name, dim, vectors, 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.vectors[self.i][None, :]
+
+
+def queries(rng: np.random.Generator, n: int) -> list[str]:
+    topics = list(CORE_WORDS[:19])
+    forms = ["What did I say about my {} and the {}?", "When is the {} {}?",
+             "Do you remember the {} near the {}?", "Tell me about {} and {} again"]
+    out = []
+    for _ in range(n):
+        a, b = rng.choice(topics, size=2, replace=False)
+        out.append(str(rng.choice(forms)).format(a, b))
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    server = db.resolve_url(args.url) if args.url else (
+        db.resolve_url(None) if os.environ.get("MEMORY_DATABASE_URL") else embedded.start())
+    rng = np.random.default_rng(SEED)
+    reuse_file = Path(args.reuse) if args.reuse else None
+    if reuse_file is not None and reuse_file.exists():
+        url = sa.engine.make_url(server).set(database=DB_NAME).render_as_string(
+            hide_password=False)
+        gen = json.loads(reuse_file.read_text())
+        gen["reused"] = True
+        rng = np.random.default_rng(SEED + 1)
+        store = memory.Store.open(url)
+    else:
+        url = fresh_database(server)
+        store = memory.Store.open(url)
+        print("generating 200k synthetic chunks (COPY) and the HNSW index...",
+              file=sys.stderr)
+        gen = generate(url, rng)
+        print(f"  {gen}", file=sys.stderr)
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql(
+                f"SELECT setval('memory_events_position_seq', {POSITION_OFFSET})")
+            conn.commit()
+        if reuse_file is not None:
+            reuse_file.write_text(json.dumps(gen))
+    info = machine(store.engine)
+    embedder = default_embedder()
+    embedder.embed(["warm up"])
+    results: dict[str, Any] = {"machine": info, "data": gen, "budget": BUDGET,
+                               "queries_per_size": args.queries, "sizes": {}}
+    # "default" is what the library ships; "exact" and "hnsw" force the vector path and
+    # rank the candidates only (no whole-scope ranking), to compare the two searches.
+    candidates_only = ({"scope_rank_max_chunks": 0}
+                       if "scope_rank_max_chunks" in RetrievalSettings.__dataclass_fields__
+                       else {})
+    paths = {"default": RetrievalSettings(),
+             "exact": RetrievalSettings(exact_search_max_chunks=10**9, **candidates_only),
+             "hnsw": RetrievalSettings(exact_search_max_chunks=0, **candidates_only)}
+    for actor, size in MEASURED.items():
+        session = f"{actor}-now-{int(time.time())}"
+        store.append(session, [message("user" if i % 2 == 0 else "assistant",
+                                       f"Turn {i} of today's chat about dog food and trips.")
+                               for i in range(12)], actor=actor)
+        qs = queries(rng, args.queries)
+        vecs, keys = actor_vectors(url, actor)
+        entry: dict[str, Any] = {"chunks": size}
+        qvecs = []
+        embed_ms = []
+        for q in qs:
+            t = time.perf_counter()
+            qvecs.append(embedder.embed([q])[0])
+            embed_ms.append((time.perf_counter() - t) * 1000)
+        entry["embed_ms"] = summary(embed_ms)
+
+        for path, settings in paths.items():
+            fixed = FixedEmbedder(embedder.name, embedder.dim, qvecs)
+            total, search_ms, assemble_ms, plans = [], [], [], set()
+            tops: list[list[tuple[int, int]]] = []
+            for i, q in enumerate(qs):
+                fixed.i = i
+                ctx = store.context(q, actor=actor, session=session, budget=BUDGET,
+                                    settings=settings, embedder=fixed)
+                tm = ctx.timings
+                total.append(tm["total_ms"] - tm["embed_ms"])
+                search_ms.append(tm["search_ms"])
+                assemble_ms.append(tm["assemble_ms"])
+                plans.add(ctx.plan.get("vector", "?"))
+                if path != "default":
+                    tops.append(_vector_top(store, actor, qvecs[i], settings))
+            entry[path] = {"total_excl_embed_ms": summary(total),
+                           "search_ms": summary(search_ms),
+                           "assemble_ms": summary(assemble_ms), "vector_path": sorted(plans)}
+            if path != "default":
+                entry[path]["_tops"] = tops
+        # numpy brute force over the same vectors (already in memory)
+        brute_ms = []
+        exact_tops = []
+        k = RetrievalSettings().vector_candidates
+        for qv in qvecs:
+            t = time.perf_counter()
+            sims = vecs @ qv
+            top = np.argpartition(-sims, k)[:k]
+            top = top[np.argsort(-sims[top])]
+            brute_ms.append((time.perf_counter() - t) * 1000)
+            exact_tops.append([keys[j] for j in top])
+        entry["numpy_bruteforce_ms"] = summary(brute_ms)
+        for path in ("exact", "hnsw"):
+            tops = entry[path].pop("_tops")
+            entry[path]["recall@50_vs_numpy"] = round(statistics.fmean(
+                len(set(a) & set(b)) / k for a, b in zip(tops, exact_tops, strict=True)), 4)
+        results["sizes"][actor] = entry
+        print(f"  {actor}: default p95 {entry['default']['total_excl_embed_ms']['p95']} ms "
+              f"(exact {entry['exact']['total_excl_embed_ms']['p95']}, "
+              f"hnsw {entry['hnsw']['total_excl_embed_ms']['p95']}, "
+              f"numpy {entry['numpy_bruteforce_ms']['p95']})", file=sys.stderr)
+    info["loadavg_end"] = os.getloadavg()
+    store.close()
+    if not args.keep and not args.reuse:
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        admin.dispose()
+    return results
+
+
+def _vector_top(store: memory.Store, actor: str, qv: np.ndarray,
+                settings: RetrievalSettings) -> list[tuple[int, int]]:
+    """The vector candidates alone, down the path the settings force (for recall)."""
+    from memory.security import tenant_scope
+
+    scope = search.Scope(store.tenant, actor, "x", (actor,))
+    with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():
+        gen = search.live_generations(conn)["chunks"]
+        finder = search.ChunkSearch(conn, scope, gen, 10**12, settings)
+        return [h.key for h in finder.vector(qv)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="server URL (default: MEMORY_DATABASE_URL, else embedded)")
+    p.add_argument("--out", type=Path, help="write the JSON result here")
+    p.add_argument("--queries", type=int, default=200, help="calls per size and path")
+    p.add_argument("--keep", action="store_true", help="keep the bench database")
+    p.add_argument("--reuse", metavar="FILE",
+                   help="keep the generated database and describe it in FILE; when FILE "
+                        "exists, measure the database it describes instead of generating")
+    args = p.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
