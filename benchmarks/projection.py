@@ -225,9 +225,15 @@ def rss_child(url: str, batch_size: int) -> None:
     from memory.embedding import HashEmbedder
     from memory.projections import ChunksProjection, Runner
 
+    last_batch = [0.0]
+
+    def on_batch(_n: int, _position: int) -> None:
+        last_batch[0] = time.perf_counter()
+
     with memory.Store.open(url, migrate=False) as store:
         runner = Runner(store.engine, ChunksProjection(HashEmbedder(384, name="hash-384")),
-                        log=store.log, batch_size=batch_size, progress=False)
+                        log=store.log, batch_size=batch_size, progress=False,
+                        on_batch=on_batch)
         before = hwm_mb()
         start = time.perf_counter()
         result = runner.rebuild()
@@ -235,6 +241,8 @@ def rss_child(url: str, batch_size: int) -> None:
     peak = hwm_mb()
     print(json.dumps({"events": result.events, "chunks": result.rows,
                       "seconds": round(seconds, 1),
+                      "batches_seconds": round(last_batch[0] - start, 1),
+                      "index_switch_cleanup_seconds": round(start + seconds - last_batch[0], 1),
                       "events_per_s": round(result.events / seconds, 1),
                       "rss_before_rebuild_mb": before, "peak_rss_mb": peak}))
 
