@@ -41,7 +41,7 @@ import hmac
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,19 +177,37 @@ INSERT INTO memory_keys (tenant, key_id, actor_id, wrapped, master_id)
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, actor_id) DO NOTHING
 """
 # Fetched fresh on every read (never cached): a forget elsewhere takes effect at once.
+# The event ids travel as one bytea (16 bytes each): dumping a list of UUIDs costs more in
+# Python than the whole lookup does in the server. ``n`` says which row each answer is for.
+# A forget deletes an actor's event secrets with its key, so the secrets alone say what is
+# readable; the wrapped actor keys are fetched only when not yet cached (KEYS).
 LOOKUP = """
-SELECT ek.tenant, ek.event_id, ek.key_id, ek.secret, k.actor_id, k.wrapped, k.master_id
-  FROM unnest(%s::text[], %s::uuid[]) AS q(tenant, event_id)
-  JOIN memory_event_keys ek ON ek.tenant = q.tenant AND ek.event_id = q.event_id
-  LEFT JOIN memory_keys k ON k.tenant = ek.tenant AND k.key_id = ek.key_id
+SELECT q.n, ek.key_id, ek.secret
+  FROM unnest(%s::text[]) WITH ORDINALITY AS q(tenant, n)
+  JOIN memory_event_keys ek ON ek.tenant = q.tenant AND ek.event_id =
+       encode(substring(%s::bytea FROM (q.n::int - 1) * 16 + 1 FOR 16), 'hex')::uuid
+"""
+KEYS = """
+SELECT tenant, key_id, actor_id, wrapped, master_id FROM memory_keys
+ WHERE (tenant, key_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 # The event secrets go in with the append, in the same statement (one round trip). A
 # re-sent event keeps its first secret (or its forgotten one). Built on the log's own
 # append statement (``log_sql.APPEND``), so the two never drift apart.
+# (event id, secret) pairs travel packed in one bytea, 16 + 32 bytes each. The actor key
+# is checked once per statement, not by a foreign key per row (which cost more than the
+# secret's insert): ``live`` locks the key row FOR KEY SHARE, so a forget deleting it waits
+# for this append and then deletes its secrets too; a key already deleted (a stale cache
+# in another process) leaves ``live`` empty, the key id NULL, and the statement fails on
+# NOT NULL before anything is written (the append is retried with a new key).
 _SECRETS_CTE = """
-WITH secrets AS (
+WITH live AS (
+    SELECT key_id FROM memory_keys WHERE tenant = %s AND key_id = %s FOR KEY SHARE
+), secrets AS (
     INSERT INTO memory_event_keys (tenant, event_id, key_id, secret)
-    SELECT %s, s.id, %s, s.secret FROM unnest(%s::uuid[], %s::bytea[]) AS s(id, secret)
+    SELECT %s, encode(substring(s.v FROM g * 48 + 1 FOR 16), 'hex')::uuid,
+           (SELECT key_id FROM live), substring(s.v FROM g * 48 + 17 FOR 32)
+      FROM (SELECT %s::bytea AS v) AS s, generate_series(0, length(s.v) / 48 - 1) AS g
     ON CONFLICT (tenant, event_id) DO NOTHING
 )"""
 
@@ -202,7 +220,15 @@ def sealed_append_sql(append_sql: str) -> str:
     return _SECRETS_CTE + "\n" + body
 
 
-SQLSTATE_FK = "23503"
+SQLSTATE_NOT_NULL = "23502"
+
+
+def is_stale_key(exc: BaseException) -> bool:
+    """The append failed because its actor key was destroyed meanwhile (see above)."""
+    orig = getattr(exc, "orig", exc)
+    diag = getattr(orig, "diag", None)
+    return (getattr(orig, "sqlstate", None) == SQLSTATE_NOT_NULL
+            and getattr(diag, "table_name", None) == "memory_event_keys")
 
 
 @dataclass(frozen=True)
@@ -224,17 +250,16 @@ class Sealed:
     key_id: str
     events: list[PreparedEvent]  # metadata cleared, content hash keyed
     sealed: list[tuple[bytes, str]]
-    secrets: list[bytes]
+    secrets: bytes  # event id (16 bytes) + secret (32 bytes), per event
 
     def params(self, tenant: str, append_params: Sequence[Any]) -> tuple[Any, ...]:
-        return (tenant, self.key_id, [e.event_id for e in self.events], self.secrets,
-                *append_params)
+        return (tenant, self.key_id, tenant, self.secrets, *append_params)
 
 
 class Crypto:
     """Seals and opens payloads for one store. Actor keys are cached unwrapped in memory
-    (a key destroyed elsewhere is noticed at the next append: the event secret's foreign
-    key refuses it, and :meth:`forget_cached` drops it before the retry)."""
+    (a key destroyed elsewhere is noticed at the next append, which fails before writing
+    anything, and :meth:`forget_cached` drops it before the retry)."""
 
     def __init__(self, master: MasterKeys) -> None:
         self.master = master
@@ -312,44 +337,54 @@ class Crypto:
                 payload_json=e.payload_json, metadata_json="{}", occurred_at=e.occurred_at,
                 content_hash=_keyed_hash(key.hash_key, e.content_hash)))
             sealed.append((blob, key.key_id))
-            secrets.append(secret)
-        return Sealed(key.key_id, out_events, sealed, secrets)
+            secrets.append(e.event_id.bytes + secret)
+        return Sealed(key.key_id, out_events, sealed, b"".join(secrets))
 
     # -- opening -----------------------------------------------------------------------
 
-    def open_rows(self, conn: sa.Connection, rows: Iterable[Sequence[Any]], *,
-                  lock: bool = False) -> dict[tuple[str, uuid.UUID], Opened]:
+    def open_rows(self, conn: sa.Connection, rows: Sequence[Sequence[Any]], *,
+                  lock: bool = False) -> list[Opened | None]:
         """Open the sealed rows among ``rows`` (``log_sql`` column order: position,
-        event_id, tenant, ..., payload_enc at 9, key_id at 10).
+        event_id, tenant, ..., payload_enc at 9, key_id at 10); the answer is aligned with
+        ``rows``, None for a row stored in clear.
 
         ``lock`` holds the event secrets (``FOR SHARE``) until the caller's transaction
         ends: a projection that derives rows from what it opened commits before a forget
         can destroy those secrets, and the forget then deletes what it wrote. (Not on a
         read-only replica, which cannot lock rows.)"""
-        sealed = [r for r in rows if r[9] is not None]
+        out: list[Opened | None] = [None] * len(rows)
+        sealed = [i for i, r in enumerate(rows) if r[9] is not None]
         if not sealed:
-            return {}
+            return out
         found = conn.exec_driver_sql(
             LOOKUP + (" FOR SHARE OF ek" if lock else ""),
-            ([r[2] for r in sealed], [r[1] for r in sealed])).fetchall()
-        keys = {(f[0], f[1]): f for f in found}
-        out: dict[tuple[str, uuid.UUID], Opened] = {}
-        for r in sealed:
+            ([rows[i][2] for i in sealed], b"".join(rows[i][1].bytes for i in sealed))
+        ).fetchall()
+        secrets = {f[0]: f for f in found}
+        missing = {(rows[sealed[n - 1]][2], f[1]) for n, f in secrets.items()
+                   if f[1] not in self._by_id and f[2] is not None}
+        if missing:
+            tenants, key_ids = zip(*missing, strict=True)
+            for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
+                    KEYS, (list(tenants), list(key_ids))):
+                self._unwrap(t, actor_id, kid, wrapped, master_id)
+        for n, i in enumerate(sealed, start=1):
+            r = rows[i]
             tenant, event_id, key_id = r[2], r[1], r[10]
-            f = keys.get((tenant, event_id))
-            if f is None or f[3] is None or f[5] is None or f[2] != key_id:
-                out[(tenant, event_id)] = FORGOTTEN
+            f = secrets.get(n)
+            actor = self._by_id.get(key_id)
+            if f is None or f[2] is None or f[1] != key_id or actor is None:
+                out[i] = FORGOTTEN
                 continue
-            actor = self._unwrap(tenant, f[4], key_id, f[5], f[6])
             blob = bytes(r[9])
             try:
-                plain = AESGCM(_event_key(actor.key, f[3], event_id)).decrypt(
+                plain = AESGCM(_event_key(actor.key, f[2], event_id)).decrypt(
                     blob[1:1 + _NONCE], blob[1 + _NONCE:], _seal_aad(tenant, event_id, key_id))
             except InvalidTag:
                 raise DecryptionError(
                     f"event {event_id} of tenant {tenant!r} failed authentication") from None
             body = orjson.loads(plain)
-            out[(tenant, event_id)] = Opened(body["p"], body["m"])
+            out[i] = Opened(body["p"], body["m"])
         return out
 
 

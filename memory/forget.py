@@ -5,7 +5,7 @@ everything derived from it.
 instead (crypto-shredding, see memory/crypto.py), then follows the lineage:
 
 1. **One transaction** records the request (``memory_forget_requests``, pending),
-   destroys the keys (an actor: its key row, whose event secrets go by cascade; events:
+   destroys the keys (an actor: its key row and every event secret under it; events:
    their secrets, nulled), and deletes what every projection derived
    (``memory.projections.forget``: chunks with their vectors and full text, summaries).
    Recorded contexts (``context_assembled`` events) are sealed like any event: an actor's
@@ -154,9 +154,16 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                          if c not in forgotten]
         destroyed = 0
         if actor_id is not None:
-            destroyed += conn.exec_driver_sql(
-                "DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s",
-                (tenant, actor_id)).rowcount
+            # The key first: an append holding it (FOR KEY SHARE) is waited for, one
+            # starting now finds it gone; then every secret under it, that append's too.
+            keys = [r[0] for r in conn.exec_driver_sql(
+                "DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s "
+                "RETURNING key_id", (tenant, actor_id))]
+            destroyed += len(keys)
+            if keys:
+                conn.exec_driver_sql(
+                    "DELETE FROM memory_event_keys WHERE tenant = %s AND key_id = ANY(%s)",
+                    (tenant, keys))
         if targets:
             destroyed += conn.exec_driver_sql(
                 "UPDATE memory_event_keys SET secret = NULL, forgotten_at = now() "

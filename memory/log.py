@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -147,8 +146,8 @@ class Log:
                        expected_version: int | None, prepared: list[PreparedEvent]
                        ) -> list[Appended]:
         """The append with payloads sealed under the actor's key, event secrets written
-        in the same statement. A key destroyed by a forget elsewhere (the secret's foreign
-        key refuses it) is dropped from the cache and the append retried with a new key."""
+        in the same statement. A key destroyed by a forget elsewhere (the statement finds
+        it gone) is dropped from the cache and the append retried with a new key."""
         for attempt in range(2):
             key = self.crypto.actor_key(self.engine, tenant, actor_id)
             batch = self.crypto.seal(tenant, key, prepared)
@@ -160,8 +159,7 @@ class Log:
                         _crypto.sealed_append_sql(log_sql.APPEND), params).fetchall()
                 return log_sql.appended(rows)
             except sa.exc.DBAPIError as exc:
-                state = getattr(exc.orig, "sqlstate", None)
-                if state == _crypto.SQLSTATE_FK and attempt == 0:
+                if attempt == 0 and _crypto.is_stale_key(exc):
                     self.crypto.forget_cached(tenant, actor_id)
                     continue
                 typed = log_sql.translate(exc, session_id=session_id,
@@ -175,21 +173,20 @@ class Log:
                   ) -> list[RecordedEvent]:
         """Rows as events; sealed ones opened (or marked forgotten when their key is gone).
         ``lock``: hold their keys until the transaction ends (see Crypto.open_rows)."""
-        opened = self.crypto.open_rows(conn, rows, lock=lock) \
-            if any(r[9] is not None for r in rows) else {}
+        if not any(r[9] is not None for r in rows):
+            return [log_sql.to_recorded(r, self.registry) for r in rows]
         out = []
-        for r in rows:
-            o = opened.get((r[2], r[1]))
+        for r, o in zip(rows, self.crypto.open_rows(conn, rows, lock=lock), strict=True):
             if o is None:
                 out.append(log_sql.to_recorded(r, self.registry))
-            elif o.forgotten:
-                out.append(RecordedEvent(
-                    position=r[0], event_id=r[1], tenant=r[2], actor_id=r[3], session_id=r[4],
-                    version=r[5], type=r[6], schema_version=r[7], payload={}, metadata={},
-                    occurred_at=r[12], recorded_at=r[13], forgotten=True))
-            else:
-                out.append(replace(log_sql.to_recorded(r, self.registry, payload=o.payload),
-                                   metadata=o.metadata))
+                continue
+            schema_version, payload = (r[7], {}) if o.forgotten else \
+                self.registry.upcast(r[6], r[7], o.payload)
+            out.append(RecordedEvent(
+                position=r[0], event_id=r[1], tenant=r[2], actor_id=r[3], session_id=r[4],
+                version=r[5], type=r[6], schema_version=schema_version, payload=payload,
+                metadata=o.metadata, occurred_at=r[12], recorded_at=r[13],
+                forgotten=o.forgotten))
         return out
 
     # -- reading -------------------------------------------------------------------

@@ -9,7 +9,7 @@ Keys (crypto-shredding, see memory/crypto.py)
 key, which never reaches the database. ``memory_event_keys`` holds one random secret per
 sealed event; an event's key is derived from its actor's key *and* its secret, so either
 row's destruction makes the payload unrecoverable without touching ``memory_events``:
-forgetting an actor deletes its key (the event secrets go with it, ON DELETE CASCADE);
+forgetting an actor deletes its key and its event secrets;
 forgetting one event nulls its secret (the row stays, so a retried append of the same
 event id cannot plant a new secret). ``memory_forget_requests`` records a forget before
 its work starts, so a crash half-way is completed by the next call.
@@ -60,9 +60,10 @@ CREATE TABLE memory_event_keys (
     key_id       text        NOT NULL,
     secret       bytea,
     forgotten_at timestamptz,
+    -- key_id names a memory_keys row; no foreign key (a per-row check cost more than the
+    -- insert): the append checks the key once per statement and a forget deletes the
+    -- secrets of the keys it deletes (memory/crypto.py, memory/forget.py).
     CONSTRAINT memory_event_keys_pk PRIMARY KEY (tenant, event_id),
-    CONSTRAINT memory_event_keys_key_fk FOREIGN KEY (tenant, key_id)
-        REFERENCES memory_keys (tenant, key_id) ON DELETE CASCADE,
     CONSTRAINT memory_event_keys_forgotten CHECK ((secret IS NULL) = (forgotten_at IS NOT NULL))
 );
 CREATE INDEX memory_event_keys_key_idx ON memory_event_keys (tenant, key_id);
