@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from ..errors import ConfigurationError, Error, ValidationError
 from ..events import NewEvent, RecordedEvent, check_id
 from . import render, search
-from .ranking import Ranked, Ranker, RankRequest, rank
+from .ranking import Ranked, Ranker, RankRequest, rank, vector_query
 from .search import ChunkSearch, Generation, Hit, Scope
 from .settings import DEFAULT_SETTINGS, RetrievalSettings
 from .tokens import TokenCounter, default_counter
@@ -300,7 +300,11 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                     finder.plan["scope_size"] = st.scope_size
                 if finder.scope_size() > 0:
                     t_embed = time.perf_counter()
-                    qvec = _embed_query(store, embedder, chunks_gen, query)
+                    vquery = query
+                    if s.strip_author_names:
+                        vquery = vector_query(query, search.scope_authors(finder))
+                        t_embed = time.perf_counter()
+                    qvec = _embed_query(store, embedder, chunks_gen, vquery)
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
                     vector_hits, text_hits = finder.both(
                         query, qvec, exact=_exact_path(finder, s, _pins))
@@ -310,7 +314,8 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                            else max((h.occurred_at for h in hits), default=_EPOCH))
                     ranked = ranker(RankRequest(
                         query=query, hits=hits, neighbours=finder.neighbours, settings=s,
-                        now=now, embeddings=finder.embeddings))
+                        now=now, embeddings=finder.embeddings,
+                        query_vec=qvec, finder=finder))
                     used = _take_memories(parts, ranked, finder, s, counter, budget, used,
                                           system_cost)
                 plan.update(finder.plan)

@@ -15,14 +15,20 @@ recorded context would not rebuild the same messages.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import search
 from .search import Hit, NeighbourLookup
 from .settings import RetrievalSettings
+
+if TYPE_CHECKING:
+    from .search import ChunkSearch
 
 
 @dataclass
@@ -45,6 +51,10 @@ class RankRequest:
     """The moment the context is for (the log's bound, for recency)."""
     embeddings: Callable[[Sequence[Hit]], None] | None = None
     """Fills ``hit.embedding`` for the given hits (used by MMR)."""
+    query_vec: np.ndarray | None = None
+    """The query's embedding (of :func:`vector_query`), for whole-scope ranking."""
+    finder: ChunkSearch | None = None
+    """The scope's search, for whole-scope ranking; without it, only the hits are ranked."""
 
 
 Ranker = Callable[[RankRequest], list[Ranked]]
@@ -84,8 +94,22 @@ def fuse(hits: Sequence[Hit], s: RetrievalSettings) -> dict[tuple[int, int], dic
 
 
 def rank(req: RankRequest) -> list[Ranked]:
-    """The default ranker: fusion, a share of the best neighbour's score, optional recency
-    weighting, optional MMR. See the settings for each knob."""
+    """The default ranker: a scope of at most ``scope_rank_max_chunks`` chunks is scored
+    whole (:func:`rank_scope`); a larger one, or a request without the search, is ranked
+    from its candidate hits (:func:`rank_candidates`)."""
+    s = req.settings
+    if req.finder is not None and req.query_vec is not None and s.scope_rank_max_chunks > 0:
+        size = req.finder.plan.get("scope_size")
+        if size is None:
+            size = req.finder.scope_size()
+        if 0 < size <= s.scope_rank_max_chunks:
+            return rank_scope(req)
+    return rank_candidates(req)
+
+
+def rank_candidates(req: RankRequest) -> list[Ranked]:
+    """Ranking of the candidate hits only: fusion, a share of the best neighbour's score,
+    optional recency weighting, optional MMR. See the settings for each knob."""
     s = req.settings
     hits = list(req.hits)
     if not hits:
@@ -163,3 +187,171 @@ def _mmr(order: list[Ranked], lam: float, fill: Callable[[Sequence[Hit]], None]
         left.remove(best_i)
         pool[best_i].parts["mmr"] = best_v
     return [pool[i] for i in chosen] + rest
+
+
+# -- whole-scope ranking -----------------------------------------------------------------
+# Measured on LoCoMo (benchmarks/locomo_lab.py, the ablation in benchmarks/RESULTS.md):
+# each part below gained recall there; none is tuned to particular questions.
+
+def _names_pattern(names: Sequence[str]) -> re.Pattern[str] | None:
+    names = [n for n in names if n and n.strip()]
+    if not names:
+        return None
+    alts = "|".join(re.escape(n.strip()) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alts})(?:'s|\u2019s)?(?!\w)", re.IGNORECASE)
+
+
+def vector_query(query: str, authors: Sequence[str]) -> str:
+    """The query for the vector search: the scope's author names removed (a small
+    embedding model otherwise ranks every turn of the named person alike). Unchanged if
+    nothing else would be left."""
+    pattern = _names_pattern(authors)
+    if pattern is None:
+        return query
+    out = re.sub(r"\s+", " ", pattern.sub(" ", query)).strip()
+    return out if re.search(r"\w", out) else query
+
+
+def named_authors(query: str, authors: Sequence[str]) -> list[str]:
+    """The authors whose names the query mentions (whole words, any case)."""
+    return [a for a in authors
+            if a and (p := _names_pattern([a])) is not None and p.search(query)]
+
+
+def _window_sum(x: np.ndarray, session: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the sum of ``x`` over rows within ``w`` of it in the same session (rows
+    are ordered by session, then position), and how many rows that was."""
+    out = x.astype(np.float64, copy=True)
+    count = np.ones(len(x))
+    for d in range(1, w + 1):
+        if d >= len(x):
+            break
+        same = session[d:] == session[:-d]
+        out[:-d][same] += x[d:][same]
+        out[d:][same] += x[:-d][same]
+        count[:-d][same] += 1
+        count[d:][same] += 1
+    return out, count
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1]; all equal: 1 if positive (a lone match still counts), else 0."""
+    lo, hi = float(x.min()), float(x.max())
+    if hi > lo:
+        return (x - lo) / (hi - lo)
+    return np.full(len(x), 1.0 if hi > 0 else 0.0)
+
+
+def _bm25(tf: np.ndarray, idf: np.ndarray, lengths: np.ndarray, k1: float, b: float
+          ) -> np.ndarray:
+    if tf.shape[1] == 0:
+        return np.zeros(tf.shape[0])
+    avg = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
+    denom = tf + k1 * (1 - b + b * lengths[:, None] / avg)
+    return ((tf * (k1 + 1) / np.maximum(denom, 1e-9)) * idf[None, :]).sum(1)
+
+
+def rank_scope(req: RankRequest) -> list[Ranked]:
+    """Score every chunk of the scope, keep the best ``rank_depth``.
+
+    score = vector_weight * minmax(cosine + windows' mean cosine)
+          + text_weight * minmax(BM25(turn) + BM25(window))
+          + neighbour_share * best ±neighbour_window score + speaker_boost (named author)
+    BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
+    other read) and, with b = 0, no lengths. Ties break on the chunk's position.
+    """
+    s, f = req.settings, req.finder
+    assert f is not None and req.query_vec is not None
+    rows = search.scope_vectors(f, req.query_vec, s.scope_rank_max_chunks + 1)
+    n = len(rows.positions)
+    if n == 0:
+        return []
+    codes: dict[str, int] = {}
+    session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
+    sims = np.asarray(rows.sims, dtype=np.float64)
+    dense = sims.copy()
+    for w, weight in zip(s.vector_windows, s.vector_window_weights, strict=False):
+        if w > 0 and weight:
+            total, count = _window_sum(sims, session, int(w))
+            dense += weight * total / count
+
+    authors = sorted({a for a in rows.authors if a})
+    terms = search.query_lexemes(f, req.query)
+    if s.strip_author_names and authors:
+        name_terms = set(search.query_lexemes(f, " ".join(authors)))
+        terms = [t for t in terms if t not in name_terms] or terms
+    index = {k: i for i, k in enumerate(zip(rows.positions, rows.indexes, strict=True))}
+    col = {t: j for j, t in enumerate(terms)}
+    tf = np.zeros((n, len(terms)))
+    for pos, idx, lexeme, freq in search.scope_terms(f, terms):
+        i = index.get((pos, idx))
+        if i is not None:
+            tf[i, col[lexeme]] = freq
+    df = (tf > 0).sum(0)
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+    lengths = np.asarray(rows.lengths, dtype=np.float64)
+    lexical = _bm25(tf, idf, lengths, s.bm25_k1, s.bm25_b)
+    if s.text_window > 0 and s.text_window_weight:
+        wtf = np.zeros_like(tf)
+        for j in range(tf.shape[1]):
+            wtf[:, j] = _window_sum(tf[:, j], session, s.text_window)[0]
+        lexical += s.text_window_weight * _bm25(wtf, idf, lengths, s.bm25_k1, 0.0)
+
+    vec_part = s.vector_weight * _norm(dense)
+    txt_part = s.text_weight * _norm(lexical)
+    score = vec_part + txt_part
+    fused = score.copy()
+    nb_part = np.zeros(n)
+    if s.neighbour_share > 0 and s.neighbour_window > 0:
+        best = np.full(n, -np.inf)
+        for d in range(1, s.neighbour_window + 1):
+            if d >= n:
+                break
+            same = session[d:] == session[:-d]
+            best[:-d][same] = np.maximum(best[:-d][same], fused[d:][same])
+            best[d:][same] = np.maximum(best[d:][same], fused[:-d][same])
+        nb_part = s.neighbour_share * np.where(np.isfinite(best), best, 0.0)
+        score = score + nb_part
+    sp_part = np.zeros(n)
+    named = named_authors(req.query, authors) if s.speaker_boost else []
+    if len(named) == 1:
+        sp_part = s.speaker_boost * np.array([a == named[0] for a in rows.authors], dtype=float)
+        score = score + sp_part
+
+    positions = np.asarray(rows.positions)
+    indexes = np.asarray(rows.indexes)
+    order = np.lexsort((indexes, positions, -score))[: max(s.rank_depth, 1)]
+    keys = [(int(positions[i]), int(indexes[i])) for i in order]
+    hits = search.hits_by_key(f, keys)
+    ranked: list[Ranked] = []
+    for i, key in zip(order, keys, strict=True):
+        h = hits.get(key)
+        if h is None:
+            continue
+        h.parts.update({"vector_sim": float(sims[i]), "bm25": float(lexical[i])})
+        parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
+                 "fused": float(fused[i]), "neighbour": float(nb_part[i]),
+                 "speaker": float(sp_part[i])}
+        reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
+        if lexical[i] > 0:
+            reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
+        if nb_part[i] > 0:
+            reasons.append("next to a strong turn")
+        if sp_part[i] > 0:
+            reasons.append(f"said by {named[0]}, whom the query names")
+        ranked.append(Ranked(hit=h, score=float(score[i]), parts=parts, reasons=reasons))
+
+    if s.recency_half_life_days:
+        for r in ranked:
+            age = max(0.0, (req.now - r.hit.occurred_at).total_seconds() / 86400.0)
+            factor = 1.0 - s.recency_weight + s.recency_weight * 0.5 ** (
+                age / s.recency_half_life_days)
+            r.parts["recency"] = factor
+            r.score *= factor
+        ranked.sort(key=lambda r: (-r.score, r.hit.key))
+    ranked = [r for r in ranked if r.score > s.min_score]
+    for i, r in enumerate(ranked, start=1):
+        r.parts["rank"] = float(i)
+    if s.mmr_lambda is not None and req.embeddings is not None and ranked:
+        ranked = _mmr(ranked, s.mmr_lambda, req.embeddings)
+    return ranked

@@ -56,8 +56,9 @@ class RetrievalSettings:
     # -- ranking (memory/retrieval/ranking.py) ---------------------------------------------
     fusion: str = "linear"
     """``linear``: min-max normalised scores, weighted sum; ``rrf``: reciprocal rank fusion."""
-    vector_weight: float = 0.5
-    text_weight: float = 0.5
+    vector_weight: float = 0.6
+    text_weight: float = 0.4
+    """Linear fusion weights (LoCoMo: 0.6 / 0.4 beat 0.5 / 0.5, benchmarks/RESULTS.md)."""
     rrf_k: int = 60
     """The constant of reciprocal rank fusion, 1 / (k + rank)."""
     neighbour_window: int = 1
@@ -76,6 +77,29 @@ class RetrievalSettings:
     the memories already chosen``. None = off (ranking order kept)."""
     min_score: float = 0.0
     """Memories whose fused score is at or below this are not shown."""
+
+    # -- whole-scope ranking (the default; measured on LoCoMo, benchmarks/RESULTS.md) ------
+    scope_rank_max_chunks: int = 5_000
+    """A scope with at most this many chunks is scored whole (every chunk: cosine, BM25,
+    windows of turns); a larger one is ranked from the vector and full-text candidates
+    only. 0 turns whole-scope ranking off."""
+    strip_author_names: bool = True
+    """Remove the scope's author names from the query before the vector search: a small
+    embedding model otherwise ranks every turn of the named person alike."""
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.0
+    """BM25 length normalisation; 0 suits short, even turns (measured better than 0.75)."""
+    text_window: int = 2
+    """BM25 also scores each turn's window of this many turns either side (same session,
+    term frequencies summed); 0 = off."""
+    text_window_weight: float = 1.0
+    vector_windows: tuple[int, ...] = (1, 2)
+    """Half-widths of turn windows whose mean cosine adds to a turn's vector score."""
+    vector_window_weights: tuple[float, ...] = (0.5, 0.5)
+    speaker_boost: float = 0.15
+    """Added to the score of turns by the one author the query names (0 = off)."""
+    rank_depth: int = 100
+    """How many chunks the whole-scope ranker hands on, best first."""
 
     # -- rendering ---------------------------------------------------------------------------
     date_format: str = "%Y-%m-%d"

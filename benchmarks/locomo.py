@@ -1,0 +1,388 @@
+"""LoCoMo retrieval benchmark (issue 5): recall of the evidence turns, through the library.
+
+    python benchmarks/locomo.py --data FILE --out RESULT.json [--per-question FILE.jsonl]
+
+1. Ingests every conversation through the public API into a fresh database: one actor per
+   conversation, one session per LoCoMo session, one ``message`` event per turn (the
+   speaker as ``name``, the session's date as ``occurred_at``, a shared image's caption kept
+   in the turn's text), then runs the projections (chunks + embeddings, summaries).
+2. For every question (asked after the last session, in a new session of that actor)
+   retrieves within the actor's memory with several systems over the same data:
+   ``fulltext`` (Postgres full text, ts_rank_cd), ``bm25`` (the library's in-database BM25
+   alone), ``vector`` (pgvector cosine), ``hybrid`` (reciprocal-rank fusion of the two
+   candidate lists) and ``default`` (what ``Store.context`` uses), and scores the top 50
+   turns against the evidence (benchmarks/locomo_metrics.py). Context recall: the share of
+   evidence turns present in what ``Store.context`` returns at 1,000 and 2,000 tokens.
+   Query latency excludes the query embedding (it is the same for every system).
+
+The data is CC BY-NC 4.0: read from where it is, never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import sqlalchemy as sa
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from locomo_metrics import (
+    KS,
+    Conversation,
+    Question,
+    aggregate,
+    context_recall,
+    load,
+    score_question,
+)
+
+import memory
+from memory import embedded
+from memory.retrieval import ranking, search
+from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
+
+try:
+    from memory.security import tenant_scope
+except ImportError:  # pragma: no cover
+    def tenant_scope(tenant: str | None) -> Any:  # type: ignore[misc]
+        return nullcontext()
+
+DEPTH = 50
+BUDGETS = (1000, 2000)
+SYSTEMS = ("fulltext", "bm25", "vector", "hybrid", "default")
+QUESTION_SESSION = "questions"
+
+
+def parse_date(text: str) -> datetime:
+    """'1:56 pm on 8 May, 2023' -> an aware datetime (UTC; LoCoMo gives no zone)."""
+    cleaned = re.sub(r"\s+", " ", text.strip())
+    for fmt in ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%H:%M on %d %B, %Y"):
+        try:
+            return datetime.strptime(cleaned, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"unreadable LoCoMo date {text!r}")
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+def ingest(store: memory.Store, convs: list[Conversation]) -> tuple[dict[str, dict[int, str]],
+                                                                   int, float]:
+    """Append every turn; returns, per actor, event position -> dia_id."""
+    where: dict[str, dict[int, str]] = {}
+    n = 0
+    t0 = time.perf_counter()
+    for conv in tqdm(convs, desc="ingest", unit="conv"):
+        actor = conv.sample_id
+        where[actor] = {}
+        by_session: dict[int, list] = {}
+        for t in conv.turns:
+            by_session.setdefault(t.session, []).append(t)
+        for s in sorted(by_session):
+            turns = by_session[s]
+            when = parse_date(conv.session_dates[s])
+            events = [memory.message("user", t.content, name=t.speaker, occurred_at=when)
+                      for t in turns]
+            done = store.append(f"{actor}/session_{s}", events, actor=actor)
+            for t, a in zip(turns, done, strict=True):
+                where[actor][a.position] = t.dia_id
+            n += len(events)
+    return where, n, time.perf_counter() - t0
+
+
+# -- retrieval systems -------------------------------------------------------------------------
+
+PLAIN_FUSION = DEFAULT_SETTINGS.replace(fusion="rrf", vector_weight=1.0, text_weight=1.0,
+                                        neighbour_share=0.0, scope_rank_max_chunks=0)
+BM25_ONLY = DEFAULT_SETTINGS.replace(vector_weight=0.0, text_weight=1.0, text_window=0,
+                                     vector_windows=(), speaker_boost=0.0,
+                                     neighbour_share=0.0, strip_author_names=False)
+
+
+def dia_ids(hits: list[search.Hit], where: dict[int, str]) -> list[str]:
+    out: list[str] = []
+    for h in hits:
+        d = where.get(h.event_position)
+        if d is not None and d not in out:
+            out.append(d)
+    return out[:DEPTH]
+
+
+class Retriever:
+    """The systems, each a function (finder, question, vectors) -> ranked hits."""
+
+    def __init__(self, store: memory.Store) -> None:
+        self.store = store
+
+    def run(self, actor: str, q: Question, raw_vec: np.ndarray, embed: Callable[[str],
+            np.ndarray], where: dict[int, str]) -> dict[str, tuple[list[str], float]]:
+        out: dict[str, tuple[list[str], float]] = {}
+        with tenant_scope(self.store.tenant), self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                head = int(conn.exec_driver_sql(search.HEAD_TENANT,
+                                                (self.store.tenant,)).scalar_one())
+                gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
+                scope = search.Scope(self.store.tenant, actor, QUESTION_SESSION, (actor,))
+                bound = min(head, gen.position)
+
+                def finder(settings: RetrievalSettings = DEFAULT_SETTINGS
+                           ) -> search.ChunkSearch:
+                    return search.ChunkSearch(conn, scope, gen, bound, settings)
+
+                t = time.perf_counter()
+                hits = finder().text(q.question, k=DEPTH)
+                out["fulltext"] = (dia_ids(hits, where), time.perf_counter() - t)
+
+                t = time.perf_counter()
+                hits = finder().vector(raw_vec, k=DEPTH)
+                out["vector"] = (dia_ids(hits, where), time.perf_counter() - t)
+
+                t = time.perf_counter()
+                f = finder(PLAIN_FUSION)
+                hits = search.merge(f.vector(raw_vec, k=DEPTH), f.text(q.question, k=DEPTH))
+                ranked = ranking.rank(ranking.RankRequest(
+                    query=q.question, hits=hits, neighbours=f.neighbours,
+                    settings=PLAIN_FUSION, now=datetime.now(UTC)))
+                out["hybrid"] = (dia_ids([r.hit for r in ranked], where),
+                                 time.perf_counter() - t)
+
+                t = time.perf_counter()
+                f = finder(BM25_ONLY)
+                f.scope_size()
+                ranked = ranking.rank(ranking.RankRequest(
+                    query=q.question, hits=[], neighbours=f.neighbours, settings=BM25_ONLY,
+                    now=datetime.now(UTC), query_vec=raw_vec, finder=f))
+                out["bm25"] = (dia_ids([r.hit for r in ranked], where), time.perf_counter() - t)
+
+                # default: exactly the steps Store.context takes (context.py), the query
+                # embedding timed apart
+                s = DEFAULT_SETTINGS
+                t = time.perf_counter()
+                f = finder(s)
+                f.scope_size()
+                vquery = q.question
+                if s.strip_author_names:
+                    vquery = ranking.vector_query(q.question, search.scope_authors(f))
+                t_embed = time.perf_counter()
+                qvec = raw_vec if vquery == q.question else embed(vquery)
+                embed_s = time.perf_counter() - t_embed
+                hits = search.merge(f.vector(qvec), f.text(q.question))
+                ranked = ranking.rank(ranking.RankRequest(
+                    query=q.question, hits=hits, neighbours=f.neighbours, settings=s,
+                    now=datetime.now(UTC), embeddings=f.embeddings, query_vec=qvec, finder=f))
+                out["default"] = (dia_ids([r.hit for r in ranked], where),
+                                  time.perf_counter() - t - embed_s)
+        return out
+
+
+def _only(part: str) -> ranking.Ranker:
+    """A ranker keeping the candidates of one search in its own order (for the context
+    recall of the single-search systems)."""
+    def ranker(req: ranking.RankRequest) -> list[ranking.Ranked]:
+        hits = sorted((h for h in req.hits if part in h.parts),
+                      key=lambda h: (h.parts[part], h.key))
+        return [ranking.Ranked(hit=h, score=1.0 / h.parts[part], parts=dict(h.parts))
+                for h in hits]
+    return ranker
+
+
+PLAIN = DEFAULT_SETTINGS.replace(strip_author_names=False, scope_rank_max_chunks=0)
+CONTEXT_SYSTEMS: dict[str, tuple[RetrievalSettings, ranking.Ranker | None]] = {
+    "fulltext": (PLAIN, _only("text_rank")),
+    "bm25": (BM25_ONLY, None),
+    "vector": (PLAIN, _only("vector_rank")),
+    "hybrid": (PLAIN_FUSION.replace(strip_author_names=False), None),
+    "default": (DEFAULT_SETTINGS, None),
+}
+
+
+class CachedEmbedder:
+    """The model's query embeddings, memoised: every system embeds the same questions."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.cache: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if todo:
+            for t, v in zip(todo, self.inner.embed(todo), strict=True):
+                self.cache[t] = v
+        return np.stack([self.cache[t] for t in texts])
+
+
+def context_positions(store: memory.Store, actor: str, question: str, budget: int,
+                      system: str, embedder: CachedEmbedder) -> set[int]:
+    settings, ranker = CONTEXT_SYSTEMS[system]
+    ctx = store.context(question, actor=actor, session=QUESTION_SESSION, budget=budget,
+                        settings=settings, ranker=ranker, embedder=embedder)  # type: ignore[arg-type]
+    assert ctx.tokens <= budget
+    return {s.position for s in ctx.sources if s.kind in ("memory", "neighbour", "turn")}
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def fresh_database(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
+    if args.url:
+        server = args.url
+    else:
+        home = Path(args.home or tempfile.mkdtemp(prefix="locomo-home-"))
+        server = embedded.start(home)
+    name = f"locomo_{os.getpid()}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        if args.keep:
+            return
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+    return url, drop
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="a LoCoMo JSON file (list of samples)")
+    ap.add_argument("--out", required=True, help="where to write the results (JSON)")
+    ap.add_argument("--per-question", help="also write one JSON line per question here")
+    ap.add_argument("--url", help="a PostgreSQL server URL (default: an embedded server in "
+                                  "a temporary folder); a fresh database is made on it")
+    ap.add_argument("--home", help="MEMORY_HOME for the embedded server (default: temporary)")
+    ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    ap.add_argument("--limit", type=int, help="only the first N questions per conversation")
+    args = ap.parse_args()
+
+    started = time.perf_counter()
+    convs = load(args.data)
+    if args.limit:
+        for c in convs:
+            c.questions = c.questions[: args.limit]
+    url, drop = fresh_database(args)
+    try:
+        result = run(url, convs, args)
+    finally:
+        drop()
+    result["run_seconds"] = round(time.perf_counter() - started, 1)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    d = result["systems"]["default"]
+    print(f"default: R@5 {d['recall@5']:.3f} R@10 {d['recall@10']:.3f} "
+          f"R@25 {d['recall@25']:.3f} R@50 {d['recall@50']:.3f} "
+          f"S@5 {d['session_recall_any@5']:.3f} MRR {d['mrr']:.3f} "
+          f"ctx@2000 {d['context_recall@2000']:.3f} p95 {d['query_ms_p95']:.1f} ms; "
+          f"whole run {result['run_seconds']:.0f} s -> {args.out}")
+
+
+def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[str, Any]:
+    from memory.embedding import default_embedder
+
+    store = memory.Store.open(url)
+    embedder = default_embedder()
+    try:
+        where, n_events, ingest_s = ingest(store, convs)
+        t = time.perf_counter()
+        store.project(embedder=embedder)
+        project_s = time.perf_counter() - t
+
+        questions = [(c.sample_id, q) for c in convs for q in c.questions]
+        t = time.perf_counter()
+        raw = embedder.embed([q.question for _, q in questions])
+        embed_s = time.perf_counter() - t
+
+        cached = CachedEmbedder(embedder)
+        for (_, q), v in zip(questions, raw, strict=True):
+            cached.cache[q.question] = v
+
+        def embed(text: str) -> np.ndarray:
+            return cached.embed([text])[0]
+
+        retriever = Retriever(store)
+        rows: dict[str, list[tuple[int, dict[str, float]]]] = {s: [] for s in SYSTEMS}
+        times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
+        per_q = open(args.per_question, "w") if args.per_question else None  # noqa: SIM115
+        try:
+            for (actor, q), vec in tqdm(list(zip(questions, raw, strict=True)),
+                                        desc="questions", unit="q"):
+                found = retriever.run(actor, q, vec, embed, where[actor])
+                back = where[actor]
+                ctx: dict[tuple[str, int], float] = {}
+                for name in SYSTEMS:
+                    for budget in BUDGETS:
+                        positions = context_positions(store, actor, q.question, budget, name,
+                                                      cached)
+                        ctx[name, budget] = context_recall(
+                            {back[p] for p in positions if p in back}, q.evidence)
+                line: dict[str, Any] = {"conversation": actor, "qa_index": q.index,
+                                        "category": q.category, "question": q.question,
+                                        "evidence": q.evidence, "systems": {}}
+                for name in SYSTEMS:
+                    ranked, secs = found[name]
+                    m = score_question(ranked, q.evidence)
+                    for budget in BUDGETS:
+                        m[f"context_recall@{budget}"] = ctx[name, budget]
+                    rows[name].append((q.category, m))
+                    times[name].append(secs * 1000)
+                    line["systems"][name] = {**m, "top10": ranked[:10],
+                                             "ms": round(secs * 1000, 2)}
+                if per_q:
+                    per_q.write(json.dumps(line) + "\n")
+        finally:
+            if per_q:
+                per_q.close()
+    finally:
+        store.close()
+
+    systems: dict[str, Any] = {}
+    for name in SYSTEMS:
+        agg = aggregate(rows[name])
+        ms = np.asarray(times[name])
+        agg["query_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
+        agg["query_ms_p95"] = round(float(np.percentile(ms, 95)), 2)
+        systems[name] = agg
+    return {
+        "questions": sum(len(c.questions) for c in convs),
+        "excluded": sum(c.excluded for c in convs),
+        "systems": systems,
+        "conversations": len(convs),
+        "events": n_events,
+        "ingest_seconds": round(ingest_s, 2),
+        "ingest_events_per_second": round(n_events / ingest_s, 1),
+        "projection_seconds": round(project_s, 2),
+        "projection_events_per_second": round(n_events / project_s, 1),
+        "question_embedding_seconds": round(embed_s, 2),
+        "depth": DEPTH,
+        "ks": list(KS),
+        "notes": "context_recall@B: Store.context with each system's settings (fulltext and "
+                 "vector keep only their own candidates), a new session, budget B tokens; "
+                 "query_ms: search and ranking, the query embedding excluded.",
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count()},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+if __name__ == "__main__":
+    main()
