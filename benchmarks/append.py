@@ -1,7 +1,7 @@
 """Append throughput of the event log, against raw INSERTs (the physical limit), and a
 follower's lag behind concurrent writers. A script, not a timed test.
 
-    .venv/bin/python benchmarks/append.py [--out results.json] [--duration 2] [--rounds 3]
+    .venv/bin/python benchmarks/append.py [--out results.json] [--duration 1.5] [--rounds 5]
 
 Shapes: single events (one per transaction) and batches of 100 and 1,000, each with 1 and
 4 concurrent writers (threads, each on its own connection and its own session). The library
@@ -318,9 +318,11 @@ def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
-    ap.add_argument("--duration", type=float, default=2.0, help="seconds per run")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
+    ap.add_argument("--duration", type=float, default=1.5, help="seconds per run")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating runs per side")
     ap.add_argument("--lag-duration", type=float, default=5.0)
+    ap.add_argument("--shapes", default=",".join(f"{b}x{w}" for b, w in SHAPES),
+                    help="BATCHxWRITERS,... (default: all six)")
     ap.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=None,
                     help="seal payloads (default: the library's default)")
     ap.add_argument("--encryption", action="store_true",
@@ -367,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
                   f"{'ratio':>6} {'target':>6}")
         print(header)
-        for batch, writers in SHAPES:
+        shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
+        for batch, writers in shapes:
             lib_runs, raw_runs = [], []
             for r in range(args.rounds):
                 tag = f"{batch}-{writers}-{r}"
