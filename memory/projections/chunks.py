@@ -128,6 +128,13 @@ class ChunksProjection(BaseProjection):
                     f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) "
                     f"WHERE generation = {int(generation)}")
 
+    def drop_indexes(self, engine: Engine, generation: int) -> None:
+        """DROP INDEX CONCURRENTLY: a plain DROP INDEX would lock memory_chunks against
+        readers of the live generation while it waits for its turn."""
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(
+                f"DROP INDEX CONCURRENTLY IF EXISTS {hnsw_index_name(generation)}")
+
     def drop(self, conn: sa.Connection, generation: int) -> None:
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS {hnsw_index_name(generation)}")
         conn.exec_driver_sql("DELETE FROM memory_chunks WHERE generation = %s", (generation,))

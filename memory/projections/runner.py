@@ -105,6 +105,11 @@ class Projection(Protocol):
         """Remove every row and index of ``generation``."""
         ...
 
+    def drop_indexes(self, engine: Engine, generation: int) -> None:
+        """Drop the generation's own indexes without blocking readers (e.g. CONCURRENTLY);
+        called outside any transaction before a retired generation is dropped."""
+        ...
+
     def idle(self, conn: sa.Connection, generation: int) -> int:
         """Called by ``follow()`` when the log is quiet; may write (wall-clock work)."""
         ...
@@ -131,6 +136,9 @@ class BaseProjection:
         return None
 
     def drop(self, conn: sa.Connection, generation: int) -> None:
+        return None
+
+    def drop_indexes(self, engine: Engine, generation: int) -> None:
         return None
 
     def idle(self, conn: sa.Connection, generation: int) -> int:
@@ -503,6 +511,9 @@ class Runner:
             retired = [g for g in generations(conn, self.name) if g.status == "retired"]
         for g in retired:
             try:
+                dropper = getattr(self.projection, "drop_indexes", None)
+                if dropper is not None:
+                    dropper(self.engine, g.generation)
                 with self.engine.begin() as conn:
                     key = f"{self.name}/{g.generation}"
                     if not conn.exec_driver_sql(
