@@ -374,3 +374,31 @@ def test_follower_picks_up_new_events_quickly(store: memory.Store, embedder: Any
 def _has_live(store: memory.Store) -> bool:
     with store.engine.connect() as conn:
         return live_generation(conn, "chunks") is not None
+
+
+def test_follower_moves_to_the_new_generation_after_a_rebuild(store: memory.Store,
+                                                              embedder: Any) -> None:
+    for i in range(3):
+        store.append("s", memory.message("user", SENTENCES[i]), actor="a")
+    stop = threading.Event()
+    runner = Runner(store.engine, ChunksProjection(embedder), log=store.log, stop=stop,
+                    progress=False)
+    thread = threading.Thread(target=lambda: runner.follow(poll_interval=0.5,
+                                                           handle_signals=False))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _has_live(store) or len(chunk_rows(store.engine, 1)) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # a rebuild beside the follower switches generations under it
+        assert store.projector(embedder=embedder).rebuild("chunks").switched
+        store.append("s", memory.message("user", "After the switch."), actor="a")
+        while len(chunk_rows(store.engine, 2)) < 4:
+            assert time.monotonic() < deadline, "the follower did not move to generation 2"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(15)
+    assert not thread.is_alive()
+    assert chunk_rows(store.engine, 1) == []

@@ -449,7 +449,10 @@ class Runner:
                     finally:
                         bar.close()
             except _Retired:
-                continue  # a rebuild switched generations meanwhile: follow the new one
+                # a rebuild switched generations meanwhile; its cleanup skipped ours (we
+                # held it), so drop it now that it is released, then go on with the new one
+                self._cleanup_retired()
+                continue
             summary.seconds = time.perf_counter() - started
             return summary
 
@@ -553,6 +556,7 @@ class Runner:
                         self._follow_generation(live.generation, total, listener,
                                                 poll_interval, idle_every, last_idle)
                 except _Retired:
+                    self._cleanup_retired()  # see catch_up
                     continue
         finally:
             if listener is not None:
