@@ -27,6 +27,7 @@ from .projections import (
     Projector,
     Summarizer,
 )
+from .retrieval import Context, RetrievalSettings, TokenCounter
 from .schemas import SchemaRegistry
 from .store import Store
 
@@ -37,6 +38,7 @@ __all__ = [
     "Appended",
     "ConcurrencyError",
     "ConfigurationError",
+    "Context",
     "DecryptionError",
     "Embedder",
     "Error",
@@ -51,12 +53,14 @@ __all__ = [
     "ProjectionConfigMismatch",
     "Projector",
     "RecordedEvent",
+    "RetrievalSettings",
     "SchemaRegistry",
     "SentenceTransformerEmbedder",
     "SessionOwnershipError",
     "Store",
     "Subscription",
     "Summarizer",
+    "TokenCounter",
     "UnknownEventType",
     "ValidationError",
     "message",
