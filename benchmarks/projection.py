@@ -94,12 +94,13 @@ def loadavg() -> list[float]:
 
 # -- databases -------------------------------------------------------------------------------
 
-def server(url: str | None) -> str:
+def server(url: str | None) -> tuple[str, Path | None]:
+    """The server URL, and the home of the temporary embedded server we started (if so)."""
     if url:
-        return db.resolve_url(url)
-    home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+        return db.resolve_url(url), None
+    home = Path(tempfile.mkdtemp(prefix="memory-bench-projection-"))
     os.environ["MEMORY_HOME"] = str(home)
-    return embedded.start(home)
+    return embedded.start(home), home
 
 
 def database(server_url: str, name: str, template: str | None = None) -> str:
@@ -281,7 +282,15 @@ def main() -> None:
         rss_child(args.rss_child, args.batch_size)
         return
 
-    server_url = server(args.url)
+    server_url, home = server(args.url)
+    try:
+        run(args, server_url)
+    finally:
+        if home is not None:
+            embedded.stop(home)  # the embedded server outlives its process otherwise
+
+
+def run(args: argparse.Namespace, server_url: str) -> None:
     result: dict[str, Any] = {
         "benchmark": "projection", "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(), "loadavg_start": loadavg()}
