@@ -73,6 +73,13 @@ def install(engine: sa.Engine) -> sa.Engine:
     return engine
 
 
+def role_exists(engine: sa.Engine, role: str) -> bool:
+    """Whether ``role`` exists on the server (the migration creates ``memory_app``)."""
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                         (role,)).first())
+
+
 def role_url(url: str, role: str) -> str:
     """The same server and database, logged in as ``role`` (no password: for the
     embedded server's trust authentication, or a URL whose password you add)."""

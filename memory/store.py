@@ -65,7 +65,8 @@ class Store:
         engine = db.make_engine(resolved, limits)
         if migrate:
             db.migrate(engine)
-        if role is None and url is None and database_url_from_env() is None:
+        if role is None and url is None and database_url_from_env() is None \
+                and security.role_exists(engine, security.APP_ROLE):
             role = security.APP_ROLE
         app = None
         if role is not None and role != engine.url.username:
