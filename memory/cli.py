@@ -1,4 +1,4 @@
-"""The `memory` command: run the demo, manage the embedded server, append events.
+"""The `memory` command: the demo, the embedded server, the log, projections, context, forgetting.
 
 Each group of subcommands lives beside the code it drives (``add_commands(subparsers)``);
 this module only assembles them, so the CLI stays a thin face over the library.
@@ -16,6 +16,9 @@ from typing import Any, TextIO
 from . import embedded
 from .errors import Error, ValidationError
 from .events import NewEvent
+from .forget_cli import add_commands as forget_commands
+from .projections.cli import add_commands as projection_commands
+from .retrieval.cli import add_commands as retrieval_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,13 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_options(app)
     app.set_defaults(func=_append)
 
-    from .projections.cli import add_commands as add_projection_commands
-
-    add_projection_commands(sub)
-
-    from .retrieval.cli import add_commands as add_retrieval_commands
-
-    add_retrieval_commands(sub)
+    for add_commands in (projection_commands, retrieval_commands, forget_commands):
+        add_commands(sub)
     return parser
 
 
