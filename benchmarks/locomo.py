@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -242,11 +243,14 @@ def context_positions(store: memory.Store, actor: str, question: str, budget: in
 # -- main --------------------------------------------------------------------------------------
 
 def fresh_database(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
+    temp_home: Path | None = None
     if args.url:
         server = args.url
+    elif args.home:
+        server = embedded.start(Path(args.home))
     else:
-        home = Path(args.home or tempfile.mkdtemp(prefix="locomo-home-"))
-        server = embedded.start(home)
+        temp_home = Path(tempfile.mkdtemp(prefix="locomo-home-"))
+        server = embedded.start(temp_home)
     name = f"locomo_{os.getpid()}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -260,6 +264,9 @@ def fresh_database(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+        if temp_home is not None:  # the server this run started, in its own folder
+            embedded.stop(temp_home)
+            shutil.rmtree(temp_home, ignore_errors=True)
 
     return url, drop
 

@@ -332,8 +332,9 @@ BASE_DENSE = Recipe("dense", dense_weight=1.0, strip_names=False)
 BASE_RRF = Recipe("rrf(bm25, dense)", fusion="rrf", strip_names=False)
 DEFAULT = Recipe("default recipe", strip_names=True, doc_prefix=False, dense_turn=1.0,
                  dense_w1=0.5, dense_w2=0.5, dense_window="avgsim", bm25_turn=1.0,
-                 bm25_w2=1.0, b=0.0, dense_weight=0.6, neighbour_share=0.0,
+                 bm25_w2=1.0, b=0.0, dense_weight=0.6, neighbour_share=0.3,
                  speaker_boost=0.15, lex_strip_names=True)
+"""What the library ships (memory/retrieval/ranking.py rank_scope, settings defaults)."""
 
 
 def sweep() -> list[Recipe]:
@@ -353,26 +354,27 @@ def ablations() -> list[Recipe]:
         replace(BASE_DENSE, name="dense, names stripped", strip_names=True),
         replace(BASE_BM25, name="bm25 b=0", b=0.0),
         replace(BASE_BM25, name="bm25 b=0 + ±2 window", b=0.0, bm25_w2=1.0),
-        replace(BASE_RRF, name="minmax fusion (no other idea)", fusion="minmax"),
+        replace(BASE_RRF, name="min-max linear fusion .5/.5", fusion="minmax"),
         d,
-        replace(d, name="- names stripped", strip_names=False),
+        replace(d, name="- names stripped (dense query)", strip_names=False),
+        replace(d, name="- names stripped (lexical query)", lex_strip_names=False),
         replace(d, name="- dense windows", dense_w1=0.0, dense_w2=0.0),
-        replace(d, name="  dense windows: mean vector", dense_window="mean"),
-        replace(d, name="  dense windows: mean cosine", dense_window="avgsim"),
-        replace(d, name="  no prefix, mean cosine windows", doc_prefix=False,
-                dense_window="avgsim"),
-        replace(d, name="- lexical window", bm25_w2=0.0),
-        replace(d, name="  lexical ±1 instead of ±2", bm25_w2=0.0, bm25_w1=1.0),
-        replace(d, name="- b=0 (b=.75)", b=0.75),
-        replace(d, name="- minmax (rrf)", fusion="rrf"),
+        replace(d, name="~ dense windows embedded as text", dense_window="embed"),
+        replace(d, name="~ dense windows: mean vector", dense_window="mean"),
+        replace(d, name="- lexical ±2 window", bm25_w2=0.0),
+        replace(d, name="~ lexical ±1 window", bm25_w2=0.0, bm25_w1=1.0),
+        replace(d, name="~ b=.75", b=0.75),
+        replace(d, name="~ rrf instead of min-max", fusion="rrf"),
+        replace(d, name="~ dense weight .5", dense_weight=0.5),
+        replace(d, name="~ dense weight .7", dense_weight=0.7),
         replace(d, name="- neighbour share", neighbour_share=0.0),
         replace(d, name="- speaker boost", speaker_boost=0.0),
+        replace(d, name="~ speaker boost .05", speaker_boost=0.05),
         replace(d, name="+ rewrite (drop question words)", rewrite=True),
-        replace(d, name="  doc without name prefix", doc_prefix=False),
-        replace(d, name="  dense weight .4", dense_weight=0.4),
-        replace(d, name="  dense weight .6", dense_weight=0.6),
-        replace(d, name="  neighbour share .2", neighbour_share=0.2),
-        replace(d, name="  neighbour share .4", neighbour_share=0.4),
+        replace(d, name="+ session share .1", session_share=0.1),
+        replace(d, name="+ rrf mix .3", rrf_mix=0.3),
+        replace(d, name="~ z-score instead of min-max", norm="z"),
+        replace(d, name="~ docs embedded as 'Name: text'", doc_prefix=True),
     ]
 
 
