@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from . import embedded
+from .cli_options import add_store_options
 from .errors import Error, ValidationError
 from .events import NewEvent
 from .forget_cli import add_commands as forget_commands
@@ -56,12 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add_commands in (projection_commands, retrieval_commands, forget_commands):
         add_commands(sub)
     return parser
-
-
-def add_store_options(p: argparse.ArgumentParser) -> None:
-    """Options every command that opens a store shares."""
-    p.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
-    p.add_argument("--tenant", default="default", help="tenant (namespace), default 'default'")
 
 
 def open_store(args: argparse.Namespace) -> Any:

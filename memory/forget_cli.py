@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import TextIO
 
+from .cli_options import add_store_options
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -22,8 +24,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     what.add_argument("--event", action="append", metavar="ID",
                       help="forget this event (repeat for several)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
-    p.add_argument("--tenant", default="default", help="tenant (namespace), default 'default'")
+    add_store_options(p)
     p.set_defaults(func=_forget)
 
     k = subparsers.add_parser("keys", help="the master key (encryption at rest)")
@@ -35,7 +36,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Set MEMORY_MASTER_KEY=NEW,OLD and run this: every data key is "
                     "re-wrapped under NEW (the event log is not touched). Then drop OLD. "
                     "Needs a connection that sees every tenant (the owner or a BYPASSRLS role).")
-    rot.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
+    add_store_options(rot, tenant=False)
     rot.set_defaults(func=_keys_rotate)
 
 

@@ -3,7 +3,6 @@ template (cloning takes milliseconds; migrating every test would take seconds)."
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +13,10 @@ import sqlalchemy as sa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from support import TEMPLATE, new_database
+
 import memory
 from memory import db, embedded
-
-TEMPLATE = "memory_template"
-_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -64,16 +62,9 @@ def template_url(server_url: str) -> str:
 @pytest.fixture
 def database_url(server_url: str, template_url: str) -> Iterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = f"test_{os.getpid()}_{next(_counter)}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    assert template_url
+    with new_database(server_url, "test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers shared by the event-log tests (tests/test_log_*.py)."""
+"""Helpers shared by the tests: fresh databases from the template, URLs."""
 
 from __future__ import annotations
 
@@ -22,20 +22,32 @@ def psycopg_url(url: str) -> str:
 
 
 @contextmanager
-def shared_store(server_url: str, template_url: str, tag: str) -> Iterator[memory.Store]:
-    """One migrated database for a whole module of tests that never write (every call in
-    them is refused), so each case does not pay for a database of its own."""
-    assert template_url
-    name = f"test_{tag}_{os.getpid()}_{next(_counter)}"
+def new_database(server_url: str, tag: str) -> Iterator[str]:
+    """A fresh database cloned from the migrated template (milliseconds, not a migration
+    run); dropped on exit. Fixtures and hypothesis examples both use it."""
+    name = f"{tag}_{os.getpid()}_{next(_counter)}"
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
-        hide_password=False)
     try:
-        with memory.Store.open(url, migrate=False) as store:
-            yield store
+        yield sa.engine.make_url(server_url).set(database=name).render_as_string(
+            hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+@contextmanager
+def new_store(server_url: str, tag: str) -> Iterator[memory.Store]:
+    with new_database(server_url, tag) as url, memory.Store.open(url, migrate=False) as store:
+        yield store
+
+
+@contextmanager
+def shared_store(server_url: str, template_url: str, tag: str) -> Iterator[memory.Store]:
+    """One migrated database for a whole module of tests that never write (every call in
+    them is refused), so each case does not pay for a database of its own."""
+    assert template_url
+    with new_store(server_url, f"test_{tag}") as store:
+        yield store

@@ -7,7 +7,7 @@ import time
 
 import psycopg
 import pytest
-from _log_support import psycopg_url
+from support import psycopg_url
 
 import memory
 from memory import log_sql

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from _log_support import shared_store
+from support import shared_store
 
 import memory
 from memory import Limits, NewEvent

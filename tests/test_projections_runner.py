@@ -4,8 +4,6 @@ Everything runs against the real embedded PostgreSQL and the real model."""
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 import signal
 import subprocess
@@ -13,7 +11,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import new_store
 
 import memory
 from memory.projections import (
@@ -42,26 +42,12 @@ SENTENCES = [
     "Caroline started painting again after many years away from the canvas.",
     "Melanie runs a small bakery near the station.", "Why not?",
 ]
-_db_counter = itertools.count()
 
 
-@contextlib.contextmanager
-def fresh_store(server_url: str, template_url: str) -> Iterator[memory.Store]:
+def fresh_store(server_url: str, template_url: str) -> AbstractContextManager[memory.Store]:
     """A new migrated database (for hypothesis examples, which cannot use fixtures)."""
-    name = f"proj_{os.getpid()}_{next(_db_counter)}"
-    template = sa.engine.make_url(template_url).database
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {template}")
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
-        hide_password=False)
-    try:
-        with memory.Store.open(url, migrate=False) as store:
-            yield store
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    assert template_url
+    return new_store(server_url, "proj")
 
 
 def chunk_rows(engine: sa.Engine, generation: int) -> list[tuple[Any, ...]]:

@@ -9,11 +9,13 @@ import argparse
 import sys
 from typing import Any
 
+from ..cli_options import add_store_options
 from . import DEFAULT_NAMES
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
+    # Projections run over every tenant of the database, so no --tenant here.
+    add_store_options(p, tenant=False)
     p.add_argument("--model", metavar="PATH",
                    help="a local sentence-transformers model folder (default: the packaged "
                         "all-MiniLM-L6-v2); must be the model the live generation was built "

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any, TextIO
 
+from ..cli_options import add_store_options
+
 DEFAULT_BUDGET = 2000
 
 
@@ -37,8 +39,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--format", choices=["pretty", "openai", "anthropic", "text"],
                    default="pretty", help="how to print (default: pretty, with sources)")
     p.add_argument("--json", action="store_true", help="the whole context as JSON")
-    p.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
-    p.add_argument("--tenant", default="default", help="tenant (namespace), default 'default'")
+    add_store_options(p)
     p.set_defaults(func=run_context)
 
 
