@@ -29,6 +29,7 @@ def main() -> None:
         ax.plot(KS, values, linestyle="--", color="grey", marker="x", label=name)
     ax.set_xscale("log")
     ax.set_xticks(KS, [str(k) for k in KS])
+    ax.minorticks_off()
     ax.set_xlabel("k (turns retrieved)")
     ax.set_ylabel("recall@k of evidence turns")
     ax.set_ylim(0.2, 1.0)
