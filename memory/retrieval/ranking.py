@@ -292,9 +292,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     lengths = np.asarray(rows.lengths, dtype=np.float64)
     lexical = _bm25(tf, idf, lengths, s.bm25_k1, s.bm25_b)
     if s.text_window > 0 and s.text_window_weight:
-        wtf = np.zeros_like(tf)
-        for j in range(tf.shape[1]):
-            wtf[:, j] = _window_sum(tf[:, j], session, s.text_window)[0]
+        wtf = _window_sum(tf, session, s.text_window)[0]
         lexical += s.text_window_weight * _bm25(wtf, idf, lengths, s.bm25_k1, 0.0)
 
     vec_part = s.vector_weight * _norm(dense)
