@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import memory  # noqa: E402
 from memory import db, embedded  # noqa: E402
+from memory.projections.runner import DEFAULT_BATCH_SIZE  # noqa: E402
 
 SUBJECTS = ["I", "My sister", "Caroline", "Melanie", "We", "My manager", "The kids", "Our team"]
 VERBS = ["went to", "talked about", "started", "finished", "planned", "remembered", "visited",
@@ -271,7 +272,8 @@ def main() -> None:
     p.add_argument("--url", help="PostgreSQL server URL (default: a temporary embedded one)")
     p.add_argument("--texts", type=int, default=2000, help="texts for the throughput part")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each")
-    p.add_argument("--batch-size", type=int, default=256, help="events per projection batch")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="events per projection batch (default: the library's)")
     p.add_argument("--sizes", default="20000,100000", help="log sizes for the RSS part")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")

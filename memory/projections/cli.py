@@ -11,6 +11,7 @@ from typing import Any
 
 from ..cli_options import add_store_options
 from . import DEFAULT_NAMES
+from .runner import DEFAULT_BATCH_SIZE
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -20,8 +21,8 @@ def _store_options(p: argparse.ArgumentParser) -> None:
                    help="a local sentence-transformers model folder (default: the packaged "
                         "all-MiniLM-L6-v2); must be the model the live generation was built "
                         "with, except for reproject")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="events per transaction (default 256)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--no-wait", action="store_true",
                    help="exit at once if another runner holds the projection (default: wait)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
