@@ -22,13 +22,16 @@ def psycopg_url(url: str) -> str:
 
 
 @contextmanager
-def new_database(server_url: str, tag: str) -> Iterator[str]:
+def new_database(server_url: str, tag: str, *, template: str | None = TEMPLATE
+                 ) -> Iterator[str]:
     """A fresh database cloned from the migrated template (milliseconds, not a migration
-    run); dropped on exit. Fixtures and hypothesis examples both use it."""
+    run), or an empty one with ``template=None``; dropped on exit. Fixtures and hypothesis
+    examples both use it."""
     name = f"{tag}_{os.getpid()}_{next(_counter)}"
+    clone = f" TEMPLATE {template}" if template else ""
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}{clone}")
     try:
         yield sa.engine.make_url(server_url).set(database=name).render_as_string(
             hide_password=False)

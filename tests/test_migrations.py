@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from support import new_database
 
 from memory import db
 
@@ -47,18 +48,9 @@ ORDER BY 1, 3, 2
 
 @pytest.fixture
 def empty_url(server_url: str) -> Iterator[str]:
-    name = f"test_migrations_{os.getpid()}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield sa.engine.make_url(server_url).set(database=name).render_as_string(
-            hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    """A database with no schema at all (not cloned from the migrated template)."""
+    with new_database(server_url, "test_migrations", template=None) as url:
+        yield url
 
 
 def schema(engine: sa.Engine) -> list[tuple[str, str, str]]:
