@@ -43,6 +43,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from machine_info import cpu_model
 from psycopg.types.json import Jsonb
 
 import memory
@@ -286,15 +287,7 @@ def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "loadavg_at_start": os.getloadavg()}
 

@@ -47,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from machine_info import cpu_model
+
 import memory
 from memory import db, embedded, message
 from memory.embedding import default_embedder
@@ -87,14 +89,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def machine(engine: sa.Engine) -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     with engine.connect() as conn:
         pg = conn.exec_driver_sql("SHOW server_version").scalar()
         vec = conn.exec_driver_sql(

@@ -41,6 +41,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine_info import cpu_model  # noqa: E402
+
 import memory  # noqa: E402
 from memory import db, embedded  # noqa: E402
 from memory.projections.runner import DEFAULT_BATCH_SIZE  # noqa: E402
@@ -73,11 +75,8 @@ def make_texts(n: int, seed: int = 7) -> list[str]:
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                             "cpus": os.cpu_count()}
+    info["cpu"] = cpu_model()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
         info["ram_gb"] = round(int(mem) / 1024 / 1024, 1)
     except OSError:
