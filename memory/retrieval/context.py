@@ -10,7 +10,7 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
    after the bound), cut to ``summary_max_share`` of the budget at most.
 3. **Memories**: candidates from this actor's chunks (older part of this session and
    earlier sessions) found by ``search.py``, ordered by the ranker (``ranking.py``),
-   taken in that order while they fit, up to ``max_memories``; shown oldest first, each
+   taken in that order while they fit (up to ``max_memories`` if set); shown oldest first, each
    with its date.
 4. What is left goes back to **older turns** (contiguously); a turn that becomes verbatim
    replaces its memory, and once every turn fits the summary is dropped.
@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -232,7 +232,7 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             # where the call starts: bound, live generations, scope size (one round trip)
-            st = search.state(conn, scope, as_of, s) if _pins is None else None
+            st = search.state(conn, scope, as_of, s, query) if _pins is None else None
             if st is not None:
                 bound = st.bound
             else:
@@ -296,8 +296,8 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
             if chunks_gen is not None and budget - used > overhead:
                 t_search = time.perf_counter()
                 finder = ChunkSearch(conn, scope, chunks_gen, chunk_bound, s)
-                if st is not None:
-                    finder.plan["scope_size"] = st.scope_size
+                if st is not None and st.check is not None:
+                    finder.attach(st.check, st.probed)
                 if finder.scope_size() > 0:
                     t_embed = time.perf_counter()
                     vquery = query
@@ -306,12 +306,12 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                         t_embed = time.perf_counter()
                     qvec = _embed_query(store, embedder, chunks_gen, vquery)
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
-                    vector_hits, text_hits = finder.both(
-                        query, qvec, exact=_exact_path(finder, s, _pins))
+                    exact = _exact_path(finder, s, _pins)
+                    finder.plan["vector"] = "exact" if exact else "hnsw"
                     pins["vector"] = finder.plan["vector"]
-                    hits = search.merge(vector_hits, text_hits)
-                    now = (_bound_time(conn, scope, bound, hits) if s.recency_half_life_days
-                           else max((h.occurred_at for h in hits), default=_EPOCH))
+                    hits = _Candidates(finder, query, qvec, exact)
+                    now = (st.bound_time or _EPOCH) if st is not None else \
+                        _bound_time(conn, scope, bound)
                     ranked = ranker(RankRequest(
                         query=query, hits=hits, neighbours=finder.neighbours, settings=s,
                         now=now, embeddings=finder.embeddings,
@@ -466,15 +466,37 @@ BOUND_TIME = "SELECT occurred_at FROM memory_events WHERE tenant = %s AND positi
     "ORDER BY position DESC LIMIT 1"
 
 
-def _bound_time(conn: sa.Connection, scope: Scope, bound: int, hits: Sequence[Hit]
-                ) -> datetime:
+def _bound_time(conn: sa.Connection, scope: Scope, bound: int) -> datetime:
     """The 'now' of recency weighting: when the tenant's last event at or before the
     bound happened (a function of the bound, so as_of and replay weigh recency exactly as
     the original call did)."""
     row = conn.exec_driver_sql(BOUND_TIME, (scope.tenant, bound)).fetchone()
-    if row is not None:
-        return row[0]
-    return max((h.occurred_at for h in hits), default=datetime.fromtimestamp(0, UTC))
+    return row[0] if row is not None else _EPOCH
+
+
+class _Candidates(Sequence[Hit]):
+    """The vector and full-text candidates, searched on first use: the default ranker
+    scores a small scope whole and never looks at them (ranking.rank_scope), so a call
+    it handles skips the search; any other ranker gets them as before."""
+
+    def __init__(self, finder: ChunkSearch, query: str, qvec: Any, exact: bool) -> None:
+        self._args = (finder, query, qvec, exact)
+        self._hits: list[Hit] | None = None
+
+    def _load(self) -> list[Hit]:
+        if self._hits is None:
+            finder, query, qvec, exact = self._args
+            self._hits = search.merge(*finder.both(query, qvec, exact=exact))
+        return self._hits
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._load()[i]
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self._load())
 
 
 def _memory_cost(r: Ranked | Hit, s: RetrievalSettings, counter: TokenCounter) -> int:
@@ -500,7 +522,7 @@ def _take_memories(parts: _Parts, ranked: list[Ranked], finder: ChunkSearch,
     first = True
     taken: set[tuple[int, int]] = set()
     for r in ranked:
-        if len(parts.chosen) >= s.max_memories:
+        if s.max_memories is not None and len(parts.chosen) >= s.max_memories:
             break
         if r.hit.event_position in in_turns:
             continue

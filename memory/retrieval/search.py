@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from .. import log_sql
 from ..events import RecordedEvent
 from ..log import Log
+from . import scopedata
 from .settings import RetrievalSettings
 
 CHUNKS_PROJECTION = "chunks"
@@ -241,29 +242,40 @@ SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan',
 """
 
 # Where a call starts, in one round trip: the log bound (the tenant's head, or as_of if
-# lower), the live generations, and the size of the chunk scope (capped) under that bound.
+# lower), the live generations, the scope's check for the scope cache (scopedata.py: its
+# rows in the live chunks generation, counted up to the cap by an index-only scan, and the
+# rows above the cached entry's ``upto``) and the query's lexemes.
 STATE = f"""
 WITH b AS (
   SELECT LEAST(coalesce(max(position), 0), %(as_of)s::bigint) AS bound
     FROM memory_events WHERE tenant = %(tenant)s),
 g AS (
-  SELECT name, generation, position, config FROM memory_projections
+  SELECT name, generation, position, config, created_at FROM memory_projections
    WHERE status = 'live' AND name = ANY(%(names)s))
 SELECT b.bound,
-       (SELECT json_agg(json_build_array(name, generation, position, config)) FROM g),
+       (SELECT json_agg(json_build_array(name, generation, position, config,
+                                         created_at::text)) FROM g),
        (SELECT count(*) FROM (
           SELECT 1 FROM memory_chunks c, g
            WHERE g.name = '{CHUNKS_PROJECTION}' AND c.tenant = %(tenant)s
              AND c.generation = g.generation AND c.actor_id = ANY(%(actors)s)
-             AND c.event_position <= LEAST(b.bound, g.position)
-           LIMIT %(cap)s) s)
+           LIMIT %(cap)s) s),
+       (SELECT count(*) FROM memory_chunks c
+         WHERE c.tenant = %(tenant)s AND c.generation = %(cgen)s
+           AND c.actor_id = ANY(%(actors)s) AND c.event_position > %(cupto)s),
+       (SELECT array_agg(lex) FROM unnest(tsvector_to_array(
+          to_tsvector(%(config)s::regconfig, %(query)s))) AS lex),
+       (SELECT e.occurred_at FROM memory_events e
+         WHERE e.tenant = %(tenant)s AND e.position <= b.bound
+         ORDER BY e.position DESC LIMIT 1)
   FROM b
 """
 
 
 def size_cap(settings: RetrievalSettings) -> int:
     """Scope sizes are counted up to this: one more than the largest size any decision
-    compares them with (so counting a huge scope stays cheap)."""
+    compares them with (so counting a huge scope stays cheap). Scopes below it are read
+    whole into the scope cache (scopedata.py)."""
     return max(settings.exact_search_max_chunks,
                int(getattr(settings, "scope_rank_max_chunks", 0) or 0)) + 1
 
@@ -272,19 +284,38 @@ def size_cap(settings: RetrievalSettings) -> int:
 class State:
     bound: int
     generations: dict[str, Generation]
-    scope_size: int
-    """Chunks in the scope under the bound in the live chunks generation, capped at
-    :func:`size_cap`."""
+    check: scopedata.Check | None
+    """The scope cache's counts (None without a live chunks generation)."""
+    probed: scopedata.ScopeData | None
+    """The cached entry ``check`` was counted against."""
+    lexemes: list[str]
+    """The query's lexemes, as :func:`query_lexemes` gives them."""
+    bound_time: datetime | None
+    """When the tenant's last event at or before the bound happened (recency's 'now')."""
 
 
 def state(conn: sa.Connection, scope: Scope, as_of: int | None,
-          settings: RetrievalSettings) -> State:
+          settings: RetrievalSettings, query: str = "") -> State:
+    key = scopedata.cache_key(conn, scope.tenant, scope.actors)
+    probed = scopedata.probe(key)
+    cgen, cupto = scopedata.probe_params(probed)
     row = conn.exec_driver_sql(STATE, {
         "as_of": as_of, "tenant": scope.tenant, "actors": list(scope.actors),
         "names": [CHUNKS_PROJECTION, SUMMARIES_PROJECTION],
-        "cap": size_cap(settings)}).one()
+        "cap": size_cap(settings), "cgen": cgen, "cupto": cupto,
+        "config": settings.text_search_config, "query": query}).one()
     gens = {r[0]: Generation(r[0], int(r[1]), int(r[2]), r[3] or {}) for r in row[1] or []}
-    return State(bound=int(row[0]), generations=gens, scope_size=int(row[2]))
+    created = {r[0]: str(r[4]) for r in row[1] or []}
+    chunks = gens.get(CHUNKS_PROJECTION)
+    check = None
+    if chunks is not None:
+        check = scopedata.Check(total=int(row[2]),
+                                newer=int(row[3]) if cgen == chunks.generation else 0,
+                                created=created[CHUNKS_PROJECTION])
+    lexemes = list(row[4] or [])
+    remember_lexemes(conn, settings.text_search_config, query, lexemes)
+    return State(bound=int(row[0]), generations=gens, check=check, probed=probed,
+                 lexemes=lexemes, bound_time=row[5])
 
 
 NEIGHBOURS = f"""
@@ -329,10 +360,16 @@ class ChunkSearch:
 
     ``plan`` tells which path the vector search took ("exact" or "hnsw") and the scope
     size it saw (capped at the threshold + 1).
+
+    A scope below :func:`size_cap` is read from the scope cache (:mod:`.scopedata`,
+    validated in this connection's snapshot): exact vector search, the whole-scope
+    ranker's data, hits by key, neighbours and embeddings then cost no round trip.
+    ``use_cache=False`` keeps every read in SQL (the reference the cache is tested
+    against); larger scopes always are.
     """
 
     def __init__(self, conn: sa.Connection, scope: Scope, gen: Generation, bound: int,
-                 settings: RetrievalSettings) -> None:
+                 settings: RetrievalSettings, *, use_cache: bool = True) -> None:
         self.conn = conn
         self.scope = scope
         self.gen = gen
@@ -341,11 +378,71 @@ class ChunkSearch:
         self.plan: dict[str, Any] = {}
         self._params = {"tenant": scope.tenant, "generation": gen.generation,
                         "actors": list(scope.actors), "bound": bound}
+        self.use_cache = use_cache
+        self._data: scopedata.ScopeData | None = None
+        self._rows: np.ndarray | None = None
+        self._checked = False
+        self._check: tuple[scopedata.Check, scopedata.ScopeData | None] | None = None
+
+    # -- the scope cache -------------------------------------------------------------------
+
+    def attach(self, check: scopedata.Check, probed: scopedata.ScopeData | None) -> None:
+        """Hand over the counts the start-of-call statement made (saves a round trip)."""
+        self._check = (check, probed)
+
+    def data(self) -> scopedata.ScopeData | None:
+        """The scope's cached rows, valid in this snapshot, or None (cache off, or a scope
+        of :func:`size_cap` chunks or more). Read at most once per search."""
+        if self._checked:
+            return self._data
+        self._checked = True
+        if not self.use_cache:
+            return None
+        tenant, actors = self.scope.tenant, self.scope.actors
+        key = scopedata.cache_key(self.conn, tenant, actors)
+        cap = size_cap(self.settings)
+        if self._check is None:
+            probed = scopedata.probe(key)
+            check = scopedata.check(self.conn, probed, tenant, actors, self.gen.generation,
+                                    cap)
+        else:
+            check, probed = self._check
+        if check.total >= cap:
+            return None
+        data = scopedata.fetch(self.conn, key, probed, tenant, actors, self.gen.generation,
+                               self.gen.position, check,
+                               int(getattr(self.settings, "scope_cache_bytes", 0)))
+        self._data = data
+        self._rows = data.rows_at(self.bound)
+        if "scope_size" not in self.plan:
+            self.plan["scope_size"] = data.n if self._rows is None else len(self._rows)
+        self.plan["scope_cache"] = True
+        return data
+
+    def rows(self) -> np.ndarray:
+        """Row numbers (in :meth:`data`) of the chunks at or below the bound."""
+        data = self.data()
+        assert data is not None
+        return np.arange(data.n) if self._rows is None else self._rows
+
+    def hit(self, r: int) -> Hit:
+        """A fresh :class:`Hit` for row ``r`` of the cached data (rankers write into
+        ``parts``, so a hit is never shared between calls)."""
+        d = self._data
+        assert d is not None
+        return Hit(event_position=int(d.positions[r]), chunk_index=int(d.indexes[r]),
+                   event_id=d.event_ids[r], session_id=d.sessions[r],
+                   actor_id=d.actor_ids[r], role=d.roles[r], author=d.authors[r],
+                   occurred_at=d.occurred[r], text=d.texts[r])
+
+    # -- searches --------------------------------------------------------------------------
 
     def scope_size(self) -> int:
         """Chunks in scope, counted up to the exact-search threshold + 1 (cheap); counted
-        once per search (:func:`state` may have counted it already)."""
+        once per search (:func:`state` or the scope cache may have counted it already)."""
         if "scope_size" in self.plan:
+            return int(self.plan["scope_size"])
+        if self.data() is not None:
             return int(self.plan["scope_size"])
         cap = size_cap(self.settings)
         n = int(self.conn.exec_driver_sql(SCOPE_SIZE, {**self._params, "cap": cap})
@@ -353,14 +450,40 @@ class ChunkSearch:
         self.plan["scope_size"] = n
         return n
 
+    def _cached_vector(self, query_vec: np.ndarray, k: int) -> list[Hit] | None:
+        """Exact top ``k`` from the cached vectors (ties by position, as in SQL)."""
+        data = self.data()
+        if data is None:
+            return None
+        rows = self.rows()
+        sims = data.sims(query_vec, self._rows)
+        if len(sims) > k:  # the k best (and anything tied with the k-th), then sorted
+            kth = np.partition(sims, len(sims) - k)[len(sims) - k]
+            keep = np.flatnonzero(sims >= kth)
+        else:
+            keep = np.arange(len(sims))
+        positions, indexes = data.positions[rows[keep]], data.indexes[rows[keep]]
+        order = keep[np.lexsort((indexes, positions, -sims[keep]))[:k]]
+        hits = []
+        for rank, i in enumerate(order, start=1):
+            h = self.hit(int(rows[i]))
+            h.parts["vector_sim"] = float(sims[i])
+            h.parts["vector_rank"] = float(rank)
+            hits.append(h)
+        return hits
+
     def vector(self, query_vec: np.ndarray, k: int | None = None,
                exact: bool | None = None) -> list[Hit]:
         k = k or self.settings.vector_candidates
-        params = {**self._params, "q": vector_literal(query_vec), "k": k}
         if exact is None:
             exact = (self.gen.dim is None
                      or self.scope_size() <= self.settings.exact_search_max_chunks)
         self.plan["vector"] = "exact" if exact else "hnsw"
+        if exact:
+            cached = self._cached_vector(query_vec, k)
+            if cached is not None:
+                return cached
+        params = {**self._params, "q": vector_literal(query_vec), "k": k}
         if exact:
             rows = self.conn.exec_driver_sql(VECTOR_EXACT, params).fetchall()
         else:
@@ -373,9 +496,14 @@ class ChunkSearch:
 
     def both(self, query: str, query_vec: np.ndarray, *, exact: bool
              ) -> tuple[list[Hit], list[Hit]]:
-        """The vector and the full-text candidates, in one round trip."""
+        """The vector and the full-text candidates, in one round trip (the vector part
+        from the scope cache when it has the scope)."""
         s = self.settings
         self.plan["vector"] = "exact" if exact else "hnsw"
+        if exact:
+            cached = self._cached_vector(query_vec, s.vector_candidates)
+            if cached is not None:
+                return cached, self.text(query)
         params = {**self._params, "q": vector_literal(query_vec), "k": s.vector_candidates,
                   "kt": s.text_candidates, "query": query, "config": s.text_search_config,
                   "max_terms": s.max_query_terms}
@@ -433,21 +561,65 @@ class ChunkSearch:
         """The chunks of the ``window`` turns before and after each hit, in its session."""
         if not hits or window <= 0:
             return {}
+        out: dict[tuple[int, int], list[Hit]] = {h.key: [] for h in hits}
+        data = self.data()
+        if data is not None:
+            self._cached_neighbours(data, hits, window, out)
+            return out
         params = {**self._params, "w": window,
                   "positions": [h.event_position for h in hits],
                   "indexes": [h.chunk_index for h in hits],
                   "sessions": [h.session_id for h in hits]}
-        out: dict[tuple[int, int], list[Hit]] = {h.key: [] for h in hits}
         for row in self.conn.exec_driver_sql(NEIGHBOURS, params).fetchall():
             out[(row[0], row[1])].append(_hit(row[2:]))
         for lst in out.values():
             lst.sort(key=lambda h: h.key)
         return out
 
+    def _cached_neighbours(self, data: scopedata.ScopeData, hits: Sequence[Hit],
+                           window: int, out: dict[tuple[int, int], list[Hit]]) -> None:
+        """As :data:`NEIGHBOURS`: up to ``window`` chunks of the hit's session before it
+        and after it (the latter at or below the bound), from the cached rows."""
+        order = data.order
+        where = np.empty(data.n, dtype=np.int64)
+        where[order] = np.arange(data.n)
+        for h in hits:
+            r = data.key_index.get(h.key)
+            if r is None:
+                continue
+            i = int(where[r])
+            code = data.session_codes[r]
+            found: list[int] = []
+            j = i - 1
+            while j >= 0 and len(found) < window:
+                rj = int(order[j])
+                if data.session_codes[rj] != code:
+                    break
+                if data.positions[rj] != h.event_position:  # other events only
+                    found.append(rj)  # earlier rows of the session are below the bound
+                j -= 1
+            after = 0
+            j = i + 1
+            while j < data.n and after < window:
+                rj = int(order[j])
+                if data.session_codes[rj] != code or data.positions[rj] > self.bound:
+                    break
+                if data.positions[rj] != h.event_position:
+                    found.append(rj)
+                    after += 1
+                j += 1
+            out[h.key] = sorted((self.hit(rj) for rj in found), key=lambda x: x.key)
+
     def embeddings(self, hits: Sequence[Hit]) -> None:
-        """Fill ``hit.embedding`` (for MMR) in one round trip."""
+        """Fill ``hit.embedding`` (for MMR) in one round trip (none from the cache)."""
         todo = [h for h in hits if h.embedding is None]
         if not todo:
+            return
+        data = self.data()
+        if data is not None:
+            for h in todo:
+                r = data.key_index.get(h.key)
+                h.embedding = None if r is None else np.array(data.matrix[r])
             return
         params = {"tenant": self.scope.tenant, "generation": self.gen.generation,
                   "positions": [h.event_position for h in todo],
@@ -499,7 +671,7 @@ SELECT DISTINCT c.author FROM memory_chunks c
 
 SCOPE_VECTORS = f"""
 SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
-       1 - (c.embedding <=> %(q)s::vector) AS sim
+       1 - (c.embedding <=> %(q)s::vector) AS sim, c.occurred_at
   FROM memory_chunks c
  WHERE {SCOPE_WHERE}
  ORDER BY c.session_id, c.event_position, c.chunk_index
@@ -541,34 +713,90 @@ class ScopeRows:
     authors: list[str | None]
     lengths: list[int]
     sims: list[float]
+    occurred: list[datetime] | None = None
+    """The chunks' ``occurred_at`` (the ranker's date matching)."""
 
 
 def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
     """The authors (``name`` of messages) in the scope, for query rewriting."""
+    data = finder.data()
+    if data is not None:
+        authors = data.authors
+        found = {authors[r] for r in finder.rows().tolist()} if finder._rows is not None \
+            else set(authors)
+        return sorted(a for a in found if a)[:cap]
     rows = finder.conn.exec_driver_sql(SCOPE_AUTHORS, {**finder._params, "cap": cap})
     return sorted(r[0] for r in rows)
 
 
 def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> ScopeRows:
+    data = finder.data()
+    if data is not None:
+        rows = data.order if finder._rows is None else \
+            data.order[data.positions[data.order] <= finder.bound]
+        rows = rows[:cap]
+        sims = data.sims(query_vec, rows)
+        return ScopeRows(data.positions[rows].tolist(), data.indexes[rows].tolist(),
+                         [data.sessions[r] for r in rows.tolist()],
+                         [data.authors[r] for r in rows.tolist()],
+                         data.lengths[rows].tolist(), sims.tolist(),
+                         [data.occurred[r] for r in rows.tolist()])
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
-                     [float(r[5]) for r in rows])
+                     [float(r[5]) for r in rows], [r[6] for r in rows])
+
+
+_LEXEMES: dict[tuple[str, str, str], list[str]] = {}
+_LEXEMES_MAX = 4096
+"""to_tsvector's lexemes of recent texts (queries, the scope's author names), per database
+and configuration: a pure function of the text, so a query repeated, or the author names
+of every call on one scope, cost no round trip."""
+
+
+def remember_lexemes(conn: sa.Connection, config: str, text: str, lexemes: list[str]) -> None:
+    if len(_LEXEMES) >= _LEXEMES_MAX:
+        _LEXEMES.clear()  # crude but bounded; the texts come back on the next call
+    _LEXEMES[(conn.engine.url.render_as_string(hide_password=True), config, text)] = \
+        list(lexemes)
 
 
 def query_lexemes(finder: ChunkSearch, query: str) -> list[str]:
     """The query's lexemes as the chunks' tsvector would hold them (stemmed, no stop
     words), distinct, in the order Postgres gives them, at most ``max_query_terms``."""
-    rows = finder.conn.exec_driver_sql(QUERY_LEXEMES, {
-        "config": finder.settings.text_search_config, "query": query}).fetchall()
-    return [r[0] for r in rows][: finder.settings.max_query_terms]
+    config = finder.settings.text_search_config
+    key = (finder.conn.engine.url.render_as_string(hide_password=True), config, query)
+    found = _LEXEMES.get(key)
+    if found is None:
+        rows = finder.conn.exec_driver_sql(QUERY_LEXEMES, {
+            "config": config, "query": query}).fetchall()
+        found = [r[0] for r in rows]
+        remember_lexemes(finder.conn, config, query, found)
+    return list(found)[: finder.settings.max_query_terms]
 
 
 def scope_terms(finder: ChunkSearch, terms: Sequence[str]
                 ) -> list[tuple[int, int, str, int]]:
     if not terms:
         return []
+    data = finder.data()
+    if data is not None:
+        if data.terms is None:
+            data.terms = scopedata.read_terms(finder.conn, data, finder.scope.tenant,
+                                              finder.scope.actors)
+        out: list[tuple[int, int, str, int]] = []
+        for t in dict.fromkeys(terms):
+            found = data.terms.get(t)
+            if found is None:
+                continue
+            rows, freqs = found
+            if finder._rows is not None:
+                keep = data.positions[rows] <= finder.bound
+                rows, freqs = rows[keep], freqs[keep]
+            out.extend(zip(data.positions[rows].tolist(), data.indexes[rows].tolist(),
+                           [t] * len(rows), freqs.tolist(), strict=True))
+        return out
     rows = finder.conn.exec_driver_sql(SCOPE_TERMS, {**finder._params, "terms": list(terms)})
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
@@ -577,6 +805,14 @@ def hits_by_key(finder: ChunkSearch, keys: Sequence[tuple[int, int]]) -> dict[tu
                                                                               Hit]:
     if not keys:
         return {}
+    data = finder.data()
+    if data is not None:
+        out = {}
+        for k in keys:
+            r = data.key_index.get((int(k[0]), int(k[1])))
+            if r is not None:
+                out[(int(k[0]), int(k[1]))] = finder.hit(r)
+        return out
     params = {**finder._params, "positions": [k[0] for k in keys],
               "indexes": [k[1] for k in keys]}
     out = {}

@@ -1,0 +1,396 @@
+"""A per-process cache of a chunk scope's data, validated against the database every call.
+
+Why: one person's memory is small (hundreds to ~20k chunks), and every ``context()`` call
+reads all of it: the whole-scope ranker scores every chunk (cosine, BM25 term
+frequencies, turn windows), and exact vector search compares every vector. Doing that in
+SQL costs ~0.9 microseconds per row of index scan plus pgvector's distance for each row
+(~110 ms for a 20k-chunk scope on this machine, benchmarks/RESULTS.md), where numpy over the
+same vectors in memory takes ~2 ms. So the scope's rows (vectors as one float32 matrix,
+positions, sessions, authors, texts, lexeme counts) are kept in memory, per process, and
+every search reads them from here.
+
+What an entry is: **every** chunk row of (database, tenant, actors) in one chunks
+generation whose event position is at or below ``upto``, read in one snapshot. A call
+filters the rows by its own bound (``as_of``, the projection's checkpoint), so one entry
+serves every bound.
+
+Why it is never stale (checked at the start of every call, in the call's own snapshot and
+under the tenant's row-level security, in the statement that reads the bound):
+
+* Chunk rows are immutable (nothing updates ``memory_chunks``) and, within one
+  generation, inserted only by its projection runner, which holds the generation's row
+  ``FOR UPDATE`` and writes rows with positions above its checkpoint in the same
+  transaction that moves the checkpoint (memory/projections/runner.py). So once an entry
+  was read with ``upto`` = the checkpoint of its snapshot, no row at or below ``upto`` can
+  appear later: rows only *disappear* there (forgetting deletes them,
+  memory/forget.py), and new rows come above ``upto``.
+* Each call counts the scope's rows in the live generation (``total``, an index-only
+  scan of ``memory_chunks_actor_idx``: ~2 ms for 20k rows) and the rows above the
+  entry's ``upto`` (``newer``, a range of the primary key). If ``total == n + newer``,
+  nothing at or below ``upto`` was deleted, the entry is exact, and the ``newer`` rows (if
+  any) are read and appended. Any other count (a forget, a deletion by hand) reloads
+  the whole scope. A generation switch (reproject) or a generation re-created under the
+  same number (its ``created_at`` differs) reloads it too.
+* The key holds the database URL and the tenant; the rows are read under the tenant's
+  row-level security like every other read, so one tenant's entry is never built from,
+  or handed to, another tenant.
+
+Bounded: entries are kept in LRU order and evicted past ``scope_cache_bytes`` (a
+:class:`RetrievalSettings` field; 0 keeps nothing, and every call then reads its scope
+whole, which is slower but gives the same results). Scopes larger than
+:func:`search.size_cap` are not read here at all (they go through the HNSW index).
+
+Determinism: cosines are computed per row with ``np.einsum`` (each row's dot product is
+summed the same way whatever the number of rows, unlike a BLAS matrix-vector product),
+so a cached entry, a grown one and a freshly read one give bit-identical scores, and a
+recorded context replays identically.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import sqlalchemy as sa
+
+_HEADER_BYTES = 4  # pgvector's binary send format: int16 dim, int16 unused, then float4s
+
+LOAD = """
+SELECT c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id, c.role,
+       c.author, c.occurred_at, c.text, length(c.tsv), vector_send(c.embedding)
+  FROM memory_chunks c
+ WHERE c.tenant = %s AND c.generation = %s AND c.actor_id = ANY(%s)
+   AND c.event_position > %s
+ ORDER BY c.event_position, c.chunk_index
+"""
+
+LOAD_TERMS = """
+SELECT c.event_position, c.chunk_index, t.lexeme, coalesce(array_length(t.positions, 1), 1)
+  FROM memory_chunks c CROSS JOIN LATERAL unnest(c.tsv) AS t(lexeme, positions, weights)
+ WHERE c.tenant = %s AND c.generation = %s AND c.actor_id = ANY(%s)
+   AND c.event_position > %s AND c.event_position <= %s
+"""
+
+# The check a call makes when the start-of-call statement did not make it (replay, or a
+# ChunkSearch used on its own): same counts as in search.STATE.
+CHECK = """
+SELECT (SELECT count(*) FROM (
+          SELECT 1 FROM memory_chunks c
+           WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+             AND c.actor_id = ANY(%(actors)s) LIMIT %(cap)s) s),
+       (SELECT count(*) FROM memory_chunks c
+         WHERE c.tenant = %(tenant)s AND c.generation = %(cgen)s
+           AND c.actor_id = ANY(%(actors)s) AND c.event_position > %(cupto)s),
+       (SELECT created_at::text FROM memory_projections
+         WHERE name = 'chunks' AND generation = %(generation)s)
+"""
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the start of a call counted: the scope's rows in the live generation (capped)
+    and the rows above the probed entry's ``upto`` (in the probed entry's generation)."""
+
+    total: int
+    newer: int
+    created: str
+
+
+class ScopeData:
+    """Every chunk of one scope in one generation up to ``upto``; immutable once built
+    (a grown entry is a new object; the vector buffer may be shared, see :meth:`grow`)."""
+
+    def __init__(self, key: tuple[Any, ...], generation: int, created: str, upto: int,
+                 cols: dict[str, list[Any]], matrix: np.ndarray, *, buffer: _Buffer | None = None
+                 ) -> None:
+        self.key = key
+        self.generation = generation
+        self.created = created
+        self.upto = upto
+        self.positions = np.asarray(cols["positions"], dtype=np.int64)
+        self.indexes = np.asarray(cols["indexes"], dtype=np.int64)
+        self.event_ids: list[UUID] = cols["event_ids"]
+        self.sessions: list[str] = cols["sessions"]
+        self.actor_ids: list[str] = cols["actor_ids"]
+        self.roles: list[str | None] = cols["roles"]
+        self.authors: list[str | None] = cols["authors"]
+        self.occurred: list[datetime] = cols["occurred"]
+        self.texts: list[str] = cols["texts"]
+        self.lengths = np.asarray(cols["lengths"], dtype=np.int64)
+        self.n = len(self.positions)
+        self._buffer = buffer or _Buffer(matrix)
+        self.matrix = self._buffer.rows(self.n)
+        self.norms = (np.sqrt(np.einsum("ij,ij->i", self.matrix, self.matrix))
+                      if self.n else np.zeros(0, dtype=np.float32))
+        codes: dict[str, int] = {}
+        self.session_codes = np.asarray([codes.setdefault(s, len(codes))
+                                         for s in self.sessions], dtype=np.int64)
+        # rows by session (codes follow first appearance; any session order will do, the
+        # ranker only needs each session's rows together and in position order)
+        self.order = (np.lexsort((self.indexes, self.positions, self.session_codes))
+                      if self.n else np.zeros(0, dtype=np.int64))
+        self.key_index = {(int(p), int(i)): r for r, (p, i) in
+                          enumerate(zip(self.positions.tolist(), self.indexes.tolist(),
+                                        strict=True))}
+        self.max_position = int(self.positions.max()) if self.n else 0
+        self.terms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.cols = cols
+        self.nbytes = int(self._buffer.data.nbytes + sum(len(t) for t in self.texts)
+                          + 400 * self.n)
+
+    def rows_at(self, bound: int) -> np.ndarray | None:
+        """Row numbers at or below ``bound``; None when that is every row."""
+        if self.max_position <= bound:
+            return None
+        return np.flatnonzero(self.positions <= bound)
+
+    def sims(self, query_vec: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Cosine similarity of each row (all, or ``rows``) to the query, as pgvector's
+        ``1 - (a <=> b)`` computes it (float32 dot products, then float64); a zero vector
+        scores 0 instead of pgvector's NaN."""
+        q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
+        m = self.matrix if rows is None else self.matrix[rows]
+        norms = self.norms if rows is None else self.norms[rows]
+        if m.shape[1] != q.shape[0]:
+            raise ValueError(f"query has {q.shape[0]} dimensions, the scope's vectors "
+                             f"{m.shape[1]}")
+        dots = np.einsum("ij,j->i", m, q).astype(np.float64)
+        denom = norms.astype(np.float64) * float(np.sqrt(np.dot(q.astype(np.float64),
+                                                                q.astype(np.float64))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(denom > 0, dots / denom, 0.0)
+        return np.clip(out, -1.0, 1.0)
+
+    def grow(self, cols: dict[str, list[Any]], matrix: np.ndarray, upto: int) -> ScopeData:
+        """A new entry with ``cols`` appended (rows above this entry's ``upto``)."""
+        merged = {k: self.cols[k] + cols[k] for k in self.cols}
+        buffer = self._buffer.extend(self.n, matrix)
+        return ScopeData(self.key, self.generation, self.created, upto, merged, matrix,
+                         buffer=buffer)
+
+
+class _Buffer:
+    """The vectors of an entry with room to grow: a grown entry writes its new rows past
+    the old ones in the same array (older entries only ever read their first ``n`` rows),
+    so a live conversation does not copy a 20k x 384 matrix at every new turn."""
+
+    def __init__(self, data: np.ndarray, filled: int | None = None) -> None:
+        self.data = data
+        self.filled = len(data) if filled is None else filled
+        self.lock = threading.Lock()
+
+    def rows(self, n: int) -> np.ndarray:
+        return self.data[:n]
+
+    def extend(self, n: int, new: np.ndarray) -> _Buffer:
+        k = len(new)
+        with self.lock:
+            if self.filled == n and n + k <= len(self.data) and (
+                    k == 0 or new.shape[1] == self.data.shape[1]):
+                self.data[n:n + k] = new
+                self.filled = n + k
+                return self
+        dim = new.shape[1] if k else self.data.shape[1]
+        cap = max(n + k, int((n + k) * 1.25) + 16)
+        data = np.empty((cap, dim), dtype=np.float32)
+        if n:
+            data[:n] = self.data[:n]
+        data[n:n + k] = new
+        return _Buffer(data, filled=n + k)
+
+
+def _empty_cols() -> dict[str, list[Any]]:
+    return {k: [] for k in ("positions", "indexes", "event_ids", "sessions", "actor_ids",
+                            "roles", "authors", "occurred", "texts", "lengths")}
+
+
+def _read(conn: sa.Connection, tenant: str, generation: int, actors: Sequence[str],
+          after: int) -> tuple[dict[str, list[Any]], np.ndarray]:
+    """Rows above ``after`` (binary transfer: the vectors come as pgvector's send format,
+    decoded in one numpy call)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(LOAD, (tenant, generation, list(actors), after))
+        rows = cur.fetchall()
+    cols = _empty_cols()
+    for r in rows:
+        cols["positions"].append(r[0])
+        cols["indexes"].append(r[1])
+        cols["event_ids"].append(r[2])
+        cols["sessions"].append(r[3])
+        cols["actor_ids"].append(r[4])
+        cols["roles"].append(r[5])
+        cols["authors"].append(r[6])
+        cols["occurred"].append(r[7])
+        cols["texts"].append(r[8])
+        cols["lengths"].append(int(r[9] or 0))
+    if not rows:
+        return cols, np.zeros((0, 0), dtype=np.float32)
+    blobs = [bytes(r[10]) for r in rows]
+    width = len(blobs[0])
+    if any(len(b) != width for b in blobs):
+        raise ValueError("chunks of one generation have vectors of different dimensions")
+    dim = (width - _HEADER_BYTES) // 4
+    flat = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(rows), width)
+    matrix = flat[:, _HEADER_BYTES:].copy().view(">f4").astype(np.float32)
+    return cols, matrix.reshape(len(rows), dim)
+
+
+def read_terms(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
+               after: int = -1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The entry's lexemes above ``after``: per lexeme, the rows holding it and how often
+    (the term frequencies ``search.SCOPE_TERMS`` reads), read once per entry (and for the
+    new rows when it grows)."""
+    found: dict[str, tuple[list[int], list[int]]] = {}
+    rows = conn.exec_driver_sql(LOAD_TERMS, (tenant, data.generation, list(actors), after,
+                                             data.upto)).fetchall()
+    for pos, idx, lexeme, freq in rows:
+        r = data.key_index.get((pos, idx))
+        if r is None:
+            continue
+        lst = found.setdefault(lexeme, ([], []))
+        lst[0].append(r)
+        lst[1].append(int(freq))
+    return {k: (np.asarray(v[0], dtype=np.int64), np.asarray(v[1], dtype=np.int64))
+            for k, v in found.items()}
+
+
+class ScopeCache:
+    """The process's entries, LRU by bytes. Thread-safe: entries are immutable, the map
+    is guarded by a lock, and two threads loading one scope at once both get a correct
+    entry (the later one is kept)."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[Any, ...], ScopeData] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.stats = {"hits": 0, "grown": 0, "loads": 0, "evicted": 0}
+
+    def peek(self, key: tuple[Any, ...]) -> ScopeData | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, entry: ScopeData, max_bytes: int) -> None:
+        with self._lock:
+            old = self._entries.pop(entry.key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if entry.nbytes > max_bytes:
+                return
+            self._entries[entry.key] = entry
+            self._bytes += entry.nbytes
+            while self._bytes > max_bytes and self._entries:
+                _, gone = self._entries.popitem(last=False)
+                self._bytes -= gone.nbytes
+                self.stats["evicted"] += 1
+
+    def drop(self, key: tuple[Any, ...]) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+
+    def forget(self, tenant: str | None = None, actor: str | None = None) -> int:
+        """Drop the entries of a tenant (and actor), e.g. right after forgetting it, so
+        its plaintext does not stay in this process until the next call notices."""
+        with self._lock:
+            keys = [k for k in self._entries
+                    if (tenant is None or k[1] == tenant) and (actor is None or actor in k[2])]
+            for k in keys:
+                self._bytes -= self._entries.pop(k).nbytes
+            return len(keys)
+
+    def clear(self) -> None:
+        self.forget()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+CACHE = ScopeCache()
+"""The process-wide cache every :class:`search.ChunkSearch` uses."""
+
+
+def cache_key(conn: sa.Connection, tenant: str, actors: Sequence[str]) -> tuple[Any, ...]:
+    """(database, tenant, actors): the database by its URL (without the password)."""
+    url = conn.engine.url.render_as_string(hide_password=True)
+    return (url, tenant, tuple(sorted(set(actors))))
+
+
+def probe(key: tuple[Any, ...]) -> ScopeData | None:
+    """The cached entry for ``key`` (maybe stale): the start-of-call statement counts the
+    rows above its ``upto`` in its generation, and :func:`fetch` validates it."""
+    return CACHE.peek(key)
+
+
+def probe_params(entry: ScopeData | None) -> tuple[int, int]:
+    """(generation, upto) to count newer rows against; (-1, 0) without an entry (the
+    count is then 0 and costs one index probe)."""
+    return (entry.generation, entry.upto) if entry is not None else (-1, 0)
+
+
+def fetch(conn: sa.Connection, key: tuple[Any, ...], probed: ScopeData | None, tenant: str,
+          actors: Sequence[str], generation: int, position: int, check: Check,
+          max_bytes: int) -> ScopeData:
+    """The scope's entry, valid in this snapshot: the probed one, the probed one grown by
+    the rows above its ``upto``, or a fresh read (see the module docstring). ``check``
+    must have been counted against ``probed`` (:func:`probe_params`)."""
+    entry = probed
+    if (entry is not None and entry.generation == generation
+            and entry.created == check.created and check.total == entry.n + check.newer):
+        if check.newer == 0:
+            CACHE.stats["hits"] += 1
+            return entry
+        cols, matrix = _read(conn, tenant, generation, actors, entry.upto)
+        if len(cols["positions"]) == check.newer:
+            upto = max(position, entry.upto, max(cols["positions"]))
+            grown = entry.grow(cols, matrix, upto)
+            if entry.terms is not None:
+                grown.terms = _merge_terms(entry.terms, read_terms(
+                    conn, grown, tenant, actors, after=entry.upto))
+            CACHE.stats["grown"] += 1
+            CACHE.put(grown, max_bytes)
+            return grown
+    cols, matrix = _read(conn, tenant, generation, actors, -1)
+    upto = max([position, *cols["positions"][-1:]])
+    fresh = ScopeData(key, generation, check.created, upto, cols, matrix)
+    CACHE.stats["loads"] += 1
+    CACHE.put(fresh, max_bytes)
+    return fresh
+
+
+def _merge_terms(old: dict[str, tuple[np.ndarray, np.ndarray]],
+                 new: dict[str, tuple[np.ndarray, np.ndarray]]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = dict(old)
+    for lexeme, (rows, freqs) in new.items():
+        if lexeme in out:
+            r0, f0 = out[lexeme]
+            out[lexeme] = (np.concatenate([r0, rows]), np.concatenate([f0, freqs]))
+        else:
+            out[lexeme] = (rows, freqs)
+    return out
+
+
+def check(conn: sa.Connection, probed: ScopeData | None, tenant: str, actors: Sequence[str],
+          generation: int, cap: int) -> Check:
+    """The counts of :data:`CHECK` for a call that did not get them from ``search.STATE``."""
+    cgen, cupto = probe_params(probed)
+    row = conn.exec_driver_sql(CHECK, {"tenant": tenant, "generation": generation,
+                                       "actors": list(actors), "cap": cap, "cgen": cgen,
+                                       "cupto": cupto}).one()
+    return Check(total=int(row[0]), newer=int(row[1]) if cgen == generation else 0,
+                 created=str(row[2]))
