@@ -11,18 +11,22 @@ Key hierarchy
 * **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
   master key (AES-256-GCM, bound to tenant, key id and actor).
 * **event key**: ``BLAKE2s(key=actor key, event secret || event id)`` (a keyed PRF) where
-  the event secret is 32 random bytes in ``memory_event_keys``. Deleting the actor key forgets every
-  event of the actor; nulling one secret forgets one event. ``memory_events`` is never
-  updated.
+  the event secret is 32 random bytes. The secrets of one appended batch are one row of
+  ``memory_event_secrets`` (alembic/versions/0005): packed in event order, the row named by
+  the events' ``key_id`` (``s:`` + hex), so a batch of 1,000 events costs one row, not
+  1,000. Deleting the actor key (and its batch rows) forgets every event of the actor;
+  zeroing one event's 32 bytes forgets that event. ``memory_events`` is never updated.
+  (Events sealed before 0005 have ``key_id`` = the actor key id and one
+  ``memory_event_keys`` row each; they are still opened, and forgotten by nulling it.)
 
 What is sealed
 --------------
 The payload **and the metadata** of every event (metadata is free-form and is where
 callers put names, e-mails and other personal data), as one AES-256-GCM ciphertext in
 ``payload_enc``: ``0x01 || nonce(12) || ciphertext+tag``, with the tenant, event id and
-key id as associated data so a ciphertext cannot be moved to another row. The ``payload``
-column is NULL and ``metadata`` is ``{}``. Ids, type, schema version, positions and times
-stay in clear so the log keeps its shape (ordering, sessions, idempotency, projections).
+key id (the batch) as associated data so a ciphertext cannot be moved to another row. The
+``payload`` column is NULL and ``metadata`` is ``{}``. Ids, type, schema version, positions
+and times stay in clear so the log keeps its shape (ordering, sessions, idempotency, projections).
 
 The idempotency ``content_hash`` is keyed: ``BLAKE2s(key=hash key, sha256(content))`` with a
 hash key derived from the actor key, so a short text cannot be confirmed by hashing guesses,
@@ -176,59 +180,34 @@ CREATE_KEY = """
 INSERT INTO memory_keys (tenant, key_id, actor_id, wrapped, master_id)
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, actor_id) DO NOTHING
 """
-# Fetched fresh on every read (never cached): a forget elsewhere takes effect at once.
-# The event ids travel as one bytea (16 bytes each): dumping a list of UUIDs costs more in
-# Python than the whole lookup does in the server. ``n`` says which row each answer is for.
-# A forget deletes an actor's event secrets with its key, so the secrets alone say what is
-# readable; the wrapped actor keys are fetched only when not yet cached (KEYS).
+BATCH_PREFIX = "s:"
+"""How a sealed event's ``key_id`` names its batch's secrets row (an actor key id, which
+the events of before 0005 carry, is plain hex)."""
+
+# Fetched fresh on every read (never cached): a forget elsewhere takes effect at once. The
+# log's reads join the secrets in (memory/log_sql.py); these look-ups serve rows read
+# without them (other callers' statements, and a projection's transaction, which locks
+# the secrets it opens: FOR SHARE, so a forget waits for it, see memory/forget.py).
+LOOKUP_BATCHES = """
+SELECT s.tenant, s.batch, s.key_id, s.first_version, s.secrets
+  FROM memory_event_secrets s
+ WHERE (s.tenant, s.batch) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
+# Events sealed before 0005: one secrets row per event. The event ids travel as one bytea
+# (16 bytes each): dumping a list of UUIDs costs more in Python than the whole lookup does
+# in the server. ``n`` says which row each answer is for.
 LOOKUP = """
 SELECT q.n, ek.key_id, ek.secret
   FROM unnest(%s::text[]) WITH ORDINALITY AS q(tenant, n)
   JOIN memory_event_keys ek ON ek.tenant = q.tenant AND ek.event_id =
        encode(substring(%s::bytea FROM (q.n::int - 1) * 16 + 1 FOR 16), 'hex')::uuid
 """
+# The wrapped actor keys, fetched only when not yet cached.
 KEYS = """
 SELECT tenant, key_id, actor_id, wrapped, master_id FROM memory_keys
  WHERE (tenant, key_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# The event secrets go in with the append, in the same statement (one round trip). A
-# re-sent event keeps its first secret (or its forgotten one). Built on the log's own
-# append statement (``log_sql.APPEND``), so the two never drift apart.
-# (event id, secret) pairs travel packed in one bytea, 16 + 32 bytes each. The actor key
-# is checked once per statement, not by a foreign key per row (which cost more than the
-# secret's insert): ``live`` locks the key row FOR KEY SHARE, so a forget deleting it waits
-# for this append and then deletes its secrets too; a key already deleted (a stale cache
-# in another process) leaves ``live`` empty, the key id NULL, and the statement fails on
-# NOT NULL before anything is written (the append is retried with a new key).
-_SECRETS_CTE = """
-WITH live AS (
-    SELECT key_id FROM memory_keys WHERE tenant = %s AND key_id = %s FOR KEY SHARE
-), secrets AS (
-    INSERT INTO memory_event_keys (tenant, event_id, key_id, secret)
-    SELECT %s, encode(substring(s.v FROM g * 48 + 1 FOR 16), 'hex')::uuid,
-           (SELECT key_id FROM live), substring(s.v FROM g * 48 + 17 FOR 32)
-      FROM (SELECT %s::bytea AS v) AS s, generate_series(0, length(s.v) / 48 - 1) AS g
-    ON CONFLICT (tenant, event_id) DO NOTHING
-)"""
-
-
-def sealed_append_sql(append_sql: str) -> str:
-    """``append_sql`` with the event secrets' insert in front (its parameters first)."""
-    body = append_sql.strip()
-    if body[:5].upper() == "WITH ":
-        return _SECRETS_CTE + ",\n" + body[5:]
-    return _SECRETS_CTE + "\n" + body
-
-
-SQLSTATE_NOT_NULL = "23502"
-
-
-def is_stale_key(exc: BaseException) -> bool:
-    """The append failed because its actor key was destroyed meanwhile (see above)."""
-    orig = getattr(exc, "orig", exc)
-    diag = getattr(orig, "diag", None)
-    return (getattr(orig, "sqlstate", None) == SQLSTATE_NOT_NULL
-            and getattr(diag, "table_name", None) == "memory_event_keys")
+_ZERO = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -245,15 +224,13 @@ FORGOTTEN = Opened({}, {}, forgotten=True)
 
 @dataclass(frozen=True)
 class Sealed:
-    """A batch ready for :func:`sealed_append_sql`."""
+    """A batch sealed for one append (see log_sql.APPEND's parameters)."""
 
-    key_id: str
+    key_id: str  # the actor key, checked (and locked) by the append
+    batch: str  # the events' key_id, naming their secrets row
     events: list[PreparedEvent]  # metadata cleared, content hash keyed
-    sealed: list[tuple[bytes, str]]
-    secrets: bytes  # event id (16 bytes) + secret (32 bytes), per event
-
-    def params(self, tenant: str, append_params: Sequence[Any]) -> tuple[Any, ...]:
-        return (tenant, self.key_id, tenant, self.secrets, *append_params)
+    blobs: list[bytes]  # the ciphertext of each event
+    secrets: bytes  # 32 bytes per event, in event order
 
 
 class Crypto:
@@ -323,69 +300,109 @@ class Crypto:
 
     def seal(self, tenant: str, key: ActorKey, events: Sequence[PreparedEvent]) -> Sealed:
         """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, drawn
-        from the OS in one call for the whole batch."""
-        out_events, sealed, secrets = [], [], []
-        rand = os.urandom((32 + _NONCE) * len(events))
+        from the OS in one call for the whole batch; the secrets go to one row."""
+        out_events, blobs = [], []
+        n = len(events)
+        rand = os.urandom(16 + (32 + _NONCE) * n)
+        batch = BATCH_PREFIX + rand[:16].hex()
+        secrets = rand[16:16 + 32 * n]
+        nonces = rand[16 + 32 * n:]
         for i, e in enumerate(events):
-            at = (32 + _NONCE) * i
-            secret, nonce = rand[at:at + 32], rand[at + 32:at + 32 + _NONCE]
+            secret, nonce = secrets[32 * i:32 * i + 32], nonces[_NONCE * i:_NONCE * (i + 1)]
             plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
-            blob = FORMAT + nonce + AESGCM(_event_key(key.key, secret, e.event_id)).encrypt(
-                nonce, plain, _seal_aad(tenant, e.event_id, key.key_id))
+            blobs.append(FORMAT + nonce + AESGCM(_event_key(key.key, secret, e.event_id))
+                         .encrypt(nonce, plain, _seal_aad(tenant, e.event_id, batch)))
             out_events.append(PreparedEvent(
                 event_id=e.event_id, type=e.type, schema_version=e.schema_version,
                 payload_json=e.payload_json, metadata_json="{}", occurred_at=e.occurred_at,
                 content_hash=_keyed_hash(key.hash_key, e.content_hash)))
-            sealed.append((blob, key.key_id))
-            secrets.append(e.event_id.bytes + secret)
-        return Sealed(key.key_id, out_events, sealed, b"".join(secrets))
+        return Sealed(key.key_id, batch, out_events, blobs, secrets)
 
     # -- opening -----------------------------------------------------------------------
 
     def open_rows(self, conn: sa.Connection, rows: Sequence[Sequence[Any]], *,
                   lock: bool = False) -> list[Opened | None]:
         """Open the sealed rows among ``rows`` (``log_sql`` column order: position,
-        event_id, tenant, ..., payload_enc at 9, key_id at 10); the answer is aligned with
-        ``rows``, None for a row stored in clear.
+        event_id, tenant, ..., payload_enc at 9, key_id at 10; optionally the joined
+        actor key id and secret at 14 and 15); the answer is aligned with ``rows``, None
+        for a row stored in clear.
 
-        ``lock`` holds the event secrets (``FOR SHARE``) until the caller's transaction
-        ends: a projection that derives rows from what it opened commits before a forget
-        can destroy those secrets, and the forget then deletes what it wrote. (Not on a
-        read-only replica, which cannot lock rows.)"""
+        Secrets not joined in are looked up (one statement per format present).
+        ``lock`` holds them (``FOR SHARE``) until the caller's transaction ends: a
+        projection that derives rows from what it opened commits before a forget can
+        destroy those secrets, and the forget then deletes what it wrote. A locked read
+        never trusts a joined secret (read before the lock). (Not on a read-only replica,
+        which cannot lock rows.)"""
         out: list[Opened | None] = [None] * len(rows)
-        sealed = [i for i, r in enumerate(rows) if r[9] is not None]
-        if not sealed:
+        # Per sealed row: (actor key id, secret) or None when its secret is gone.
+        found: dict[int, tuple[str, bytes] | None] = {}
+        batches: dict[tuple[str, str], list[int]] = {}
+        legacy: list[int] = []
+        for i, r in enumerate(rows):
+            if r[9] is None:
+                continue
+            if r[10].startswith(BATCH_PREFIX):
+                if len(r) > 14 and not lock:
+                    found[i] = (r[14], bytes(r[15])) if r[14] is not None else None
+                else:
+                    batches.setdefault((r[2], r[10]), []).append(i)
+            else:
+                legacy.append(i)
+        if not found and not batches and not legacy:
             return out
-        found = conn.exec_driver_sql(
-            LOOKUP + (" FOR SHARE OF ek" if lock else ""),
-            ([rows[i][2] for i in sealed], b"".join(rows[i][1].bytes for i in sealed))
-        ).fetchall()
-        secrets = {f[0]: f for f in found}
-        missing = {(rows[sealed[n - 1]][2], f[1]) for n, f in secrets.items()
-                   if f[1] not in self._by_id and f[2] is not None}
+        if batches:
+            tenants, names = zip(*batches, strict=True)
+            for tenant, batch, key_id, first, secrets in conn.exec_driver_sql(
+                    LOOKUP_BATCHES + (" FOR SHARE OF s" if lock else ""),
+                    (list(tenants), list(names))):
+                for i in batches.pop((tenant, batch)):
+                    at = (rows[i][5] - first) * 32
+                    found[i] = (key_id, bytes(secrets[at:at + 32]))
+            for missing in batches.values():  # the actor (and its batches) was forgotten
+                found.update(dict.fromkeys(missing))
+        if legacy:
+            for n, key_id, secret in conn.exec_driver_sql(
+                    LOOKUP + (" FOR SHARE OF ek" if lock else ""),
+                    ([rows[i][2] for i in legacy],
+                     b"".join(rows[i][1].bytes for i in legacy))).fetchall():
+                i = legacy[n - 1]
+                found[i] = (key_id, bytes(secret)) if secret is not None else None
+        self._load_keys(conn, rows, found)
+        for i, f in found.items():
+            out[i] = self._open_one(rows[i], f)
+        for i in legacy:
+            if i not in found:
+                out[i] = FORGOTTEN
+        return out
+
+    def _load_keys(self, conn: sa.Connection, rows: Sequence[Sequence[Any]],
+                   found: dict[int, tuple[str, bytes] | None]) -> None:
+        """Unwrap the actor keys of ``found`` that are not cached yet (one statement)."""
+        missing = {(rows[i][2], f[0]) for i, f in found.items()
+                   if f is not None and f[0] not in self._by_id and f[1] != _ZERO}
         if missing:
             tenants, key_ids = zip(*missing, strict=True)
             for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
                     KEYS, (list(tenants), list(key_ids))):
                 self._unwrap(t, actor_id, kid, wrapped, master_id)
-        for n, i in enumerate(sealed, start=1):
-            r = rows[i]
-            tenant, event_id, key_id = r[2], r[1], r[10]
-            f = secrets.get(n)
-            actor = self._by_id.get(key_id)
-            if f is None or f[2] is None or f[1] != key_id or actor is None:
-                out[i] = FORGOTTEN
-                continue
-            blob = bytes(r[9])
-            try:
-                plain = AESGCM(_event_key(actor.key, f[2], event_id)).decrypt(
-                    blob[1:1 + _NONCE], blob[1 + _NONCE:], _seal_aad(tenant, event_id, key_id))
-            except InvalidTag:
-                raise DecryptionError(
-                    f"event {event_id} of tenant {tenant!r} failed authentication") from None
-            body = orjson.loads(plain)
-            out[i] = Opened(body["p"], body["m"])
-        return out
+
+    def _open_one(self, r: Sequence[Any], found: tuple[str, bytes] | None) -> Opened:
+        """One sealed row; FORGOTTEN when its secret or its actor key is gone."""
+        if found is None or found[1] == _ZERO or len(found[1]) != 32:
+            return FORGOTTEN
+        tenant, event_id, key_id = r[2], r[1], r[10]
+        actor = self._by_id.get(found[0])
+        if actor is None or (found[0] != key_id and not key_id.startswith(BATCH_PREFIX)):
+            return FORGOTTEN
+        blob = bytes(r[9])
+        try:
+            plain = AESGCM(_event_key(actor.key, found[1], event_id)).decrypt(
+                blob[1:1 + _NONCE], blob[1 + _NONCE:], _seal_aad(tenant, event_id, key_id))
+        except InvalidTag:
+            raise DecryptionError(
+                f"event {event_id} of tenant {tenant!r} failed authentication") from None
+        body = orjson.loads(plain)
+        return Opened(body["p"], body["m"])
 
 
 def rotate_master_key(engine: sa.Engine, master: MasterKeys, *, batch: int = 1000) -> int:

@@ -5,9 +5,10 @@ everything derived from it.
 instead (crypto-shredding, see memory/crypto.py), then follows the lineage:
 
 1. **One transaction** records the request (``memory_forget_requests``, pending),
-   destroys the keys (an actor: its key row and every event secret under it; events:
-   their secrets, nulled), and deletes what every projection derived
-   (``memory.projections.forget``: chunks with their vectors and full text, summaries).
+   destroys the keys (an actor: its key row and every batch of event secrets under it;
+   events: their 32 bytes in their batch's secrets row, zeroed), and deletes what every
+   projection derived (``memory.projections.forget``: chunks with their vectors and full
+   text, summaries).
    Recorded contexts (``context_assembled`` events) are sealed like any event: an actor's
    own go with its key, and a context of *another* actor that cited a forgotten event is
    forgotten with it (its query and the hash of its messages would otherwise remain).
@@ -162,13 +163,17 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
             destroyed += len(keys)
             if keys:
                 conn.exec_driver_sql(
+                    "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
+                    (tenant, keys))
+                conn.exec_driver_sql(  # events sealed before migration 0005
                     "DELETE FROM memory_event_keys WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))
         if targets:
+            # Each event's 32 bytes in its batch's secrets row are zeroed (the other
+            # events of the batch stay readable); alembic/versions/0005.
             destroyed += conn.exec_driver_sql(
-                "UPDATE memory_event_keys SET secret = NULL, forgotten_at = now() "
-                "WHERE tenant = %s AND event_id = ANY(%s::uuid[]) AND secret IS NOT NULL",
-                (tenant, targets)).rowcount
+                "SELECT memory_forget_secrets(%s, %s::uuid[])",
+                (tenant, targets)).scalar_one()
         derived = _projections_forget(conn, tenant, actor_id=actor_id, event_ids=targets)
         request_id = None
         if destroyed:

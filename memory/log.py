@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from . import crypto as _crypto
-from . import log_sql
+from . import log_group, log_sql
 from . import security as _security
 from .config import Limits
 from .errors import ValidationError
@@ -60,7 +60,22 @@ class Log:
         self.limits = limits or Limits()
         self.encrypt = encrypt  # seal payloads and metadata (memory/crypto.py)
         self._crypto = crypto
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Appends: grouped per tenant, on connections of their own (memory/log_group.py).
+        self._connections = log_group.AppendConnections(self.engine)
+        self._combiners: dict[str, log_group.Combiner] = {}
+        self._combiners_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the connections kept for appends (the engine's pool is the caller's)."""
+        self._connections.close()
+
+    def _combiner(self, tenant: str) -> log_group.Combiner:
+        combiner = self._combiners.get(tenant)
+        if combiner is None:
+            with self._combiners_lock:
+                combiner = self._combiners.setdefault(
+                    tenant, log_group.Combiner(tenant, self._connections))
+        return combiner
 
     # -- writing -------------------------------------------------------------------
 
@@ -119,21 +134,42 @@ class Log:
             raise ValidationError("expected_version must be None (any), 0 (no stream) or "
                                   "a positive version", field="expected_version")
         prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
-        if self.encrypt:
-            return self._append_sealed(tenant, actor_id, session_id, expected_version,
-                                       prepared)
-        params = log_sql.append_params(tenant, actor_id, session_id, expected_version, prepared)
-        try:
-            # One statement in autocommit: the function's work and the commit are a single
-            # round trip, and the append lock is held no longer than that statement.
-            with tenant_scope(tenant), self._autocommit.connect() as conn:
-                rows = conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
-        except sa.exc.DBAPIError as exc:
-            typed = log_sql.translate(exc, session_id=session_id, expected=expected_version)
-            if typed is not None:
-                raise typed from None
-            raise
-        return log_sql.appended(rows)
+        combiner = self._combiner(tenant)
+        for attempt in range(2):
+            if self.encrypt:
+                # Sealed under the actor's key; the append checks that key still exists
+                # and writes the batch's secrets row with the events (memory/crypto.py).
+                key = self.crypto.actor_key(self.engine, tenant, actor_id)
+                batch = self.crypto.seal(tenant, key, prepared)
+                params: tuple[Any, ...] = (
+                    actor_id, session_id, expected_version,
+                    log_sql.events_json(batch.events, batch.blobs), batch.key_id,
+                    batch.batch, batch.secrets)
+            else:
+                params = (actor_id, session_id, expected_version,
+                          log_sql.events_json(prepared), None, None, None)
+            try:
+                rows = combiner.submit(log_group.Request(params, len(prepared)))
+            except (psycopg.Error, log_group.GroupedError) as exc:
+                if isinstance(exc, log_group.GroupedError):
+                    state, primary, detail = exc.sqlstate, exc.message, exc.detail
+                else:
+                    state = exc.sqlstate
+                    primary = exc.diag.message_primary or str(exc)
+                    detail = exc.diag.message_detail or ""
+                if state == log_sql.SQLSTATE_STALE_KEY and attempt == 0:
+                    # The actor was forgotten since its key was cached: a new key.
+                    self.crypto.forget_cached(tenant, actor_id)
+                    continue
+                typed = log_sql.typed_error(state, primary, detail, session_id=session_id,
+                                            expected=expected_version)
+                if typed is not None:
+                    raise typed from None
+                if isinstance(exc, log_group.GroupedError):
+                    raise log_sql.AppendFailed(state, primary) from None
+                raise
+            return log_sql.appended(rows)
+        raise AssertionError("unreachable")
 
     @property
     def crypto(self) -> _crypto.Crypto:
@@ -142,39 +178,14 @@ class Log:
             self._crypto = _crypto.Crypto.from_environment()
         return self._crypto
 
-    def _append_sealed(self, tenant: str, actor_id: str, session_id: str,
-                       expected_version: int | None, prepared: list[PreparedEvent]
-                       ) -> list[Appended]:
-        """The append with payloads sealed under the actor's key, event secrets written
-        in the same statement. A key destroyed by a forget elsewhere (the statement finds
-        it gone) is dropped from the cache and the append retried with a new key."""
-        for attempt in range(2):
-            key = self.crypto.actor_key(self.engine, tenant, actor_id)
-            batch = self.crypto.seal(tenant, key, prepared)
-            params = batch.params(tenant, log_sql.append_params(
-                tenant, actor_id, session_id, expected_version, batch.events, batch.sealed))
-            try:
-                with tenant_scope(tenant), self._autocommit.connect() as conn:
-                    rows = conn.exec_driver_sql(
-                        _crypto.sealed_append_sql(log_sql.APPEND), params).fetchall()
-                return log_sql.appended(rows)
-            except sa.exc.DBAPIError as exc:
-                if attempt == 0 and _crypto.is_stale_key(exc):
-                    self.crypto.forget_cached(tenant, actor_id)
-                    continue
-                typed = log_sql.translate(exc, session_id=session_id,
-                                          expected=expected_version)
-                if typed is not None:
-                    raise typed from None
-                raise
-        raise AssertionError("unreachable")
-
     def _recorded(self, conn: sa.Connection, rows: Sequence[Any], *, lock: bool = False
                   ) -> list[RecordedEvent]:
         """Rows as events; sealed ones opened (or marked forgotten when their key is gone).
         ``lock``: hold their keys until the transaction ends (see Crypto.open_rows)."""
         if not any(r[9] is not None for r in rows):
             return [log_sql.to_recorded(r, self.registry) for r in rows]
+        # Rows of the log's own reads carry their secrets (log_sql._WITH_SECRETS); rows
+        # of other statements (projections, retrieval) have 14 columns and are looked up.
         out = []
         for r, o in zip(rows, self.crypto.open_rows(conn, rows, lock=lock), strict=True):
             if o is None:
@@ -219,13 +230,17 @@ class Log:
             raise ValueError("reading by actor needs the tenant")
         if actor_id is not None:
             sql, params = log_sql.READ_ACTOR, (tenant, actor_id, after, limit)
+            rows_sql = log_sql.READ_ACTOR_ROWS
         elif tenant is not None:
             sql, params = log_sql.READ_TENANT, (tenant, after, limit)
+            rows_sql = log_sql.READ_TENANT_ROWS
         else:
             sql, params = log_sql.READ_ALL, (after, limit)
+            rows_sql = log_sql.READ_ALL_ROWS
         if conn is not None:
-            rows = conn.exec_driver_sql(sql, params).fetchall()
-            return self._recorded(conn, rows, lock=True)  # a projection's transaction
+            # A projection's transaction: its secrets are looked up and locked.
+            rows = conn.exec_driver_sql(rows_sql, params).fetchall()
+            return self._recorded(conn, rows, lock=True)
         with tenant_scope(tenant), self.engine.connect() as own:
             rows = own.exec_driver_sql(sql, params).fetchall()
             return self._recorded(own, rows)

@@ -12,12 +12,14 @@ reader that saw 11 and moved its checkpoint past it would never see 10. ``memory
 (alembic/versions/0001) therefore takes a transaction-level advisory lock before it draws
 positions and holds it until commit, so positions become visible in increasing order and a
 reader's checkpoint "everything up to the highest position I have seen" is always safe.
-The price is that appends (not reads) are serialised across the database. One append is one
-statement run in autocommit, so one round trip (the function does lock, idempotency check,
-version check, insert and wake-up) and the lock is held for that statement and its commit.
-The commit includes the WAL flush, so concurrent appends cannot share a flush (no group
-commit): single-event appends top out near one per fsync whatever the number of writers,
-while batches amortise it (benchmarks/RESULTS.md). We chose this over the transaction-id
+The price is that appends (not reads) are serialised across the database, and the lock
+is held through the commit's WAL flush, so two appends cannot share a flush. The library
+therefore gathers the appends of one process that arrive while another is in flight and
+sends them as one statement in one transaction (``memory.log_group``; the server side is
+``memory_append_group``, alembic/versions/0005): they share the lock, the commit and the
+flush, and each keeps its own outcome (it runs in its own subtransaction). A lone append
+is one statement (:data:`APPEND`) in autocommit: one round trip.
+We chose this over the transaction-id
 horizon (``pg_snapshot_xmin``) because that scheme orders readers by (xid, position),
 which makes "position" no longer the order readers see, and needs the xid assigned before
 the position to be safe; the lock keeps the contract one number.
@@ -49,55 +51,59 @@ SQLSTATE_IDEMPOTENCY = "MM002"
 SQLSTATE_OWNERSHIP = "MM003"
 SQLSTATE_APPEND_ONLY = "MM010"
 
-# The batch travels as one JSON document (one row per event: id, type, schema version,
-# payload, metadata, content hash in hex, occurred_at, sealed payload in base64, key id)
-# and is unpacked into the function's arrays on the server. Building Postgres array
-# literals of 1,000 escaped JSON payloads in Python cost several times more than the insert
-# itself; one orjson document costs ~1 ms.
+# SQLSTATE of a request whose actor key was destroyed meanwhile (a forget elsewhere): the
+# caller drops its cached key and seals again (memory/log.py).
+SQLSTATE_STALE_KEY = "MM004"
+
+# The events of an append travel as one JSON array (one row per event: id, type, schema
+# version, payload, metadata, content hash in hex, occurred_at, sealed payload in base64)
+# unpacked on the server. Building Postgres array literals of 1,000 escaped JSON payloads in
+# Python cost several times more than the insert itself; one orjson document costs ~1 ms.
+# Parameters: tenant, actor, session, expected version, events, then for sealed events
+# the actor key id to check, the batch (the events' key id) and its packed secrets.
 APPEND = """
-WITH batch AS (
-    SELECT b.e, b.n FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS b(e, n)
-)
 SELECT event_id, position, version, recorded_at, duplicate
-  FROM memory_append(
-       %s, %s, %s, %s,
-       ARRAY(SELECT (e->>0)::uuid FROM batch ORDER BY n),
-       ARRAY(SELECT e->>1 FROM batch ORDER BY n),
-       ARRAY(SELECT (e->>2)::int FROM batch ORDER BY n),
-       ARRAY(SELECT nullif(e->3, 'null') FROM batch ORDER BY n),
-       ARRAY(SELECT decode(e->>7, 'base64') FROM batch ORDER BY n),
-       ARRAY(SELECT e->>8 FROM batch ORDER BY n),
-       ARRAY(SELECT e->4 FROM batch ORDER BY n),
-       ARRAY(SELECT decode(e->>5, 'hex') FROM batch ORDER BY n),
-       ARRAY(SELECT (e->>6)::timestamptz FROM batch ORDER BY n))
+  FROM memory_append_request(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)
+"""
+
+# Several appends of one tenant (see memory/log_group.py): one row per appended event, or
+# one row with the error of a request that failed (its subtransaction rolled back).
+APPEND_GROUP = """
+SELECT req, event_id, position, version, recorded_at, duplicate,
+       err_state, err_message, err_detail, err_table
+  FROM memory_append_group(%s, %s::jsonb)
 """
 
 _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
        payload, payload_enc, key_id, metadata, occurred_at, recorded_at"""
 
-READ_SESSION = f"""
-SELECT {_COLUMNS} FROM memory_events
- WHERE tenant = %s AND session_id = %s AND version >= %s
- ORDER BY version LIMIT %s
-"""
+# The reads, each in two forms: ``*_ROWS`` gives the 14 columns above (a projection's
+# transaction reads that and then locks the secrets it opens, memory/crypto.py); the plain
+# name also joins each sealed event's secret (its batch row's actor key id and the event's
+# 32 bytes, NULL for clear events and for events sealed before 0005), so opening a page
+# needs no second look-up.
+_E_COLUMNS = ", ".join("e." + c.strip() for c in _COLUMNS.split(","))
+_WITH_SECRETS = f"""{_E_COLUMNS},
+       s.key_id, substring(s.secrets FROM (e.version - s.first_version) * 32 + 1 FOR 32)
+  FROM memory_events e
+  LEFT JOIN memory_event_secrets s ON s.tenant = e.tenant AND s.batch = e.key_id"""
 
-READ_ALL = f"""
-SELECT {_COLUMNS} FROM memory_events
- WHERE position > %s
- ORDER BY position LIMIT %s
-"""
+_WHERE_SESSION = """ WHERE e.tenant = %s AND e.session_id = %s AND e.version >= %s
+ ORDER BY e.version LIMIT %s"""
+_WHERE_ALL = """ WHERE e.position > %s
+ ORDER BY e.position LIMIT %s"""
+_WHERE_TENANT = """ WHERE e.tenant = %s AND e.position > %s
+ ORDER BY e.position LIMIT %s"""
+_WHERE_ACTOR = """ WHERE e.tenant = %s AND e.actor_id = %s AND e.position > %s
+ ORDER BY e.position LIMIT %s"""
 
-READ_TENANT = f"""
-SELECT {_COLUMNS} FROM memory_events
- WHERE tenant = %s AND position > %s
- ORDER BY position LIMIT %s
-"""
-
-READ_ACTOR = f"""
-SELECT {_COLUMNS} FROM memory_events
- WHERE tenant = %s AND actor_id = %s AND position > %s
- ORDER BY position LIMIT %s
-"""
+READ_SESSION = f"SELECT {_WITH_SECRETS}\n{_WHERE_SESSION}"
+READ_ALL = f"SELECT {_WITH_SECRETS}\n{_WHERE_ALL}"
+READ_TENANT = f"SELECT {_WITH_SECRETS}\n{_WHERE_TENANT}"
+READ_ACTOR = f"SELECT {_WITH_SECRETS}\n{_WHERE_ACTOR}"
+READ_ALL_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_ALL}"
+READ_TENANT_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_TENANT}"
+READ_ACTOR_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_ACTOR}"
 
 HEAD = "SELECT coalesce(max(position), 0) FROM memory_events"
 HEAD_TENANT = "SELECT coalesce(max(position), 0) FROM memory_events WHERE tenant = %s"
@@ -106,23 +112,40 @@ SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND sessio
 """
 
 
+def events_json(events: Sequence[PreparedEvent], sealed: Sequence[bytes] | None = None
+                ) -> str:
+    """The events of one append as :data:`APPEND` takes them. ``sealed`` holds the
+    ciphertext of each event when payloads are encrypted; the clear payload is then not
+    sent at all (JSON null in its place)."""
+    if sealed is None:
+        return orjson.dumps([
+            (e.event_id, e.type, e.schema_version, orjson.Fragment(e.payload_json),
+             orjson.Fragment(e.metadata_json), e.content_hash.hex(), e.occurred_at, None)
+            for e in events]).decode("utf-8")
+    return orjson.dumps([
+        (e.event_id, e.type, e.schema_version, _NULL, orjson.Fragment(e.metadata_json),
+         e.content_hash.hex(), e.occurred_at, base64.b64encode(s).decode("ascii"))
+        for e, s in zip(events, sealed, strict=True)]).decode("utf-8")
+
+
 def append_params(tenant: str, actor_id: str, session_id: str, expected: int | None,
-                  events: Sequence[PreparedEvent],
-                  sealed: Sequence[tuple[bytes, str] | None] | None = None) -> tuple[Any, ...]:
-    """Parameters of :data:`APPEND`: the batch as one JSON document, then the stream.
-    ``sealed`` holds (ciphertext, key id) per event when payloads are encrypted; the clear
-    payload is then not sent at all (JSON null in its place)."""
-    sealed = sealed or [None] * len(events)
-    batch = orjson.dumps([
-        (e.event_id, e.type, e.schema_version,
-         _NULL if s else orjson.Fragment(e.payload_json), orjson.Fragment(e.metadata_json),
-         e.content_hash.hex(), e.occurred_at,
-         base64.b64encode(s[0]).decode("ascii") if s else None, s[1] if s else None)
-        for e, s in zip(events, sealed, strict=True)])
-    return (batch.decode("utf-8"), tenant, actor_id, session_id, expected)
+                  events: Sequence[PreparedEvent]) -> tuple[Any, ...]:
+    """Parameters of :data:`APPEND` for clear events (forget's tombstones, tests)."""
+    return (tenant, actor_id, session_id, expected, events_json(events), None, None, None)
 
 
 _NULL = orjson.Fragment(b"null")
+
+
+def group_json(requests: Sequence[Sequence[Any]]) -> str:
+    """The ``p_requests`` of :data:`APPEND_GROUP` from :data:`APPEND`'s parameters (less
+    the tenant) of each request."""
+    return orjson.dumps([
+        {"a": actor, "s": session, "x": expected, "e": orjson.Fragment(events),
+         "k": key_id, "b": batch,
+         "z": base64.b64encode(secrets).decode("ascii") if secrets is not None else None}
+        for actor, session, expected, events, key_id, batch, secrets in requests
+    ]).decode("utf-8")
 
 
 def appended(rows: Sequence[Sequence[Any]]) -> list[Appended]:
@@ -135,7 +158,7 @@ def to_recorded(row: Sequence[Any], registry: SchemaRegistry,
     """A stored row as the caller sees it, upcast. ``payload`` overrides the stored one
     (the decrypted payload of a sealed event)."""
     (position, event_id, tenant, actor_id, session_id, version, type_, schema_version,
-     stored, _enc, _key, metadata, occurred_at, recorded_at) = row
+     stored, _enc, _key, metadata, occurred_at, recorded_at) = row[:14]
     body = payload if payload is not None else (stored or {})
     schema_version, body = registry.upcast(type_, schema_version, body)
     return RecordedEvent(position=position, event_id=event_id, tenant=tenant,
@@ -144,14 +167,18 @@ def to_recorded(row: Sequence[Any], registry: SchemaRegistry,
                          occurred_at=occurred_at, recorded_at=recorded_at)
 
 
-def translate(exc: BaseException, *, session_id: str = "", expected: int | None = None
-              ) -> Error | None:
-    """Turn a database error raised by our SQL into the library's typed error."""
-    orig = getattr(exc, "orig", exc)
-    state = getattr(orig, "sqlstate", None)
-    diag = getattr(orig, "diag", None)
-    detail = getattr(diag, "message_detail", None) or ""
-    primary = getattr(diag, "message_primary", None) or str(orig)
+class AppendFailed(Error):
+    """One append of a group failed with an error that is not one of the log's own (see
+    :func:`typed_error`); ``sqlstate`` says which. Nothing of that append was written."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(f"the append failed ({sqlstate}): {message}")
+        self.sqlstate = sqlstate
+
+
+def typed_error(state: str | None, primary: str, detail: str, *, session_id: str = "",
+                expected: int | None = None) -> Error | None:
+    """The library's typed error for a SQLSTATE raised by the migrations' functions."""
     if state == SQLSTATE_CONCURRENCY:
         return ConcurrencyError(session_id, expected if expected is not None else -1,
                                 int(detail or -1))
@@ -162,3 +189,14 @@ def translate(exc: BaseException, *, session_id: str = "", expected: int | None 
     if state == SQLSTATE_APPEND_ONLY:
         return AppendOnlyViolation(primary)
     return None
+
+
+def translate(exc: BaseException, *, session_id: str = "", expected: int | None = None
+              ) -> Error | None:
+    """Turn a database error raised by our SQL into the library's typed error."""
+    orig = getattr(exc, "orig", exc)
+    diag = getattr(orig, "diag", None)
+    return typed_error(getattr(orig, "sqlstate", None),
+                       getattr(diag, "message_primary", None) or str(orig),
+                       getattr(diag, "message_detail", None) or "",
+                       session_id=session_id, expected=expected)

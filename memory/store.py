@@ -90,6 +90,7 @@ class Store:
     _owns_maintenance = False
 
     def close(self) -> None:
+        self.log.close()  # its append connections (memory/log_group.py)
         if self._owns_engine:
             self.engine.dispose()
             if self._owns_maintenance:

@@ -228,15 +228,17 @@ def test_checkpoint_is_safe_while_an_append_is_uncommitted(store: memory.Store,
 
 def test_without_the_append_lock_the_same_reader_would_skip(store: memory.Store,
                                                             database_url: str) -> None:
-    """Control: the same scenario on a copy of memory_append without its lock (only in
-    this test's throwaway database) loses A's event. This is what the tests above guard."""
+    """Control: the same scenario on copies of the append functions without their lock
+    (only in this test's throwaway database) loses A's event. This is what the tests
+    above guard."""
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
-        source = conn.execute("SELECT pg_get_functiondef('memory_append'::regproc)"
-                              ).fetchone()[0]
-        lockless = "\n".join(line for line in source.splitlines()
-                             if "pg_advisory_xact_lock" not in line)
-        assert lockless != source
-        conn.execute(lockless)
+        for function in ("memory_append_request", "memory_append_group"):
+            source = conn.execute("SELECT pg_get_functiondef(%s::regproc)",
+                                  (function,)).fetchone()[0]
+            lockless = "\n".join(line for line in source.splitlines()
+                                 if "pg_advisory_xact_lock" not in line)
+            assert lockless != source
+            conn.execute(lockless)
     a, b, read = _checkpoint_scenario(store, database_url, lock_expected=False)
     assert b[0] > a[0]
     assert a[0] not in read  # committed late, behind the reader's checkpoint: skipped

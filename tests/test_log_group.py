@@ -1,0 +1,241 @@
+"""Grouped appends (memory/log_group.py): concurrent appends of one process share one
+transaction, and each keeps its own semantics.
+
+To make a group deterministic, the tests hold the append lock from another connection:
+the first append blocks in flight, the next ones queue behind it, and once the lock is
+released they go together as one group (checked by counting what ``Combiner._run`` got).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from support import psycopg_url
+
+import memory
+from memory import log_group, log_sql
+
+LOCK_KEY = 7_263_520_011  # alembic/versions/0005 (the no-gap lock)
+
+
+@pytest.fixture
+def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every group the combiners ran, in order."""
+    sizes: list[int] = []
+    run = log_group.Combiner._run
+
+    def counting(self: log_group.Combiner, group: Any) -> None:
+        sizes.append(len(group))
+        run(self, group)
+
+    monkeypatch.setattr(log_group.Combiner, "_run", counting)
+    return sizes
+
+
+@contextmanager
+def append_lock_held(database_url: str) -> Iterator[None]:
+    """Hold the append lock (session level) from another connection inside the block."""
+    with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+
+
+def queued(store: memory.Store) -> int:
+    combiner = store.log._combiners.get(store.tenant)
+    return len(combiner._queue) if combiner is not None else 0
+
+
+def run_grouped(store: memory.Store, database_url: str, first: Callable[[], Any],
+                calls: list[Callable[[], Any]]) -> tuple[Any, list[Any]]:
+    """``first`` blocks in flight on the held lock; ``calls`` queue behind it (in this
+    order) and then run as one group. Returns each call's result or exception."""
+    results: list[Any] = [None] * len(calls)
+    head: list[Any] = [None]
+
+    def call(k: int, f: Callable[[], Any], out: list[Any]) -> None:
+        try:
+            out[k] = f()
+        except BaseException as exc:
+            out[k] = exc
+
+    with append_lock_held(database_url):
+        lead = threading.Thread(target=call, args=(0, first, head))
+        lead.start()
+        deadline = time.monotonic() + 10
+        while store.log._combiners.get(store.tenant) is None or \
+                not store.log._combiners[store.tenant]._busy:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(0.05)  # its statement is waiting for the lock
+        threads = []
+        for k, f in enumerate(calls):  # one by one, so the queue keeps this order
+            t = threading.Thread(target=call, args=(k, f, results))
+            t.start()
+            threads.append(t)
+            while queued(store) < k + 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.002)
+    for t in [lead, *threads]:
+        t.join(30)
+    return head[0], results
+
+
+def test_a_group_keeps_each_request_own_semantics(store: memory.Store, database_url: str,
+                                                  groups: list[int]) -> None:
+    """In one group: two appends that succeed, a stale expectation, an id re-used for
+    other content, a later request that sees an earlier one's write, an idempotent retry.
+    The failures write nothing and fail nobody else."""
+    store.append("s", memory.note("one"), actor="a")
+    kept = memory.note("kept", event_id=uuid.uuid4())
+    original = store.append("k", kept, actor="a")[0]
+    reused = memory.note("other content", event_id=kept.event_id)
+    head_before = store.head()
+    first, results = run_grouped(store, database_url,
+                                 lambda: store.append("x", memory.note("first"), actor="x"), [
+        lambda: store.append("s", memory.note("two"), actor="a", expected_version=1),
+        lambda: store.append("s", memory.note("stale"), actor="a", expected_version=1),
+        lambda: store.append("k", reused, actor="a"),
+        lambda: store.append("s", memory.note("three"), actor="a", expected_version=2),
+        lambda: store.append("k", kept, actor="a"),
+        lambda: store.append("s", memory.note("not a's"), actor="b"),
+    ])
+    assert groups[-2:] == [1, 6]
+    assert first[0].version == 1
+    two, stale, conflict, three, retry, foreign = results
+    assert [r.version for r in two] == [2] and not two[0].duplicate
+    assert isinstance(stale, memory.ConcurrencyError)
+    assert (stale.expected, stale.actual) == (1, 2)
+    assert isinstance(conflict, memory.IdempotencyConflict)
+    assert [r.version for r in three] == [3]
+    assert retry[0].duplicate and retry[0].position == original.position
+    assert isinstance(foreign, memory.SessionOwnershipError)
+    assert [e.payload["text"] for e in store.read_session("s")] == ["one", "two", "three"]
+    assert [e.payload["text"] for e in store.read_session("k")] == ["kept"]
+    events = list(store.read(head_before))
+    assert [e.payload["text"] for e in events] == ["first", "two", "three"]
+    positions = [e.position for e in events]
+    assert positions == sorted(positions)  # in queue order (a refused or duplicate
+    # request may leave a hole in the numbering, which readers never wait for)
+
+
+def test_racing_writers_with_expected_versions(store: memory.Store, database_url: str,
+                                               groups: list[int]) -> None:
+    """Eight writers in one group expecting the same version: the first wins, the
+    seven others get the concurrency error; no duplicate versions."""
+    store.append("race", memory.note("before"), actor="alice")
+    _, results = run_grouped(
+        store, database_url, lambda: store.append("w", memory.note("w"), actor="w"),
+        [lambda k=k: store.append("race", memory.note(f"writer {k}"), actor="alice",
+                                  expected_version=1) for k in range(8)])
+    assert groups[-1] == 8
+    wins = [r for r in results if isinstance(r, list)]
+    assert len(wins) == 1 and wins[0][0].version == 2
+    assert all(isinstance(r, memory.ConcurrencyError) for r in results if r is not wins[0])
+    assert [e.payload["text"] for e in store.read_session("race")] == ["before", "writer 0"]
+
+
+def test_the_same_event_twice_in_one_group_is_written_once(store: memory.Store,
+                                                           database_url: str,
+                                                           groups: list[int]) -> None:
+    events = [memory.note(f"e{i}", event_id=uuid.uuid4()) for i in range(3)]
+    _, (a, b) = run_grouped(
+        store, database_url, lambda: store.append("w", memory.note("w"), actor="w"),
+        [lambda: store.append("s", events, actor="a"),
+         lambda: store.append("s", events, actor="a", expected_version=memory.NO_STREAM)])
+    assert groups[-1] == 2
+    assert [r.duplicate for r in a] == [False] * 3 and [r.duplicate for r in b] == [True] * 3
+    assert [r.position for r in a] == [r.position for r in b]
+    assert len(store.read_session("s")) == 3
+
+
+def test_sealed_group_of_several_actors_reads_back_and_forgets_one_event(
+        store: memory.Store, database_url: str, groups: list[int]) -> None:
+    """Sealed appends of three actors in one group: one secrets row per append; each
+    reads back; forgetting one event of a batch leaves its neighbours readable."""
+    _, results = run_grouped(
+        store, database_url, lambda: store.append("w", memory.note("w"), actor="w"),
+        [lambda k=k: store.append(f"s{k}", [memory.note(f"actor {k} note {i}")
+                                           for i in range(3)], actor=f"actor-{k}")
+         for k in range(3)])
+    assert groups[-1] == 3
+    assert all(isinstance(r, list) and len(r) == 3 for r in results)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT count(*), sum(length(secrets)) FROM memory_event_secrets").one()
+    assert tuple(rows) == (4, 32 * 10)
+    for k in range(3):
+        assert [e.payload["text"] for e in store.read_session(f"s{k}")] == \
+            [f"actor {k} note {i}" for i in range(3)]
+    store.forget(event_ids=[results[1][1].event_id])
+    events = store.read_session("s1")
+    assert [e.forgotten for e in events] == [False, True, False]
+    assert [e.payload.get("text") for e in events] == ["actor 1 note 0", None,
+                                                      "actor 1 note 2"]
+
+
+def test_a_key_destroyed_while_queued_is_renewed(store: memory.Store, database_url: str,
+                                                 groups: list[int]) -> None:
+    """The actor is forgotten (its key deleted) after its append was sealed but before
+    the group ran: that request fails on the key check alone and is retried with a new
+    key; the other request of the group is unaffected."""
+    store.append("old", memory.note("before the forget"), actor="dave")
+    with memory.Store.open(database_url, migrate=False) as other:
+        other.forget(actor="dave")  # dave's key is gone; store still caches it
+    _, (dave, erin) = run_grouped(
+        store, database_url, lambda: store.append("w", memory.note("w"), actor="w"),
+        [lambda: store.append("new", memory.note("after the forget"), actor="dave"),
+         lambda: store.append("e", memory.note("erin"), actor="erin")])
+    assert isinstance(dave, list) and isinstance(erin, list)
+    assert [e.payload for e in store.read_session("new")] == [{"text": "after the forget"}]
+    assert store.read_session("e")[0].payload == {"text": "erin"}
+
+
+def test_a_dropped_connection_is_retried_once(store: memory.Store,
+                                              database_url: str) -> None:
+    """The server ends the append connection (pg_terminate_backend); the next append
+    notices when its statement fails, reconnects and succeeds, writing its event once."""
+    store.append("s", memory.note("first"), actor="a")
+    conn, _ = store.log._connections.acquire(store.tenant)
+    pid = conn.info.backend_pid
+    store.log._connections.release(conn, store.tenant)
+    with psycopg.connect(psycopg_url(database_url), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    out = store.append("s", memory.note("second"), actor="a")
+    assert out[0].version == 2 and not out[0].duplicate
+    assert [e.payload["text"] for e in store.read_session("s")] == ["first", "second"]
+
+
+def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
+        store: memory.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The case the reconnect-and-retry relies on: the statement committed, then the
+    connection broke before the answer arrived. The retry sends the same events and gets
+    their original positions, marked duplicate; nothing is written twice."""
+    calls = {"n": 0}
+    execute = psycopg.Connection.execute
+
+    def commit_then_break(self: psycopg.Connection[Any], query: Any, *a: Any,
+                          **k: Any) -> Any:
+        cursor = execute(self, query, *a, **k)
+        if query is log_sql.APPEND and calls["n"] == 0:
+            calls["n"] += 1
+            cursor.fetchall()
+            self.close()  # the answer is lost with the connection
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return cursor
+
+    monkeypatch.setattr(psycopg.Connection, "execute", commit_then_break)
+    out = store.append("s", memory.note("once"), actor="a")
+    monkeypatch.undo()
+    assert calls["n"] == 1
+    assert out[0].duplicate and out[0].version == 1
+    assert [e.payload["text"] for e in store.read_session("s")] == ["once"]
