@@ -71,8 +71,9 @@ def test_cache_gives_what_sql_gives(store: memory.Store, embedder, as_of: bool) 
         assert cached.scope_size() == sql.scope_size() > 0
         assert search.scope_authors(cached) == search.scope_authors(sql) == ["Leo", "Maya"]
         a, b = (search.scope_vectors(f, qvec, 1000) for f in (sql, cached))
-        assert (a.positions, a.indexes, a.sessions, a.authors, a.lengths) == \
-            (b.positions, b.indexes, b.sessions, b.authors, b.lengths)
+        assert (a.positions, a.indexes, a.sessions, a.authors, a.lengths, a.occurred) == \
+            (b.positions, b.indexes, b.sessions, b.authors, b.lengths, b.occurred)
+        assert a.occurred is not None and len(a.occurred) == len(a.positions)
         assert np.allclose(a.sims, b.sims, atol=1e-6)
         terms = search.query_lexemes(sql, query)
         assert sorted(search.scope_terms(sql, terms)) == sorted(search.scope_terms(cached,
