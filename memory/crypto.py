@@ -158,6 +158,8 @@ def _wrap_aad(tenant: str, key_id: str, actor_id: str) -> bytes:
     return "\x1f".join(("memory key v1", tenant, key_id, actor_id)).encode("utf-8")
 
 
+# The formulas of sealing. Crypto.seal and Crypto._open_one inline them (they run once per
+# event appended or read); tests/test_forget_batches.py checks that they agree.
 def _seal_aad(tenant: str, event_id: uuid.UUID, key_id: str) -> bytes:
     return b"memory event v1\x1f" + tenant.encode() + b"\x1f" + event_id.bytes + key_id.encode()
 
@@ -228,8 +230,8 @@ class Sealed:
 
     key_id: str  # the actor key, checked (and locked) by the append
     batch: str  # the events' key_id, naming their secrets row
-    events: list[PreparedEvent]  # metadata cleared, content hash keyed
-    blobs: list[bytes]  # the ciphertext of each event
+    blobs: list[bytes]  # the ciphertext (payload and metadata) of each event
+    hashes: list[bytes]  # the keyed content hash of each event
     secrets: bytes  # 32 bytes per event, in event order
 
 
@@ -300,23 +302,30 @@ class Crypto:
 
     def seal(self, tenant: str, key: ActorKey, events: Sequence[PreparedEvent]) -> Sealed:
         """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, drawn
-        from the OS in one call for the whole batch; the secrets go to one row."""
-        out_events, blobs = [], []
+        from the OS in one call for the whole batch; the secrets go to one row. The
+        per-event work is inlined (the formulas are :func:`_event_key`, :func:`_seal_aad`
+        and :func:`_keyed_hash`; tests/test_forget_batches.py checks the two agree): it
+        runs for every event appended."""
         n = len(events)
         rand = os.urandom(16 + (32 + _NONCE) * n)
         batch = BATCH_PREFIX + rand[:16].hex()
         secrets = rand[16:16 + 32 * n]
         nonces = rand[16 + 32 * n:]
+        aad_head = b"memory event v1\x1f" + tenant.encode() + b"\x1f"
+        aad_tail = batch.encode()
+        actor_key, hash_key = key.key, key.hash_key
+        blake2s = hashlib.blake2s
+        blobs, hashes = [], []
         for i, e in enumerate(events):
-            secret, nonce = secrets[32 * i:32 * i + 32], nonces[_NONCE * i:_NONCE * (i + 1)]
+            event_id = e.event_id.bytes
+            nonce = nonces[_NONCE * i:_NONCE * (i + 1)]
+            event_key = blake2s(secrets[32 * i:32 * i + 32] + event_id, key=actor_key,
+                                person=b"mem-ev1").digest()
             plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
-            blobs.append(FORMAT + nonce + AESGCM(_event_key(key.key, secret, e.event_id))
-                         .encrypt(nonce, plain, _seal_aad(tenant, e.event_id, batch)))
-            out_events.append(PreparedEvent(
-                event_id=e.event_id, type=e.type, schema_version=e.schema_version,
-                payload_json=e.payload_json, metadata_json="{}", occurred_at=e.occurred_at,
-                content_hash=_keyed_hash(key.hash_key, e.content_hash)))
-        return Sealed(key.key_id, batch, out_events, blobs, secrets)
+            blobs.append(FORMAT + nonce + AESGCM(event_key).encrypt(
+                nonce, plain, aad_head + event_id + aad_tail))
+            hashes.append(blake2s(e.content_hash, key=hash_key, person=b"mem-ch1").digest())
+        return Sealed(key.key_id, batch, blobs, hashes, secrets)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -395,9 +404,13 @@ class Crypto:
         if actor is None or (found[0] != key_id and not key_id.startswith(BATCH_PREFIX)):
             return FORGOTTEN
         blob = bytes(r[9])
+        raw_id = event_id.bytes  # once: UUID.bytes is slow, and both need it
         try:
-            plain = AESGCM(_event_key(actor.key, found[1], event_id)).decrypt(
-                blob[1:1 + _NONCE], blob[1 + _NONCE:], _seal_aad(tenant, event_id, key_id))
+            plain = AESGCM(hashlib.blake2s(found[1] + raw_id, key=actor.key,
+                                           person=b"mem-ev1").digest()).decrypt(
+                blob[1:1 + _NONCE], blob[1 + _NONCE:],
+                b"memory event v1\x1f" + tenant.encode() + b"\x1f" + raw_id
+                + key_id.encode())
         except InvalidTag:
             raise DecryptionError(
                 f"event {event_id} of tenant {tenant!r} failed authentication") from None

@@ -143,7 +143,7 @@ class Log:
                 batch = self.crypto.seal(tenant, key, prepared)
                 params: tuple[Any, ...] = (
                     actor_id, session_id, expected_version,
-                    log_sql.events_json(batch.events, batch.blobs), batch.key_id,
+                    log_sql.events_json(prepared, batch.blobs, batch.hashes), batch.key_id,
                     batch.batch, batch.secrets)
             else:
                 params = (actor_id, session_id, expected_version,

@@ -112,29 +112,31 @@ SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND sessio
 """
 
 
-def events_json(events: Sequence[PreparedEvent], sealed: Sequence[bytes] | None = None
-                ) -> str:
+def events_json(events: Sequence[PreparedEvent], sealed: Sequence[bytes] | None = None,
+                hashes: Sequence[bytes] | None = None) -> str:
     """The events of one append as :data:`APPEND` takes them. ``sealed`` holds the
-    ciphertext of each event when payloads are encrypted; the clear payload is then not
-    sent at all (JSON null in its place)."""
-    if sealed is None:
+    ciphertext of each event when payloads are encrypted (and ``hashes`` their keyed
+    content hashes, memory/crypto.py); the clear payload is then not sent at all (JSON
+    null in its place), nor the metadata (sealed with the payload)."""
+    if sealed is None or hashes is None:
         return orjson.dumps([
             (e.event_id, e.type, e.schema_version, orjson.Fragment(e.payload_json),
              orjson.Fragment(e.metadata_json), e.content_hash.hex(), e.occurred_at, None)
             for e in events]).decode("utf-8")
+    b64 = base64.b64encode
     return orjson.dumps([
-        (e.event_id, e.type, e.schema_version, _NULL, orjson.Fragment(e.metadata_json),
-         e.content_hash.hex(), e.occurred_at, base64.b64encode(s).decode("ascii"))
-        for e, s in zip(events, sealed, strict=True)]).decode("utf-8")
+        (e.event_id, e.type, e.schema_version, None, _EMPTY, h.hex(), e.occurred_at,
+         b64(s).decode("ascii"))
+        for e, s, h in zip(events, sealed, hashes, strict=True)]).decode("utf-8")
+
+
+_EMPTY = orjson.Fragment(b"{}")
 
 
 def append_params(tenant: str, actor_id: str, session_id: str, expected: int | None,
                   events: Sequence[PreparedEvent]) -> tuple[Any, ...]:
     """Parameters of :data:`APPEND` for clear events (forget's tombstones, tests)."""
     return (tenant, actor_id, session_id, expected, events_json(events), None, None, None)
-
-
-_NULL = orjson.Fragment(b"null")
 
 
 def group_json(requests: Sequence[Sequence[Any]]) -> str:
