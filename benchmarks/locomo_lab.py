@@ -9,6 +9,7 @@ so the lexical side matches what the database can compute. Both are cached outsi
 repository (default: $TMPDIR/locomo_lab) so that each experiment takes seconds.
 """
 
+# ruff: noqa: B023  (the scoring closure in run() is called only inside its own loop turn)
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,15 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomo_metrics import KS, Conversation, aggregate, load, score_question
+
+from memory.retrieval.ranking import date_match, query_dates  # the library's own
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -90,6 +94,23 @@ class Features:
         return out
 
 
+# -- dates --------------------------------------------------------------------------------
+
+def parse_date(text: str) -> datetime:
+    """'1:56 pm on 8 May, 2023' -> a datetime (LoCoMo's session dates)."""
+    cleaned = re.sub(r"\s+", " ", text.strip())
+    for fmt in ("%I:%M %p on %d %B, %Y", "%I:%M %p on %d %b, %Y", "%H:%M on %d %B, %Y"):
+        try:
+            return datetime.strptime(cleaned, fmt)
+        except ValueError:
+            continue
+    raise ValueError(text)
+
+
+def _day(d: datetime) -> float:
+    return d.replace(tzinfo=UTC).timestamp() / 86400.0
+
+
 # -- the recipe ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -119,6 +140,24 @@ class Recipe:
     norm: str = "minmax"            # minmax | z (z-score, for the linear fusion)
     rrf_mix: float = 0.0            # add this weight x (rank fusion, rescaled to [0, 1])
     session_share: float = 0.0      # add this share of the best score in the turn's session
+    # pseudo-relevance feedback (a second pass seeded by the first pass's top turns)
+    prf_k: int = 0                  # how many top turns of the first pass feed back
+    prf_dense: float = 0.0          # Rocchio: query + beta * mean of their turn vectors
+    prf_terms: int = 0              # RM3-like: add this many of their best terms...
+    prf_term_weight: float = 0.0    # ...each weighted (relative to an original term) by this
+    # session prior: the turn's session scored as one document
+    session_prior: float = 0.0      # add this x minmax(session BM25 + session dense)
+    session_prior_dense: float = 0.5  # share of dense in the session prior
+    session_prior_kind: str = "avgsim"  # avgsim: the session's mean cosine; embed: the
+                                        # cosine of the session's mean vector
+    # dates named in the question matched to the session's date
+    date_boost: float = 0.0
+    date_tau_days: float = 14.0
+    # neighbour share from the next turn / previous turn only
+    neighbour_mode: str = "best"    # best | mean
+    session_decay: float = 0.0      # subtract this x the turn's rank within its session
+    speaker_first: bool = False     # two names in the question: boost the first one named
+    norm_floor: float = 0.0         # min-max from this quantile up (below: 0)
 
 
 @dataclass
@@ -131,6 +170,7 @@ class ConvData:
     lex_index: dict[str, int]
     tf: np.ndarray            # dense turn x term matrix
     names: list[str]
+    days: np.ndarray | None = None  # the turn's session date, in days since 1970
 
 
 STRIP_RE_CACHE: dict[tuple[str, ...], re.Pattern] = {}
@@ -187,6 +227,7 @@ def prepare(convs: list[Conversation], feats: Features) -> list[ConvData]:
             for w, n in cnt.items():
                 tf[i, vocab[w]] = n
         cd = ConvData(c, sess, [t.speaker for t in c.turns], emb, tfs, vocab, tf, names)
+        cd.days = np.array([_day(parse_date(t.date)) for t in c.turns], dtype=np.float64)
         cd.q_lex = feats.lexemes([q.question for q in c.questions])  # type: ignore[attr-defined]
         cd.name_lex = {w for cnt in feats.lexemes(names) for w in cnt}  # type: ignore[attr-defined]
         out.append(cd)
@@ -262,10 +303,30 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             w1, w2 = cd.emb["w1"], cd.emb["w2"]
         W1n = W1 / W1.sum(1, keepdims=True)
         W2n = W2 / W2.sum(1, keepdims=True)
+        sess_ids = np.unique(cd.sess)
+        S = (cd.sess[None, :] == sess_ids[:, None]).astype(np.float32)  # session x turn
+        sess_of = np.searchsorted(sess_ids, cd.sess)
+        tf_sess = S @ cd.tf
+        df_sess = (tf_sess > 0).sum(0).astype(np.float32)
+        emb_sess = S @ docs
+        emb_sess /= np.linalg.norm(emb_sess, axis=1, keepdims=True)
+        years = sorted({datetime.fromtimestamp(d * 86400.0, UTC).year for d in cd.days})
         qv_all = cd.emb["q_stripped" if r.strip_names else "q"]
         lower_names = [nm.lower() for nm in cd.names]
-        for qi, q in enumerate(cd.conv.questions):
-            qv = qv_all[qi]
+
+        def bm25w(tfm, weights: dict[int, float], dfv, ndocs, b):
+            if not weights:
+                return np.zeros(tfm.shape[0], dtype=np.float32)
+            ts = list(weights)
+            w = np.array([weights[t] for t in ts], dtype=np.float32)
+            idf = np.log(1 + (ndocs - dfv[ts] + 0.5) / (dfv[ts] + 0.5))
+            t = tfm[:, ts]
+            dl = tfm.sum(1, keepdims=True)
+            avg = dl.mean() or 1.0
+            denom = t + r.k1 * (1 - b + b * dl / avg)
+            return ((t * (r.k1 + 1) / np.maximum(denom, 1e-9)) * idf * w).sum(1)
+
+        def score(qv, weights, q):
             dense = r.dense_turn * (docs @ qv)
             if r.dense_window == "avgsim":
                 sims = docs @ qv
@@ -278,24 +339,20 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                     dense = dense + r.dense_w1 * (w1 @ qv)
                 if r.dense_w2:
                     dense = dense + r.dense_w2 * (w2 @ qv)
-            qcount = cd.q_lex[qi]
-            if r.lex_strip_names:
-                qcount = Counter({w: c for w, c in qcount.items()
-                                  if w not in cd.name_lex})
-            terms = [cd.lex_index[w] for w in qcount if w in cd.lex_index]
-            if r.rewrite:
-                terms = [cd.lex_index[w] for w in qcount
-                         if w in cd.lex_index and w not in REWRITE_DROP]
-            lex = r.bm25_turn * bm25(cd.tf, terms, df, n, r.k1, r.b)
+            lex = r.bm25_turn * bm25w(cd.tf, weights, df, n, r.b)
             if r.bm25_w2:
-                lex = lex + r.bm25_w2 * bm25(tf_w2, terms, df, n, r.k1, 0.0)
+                lex = lex + r.bm25_w2 * bm25w(tf_w2, weights, df, n, 0.0)
             if r.bm25_w1:
-                lex = lex + r.bm25_w1 * bm25(tf_w1, terms, df, n, r.k1, 0.0)
+                lex = lex + r.bm25_w1 * bm25w(tf_w1, weights, df, n, 0.0)
             if r.fusion == "rrf":
                 s = (rrf(dense, r.rrf_k) if r.dense_weight else 0) + \
                     (rrf(lex, r.rrf_k) if r.dense_weight < 1 else 0)
             else:
                 nf = minmax if r.norm == "minmax" else zscore
+                if r.norm_floor:
+                    def nf(x, f=r.norm_floor):
+                        lo = np.quantile(x, f)
+                        return minmax(np.maximum(x, lo))
                 s = r.dense_weight * nf(dense) + (1 - r.dense_weight) * nf(lex)
                 if r.rrf_mix:
                     s = s + r.rrf_mix * minmax(rrf(dense, r.rrf_k) + rrf(lex, r.rrf_k))
@@ -304,14 +361,73 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                 for sid in np.unique(cd.sess):
                     best[sid] = s[cd.sess == sid].max()
                 s = s + r.session_share * np.array([best[x] for x in cd.sess])
+            if r.session_prior:
+                sl = bm25w(tf_sess, weights, df_sess, len(sess_ids), 0.0)
+                sd = emb_sess @ qv if r.session_prior_kind == "embed" else \
+                    (S @ (docs @ qv)) / S.sum(1)
+                prior = (r.session_prior_dense * minmax(sd)
+                         + (1 - r.session_prior_dense) * minmax(sl))
+                s = s + r.session_prior * prior[sess_of]
             if r.neighbour_share:
-                s = s + r.neighbour_share * neighbour_best(s, cd.sess)
+                if r.neighbour_mode == "mean":
+                    s = s + r.neighbour_share * (W1n @ s)
+                else:
+                    s = s + r.neighbour_share * neighbour_best(s, cd.sess)
             if r.speaker_boost:
                 ql = q.question.lower()
                 named = [nm for nm in lower_names if re.search(rf"\b{re.escape(nm)}\b", ql)]
+                if r.speaker_first and len(named) > 1:
+                    named = [min(named, key=lambda nm: re.search(
+                        rf"\b{re.escape(nm)}\b", ql).start())]
                 if len(named) == 1:
                     s = s + r.speaker_boost * np.array(
                         [sp.lower() == named[0] for sp in cd.speakers], dtype=np.float32)
+            if r.date_boost:
+                iv = query_dates(q.question, years)
+                if iv:
+                    s = s + r.date_boost * date_match(cd.days, iv, r.date_tau_days)
+            return s
+
+        for qi, q in enumerate(cd.conv.questions):
+            qv = qv_all[qi]
+            qcount = cd.q_lex[qi]
+            if r.lex_strip_names:
+                qcount = Counter({w: c for w, c in qcount.items()
+                                  if w not in cd.name_lex}) or qcount
+            terms = [cd.lex_index[w] for w in qcount if w in cd.lex_index]
+            if r.rewrite:
+                terms = [cd.lex_index[w] for w in qcount
+                         if w in cd.lex_index and w not in REWRITE_DROP]
+            weights = dict.fromkeys(terms, 1.0)
+            s = score(qv, weights, q)
+            if r.prf_k:
+                top = np.argsort(-s, kind="stable")[:r.prf_k]
+                if r.prf_dense:
+                    c = docs[top].mean(0)
+                    qv2 = qv + r.prf_dense * c / (np.linalg.norm(c) or 1.0)
+                    qv2 = qv2 / np.linalg.norm(qv2)
+                else:
+                    qv2 = qv
+                w2 = dict(weights)
+                if r.prf_terms and r.prf_term_weight:
+                    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+                    mass = (cd.tf[top] > 0).sum(0) * idf
+                    mass[list(weights)] = 0
+                    for t in cd.name_lex:
+                        if t in cd.lex_index:
+                            mass[cd.lex_index[t]] = 0
+                    best = np.argsort(-mass, kind="stable")[:r.prf_terms]
+                    for t in best:
+                        if mass[t] > 0:
+                            w2[int(t)] = r.prf_term_weight
+                s = score(qv2, w2, q)
+            if r.session_decay:
+                order = np.lexsort((-s, cd.sess))
+                rank_in = np.empty(n)
+                starts = np.r_[0, np.flatnonzero(np.diff(cd.sess[order])) + 1]
+                for a, b in zip(starts, np.r_[starts[1:], n], strict=True):
+                    rank_in[order[a:b]] = np.arange(b - a)
+                s = s - r.session_decay * rank_in
             top = np.argsort(-s, kind="stable")[:DEPTH]
             ranked = [cd.conv.turns[i].dia_id for i in top]
             m = score_question(ranked, q.evidence)
@@ -333,8 +449,11 @@ BASE_RRF = Recipe("rrf(bm25, dense)", fusion="rrf", strip_names=False)
 DEFAULT = Recipe("default recipe", strip_names=True, doc_prefix=False, dense_turn=1.0,
                  dense_w1=0.5, dense_w2=0.5, dense_window="avgsim", bm25_turn=1.0,
                  bm25_w2=1.0, b=0.0, dense_weight=0.6, neighbour_share=0.3,
-                 speaker_boost=0.15, lex_strip_names=True)
+                 speaker_boost=0.15, lex_strip_names=True, session_prior=0.1,
+                 date_boost=0.5, date_tau_days=14.0)
 """What the library ships (memory/retrieval/ranking.py rank_scope, settings defaults)."""
+PREVIOUS = replace(DEFAULT, name="previous recipe (2026-11-27 06:24 run)", session_prior=0.0,
+                   date_boost=0.0)
 
 
 def sweep() -> list[Recipe]:
@@ -378,12 +497,53 @@ def ablations() -> list[Recipe]:
     ]
 
 
+def new_ideas() -> list[Recipe]:
+    """The ideas tried on top of the previous recipe (issue 5, second round): each alone,
+    then the shipped combination, then each removed from it or added to it."""
+    p, d = PREVIOUS, DEFAULT
+    return [
+        p,
+        replace(p, name="+ date match .3 (tau 14 d)", date_boost=0.3),
+        replace(p, name="+ date match .5 (tau 14 d)", date_boost=0.5),
+        replace(p, name="+ date match 1.0 (tau 14 d)", date_boost=1.0),
+        replace(p, name="+ session prior .1", session_prior=0.1),
+        replace(p, name="+ session prior .2", session_prior=0.2),
+        replace(p, name="+ session prior .1, BM25 only", session_prior=0.1,
+                session_prior_dense=0.0),
+        replace(p, name="+ dense PRF (Rocchio k5 b.3)", prf_k=5, prf_dense=0.3),
+        replace(p, name="+ dense PRF (Rocchio k10 b.3)", prf_k=10, prf_dense=0.3),
+        replace(p, name="+ dense PRF (Rocchio k5 b1)", prf_k=5, prf_dense=1.0),
+        replace(p, name="+ lexical PRF (RM3 k5, 5 terms x.2)", prf_k=5, prf_terms=5,
+                prf_term_weight=0.2),
+        replace(p, name="+ lexical PRF (RM3 k10, 10 terms x.2)", prf_k=10, prf_terms=10,
+                prf_term_weight=0.2),
+        replace(p, name="~ neighbour share .15", neighbour_share=0.15),
+        replace(p, name="~ neighbour share: mean of ±1", neighbour_mode="mean"),
+        replace(p, name="+ session rank decay .01", session_decay=0.01),
+        replace(p, name="+ session rank decay .05", session_decay=0.05),
+        replace(p, name="~ dense windows embedded as text", dense_window="embed"),
+        d,
+        replace(d, name="- date match", date_boost=0.0),
+        replace(d, name="- session prior", session_prior=0.0),
+        replace(d, name="~ session prior: mean vector's cosine", session_prior_kind="embed"),
+        replace(d, name="+ dense windows embedded as text", dense_window="embed"),
+        replace(d, name="+ dense windows embedded, ±2 only", dense_window="embed",
+                dense_w1=0.0),
+        replace(d, name="+ speaker boost .25", speaker_boost=0.25),
+        replace(d, name="+ two names: boost the first", speaker_first=True),
+        replace(d, name="~ k1 0.8", k1=0.8),
+        replace(d, name="+ min-max from the median up", norm_floor=0.5),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "locomo_lab"))
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--new-ideas", action="store_true",
+                    help="the second round of ideas, with the per-conversation spread")
     args = ap.parse_args()
     convs = load(args.data)
     t0 = time.perf_counter()
@@ -397,11 +557,29 @@ def main() -> None:
         recipes = ablations()
     if args.sweep:
         recipes = sweep()
+    if args.new_ideas:
+        recipes = new_ideas()
+    base: dict[str, float] | None = None
     for r in recipes:
         t = time.perf_counter()
-        agg, _ = run(data, r)
+        agg, per_q = run(data, r)
         ms = (time.perf_counter() - t) * 1000 / sum(len(c.questions) for c in convs)
-        print(line(r.name, agg) + f" | {ms:.1f} ms/q", flush=True)
+        extra = ""
+        if args.new_ideas:
+            conv = per_conversation(per_q)
+            base = base or conv
+            delta = [conv[k] - base[k] for k in conv]
+            extra = (f" | per-conv R@10 {min(conv.values()):.3f}-{max(conv.values()):.3f}"
+                     f", vs first row {min(delta):+.3f}..{max(delta):+.3f}")
+        print(line(r.name, agg) + f" | {ms:.1f} ms/q" + extra, flush=True)
+
+
+def per_conversation(per_q: list) -> dict[str, float]:
+    """recall@10 per conversation."""
+    out: dict[str, list[float]] = {}
+    for conv, _q, _ranked, m in per_q:
+        out.setdefault(conv, []).append(m["recall@10"])
+    return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ recorded context would not rebuild the same messages.
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -251,12 +252,122 @@ def _bm25(tf: np.ndarray, idf: np.ndarray, lengths: np.ndarray, k1: float, b: fl
     return ((tf * (k1 + 1) / np.maximum(denom, 1e-9)) * idf[None, :]).sum(1)
 
 
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MON = "|".join([*_MONTHS, *(m[:3] for m in _MONTHS if len(m) > 3), "sept"])
+_DAY_FIRST = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MON})\.?,?\s+(\d{{4}})\b", re.I)
+_MONTH_FIRST = re.compile(rf"\b({_MON})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b",
+                          re.I)
+_MONTH_YEAR = re.compile(rf"\b({_MON})\.?,?\s+(\d{{4}})\b", re.I)
+_MONTH = re.compile(rf"\b({_MON})\b", re.I)
+_YEAR = re.compile(r"\b(19\d\d|20\d\d)\b")
+_DAY_SECONDS = 86400.0
+
+
+def _month_number(name: str) -> int:
+    name = name.lower().rstrip(".")[:3]
+    return next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(name))
+
+
+def _days(d: datetime) -> float:
+    """Days since 1970-01-01 (UTC; a naive datetime is taken as UTC)."""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp() / _DAY_SECONDS
+
+
+def query_dates(query: str, years: Sequence[int]) -> list[tuple[float, float]]:
+    """The dates a query names, as day intervals (days since 1970, inclusive): a day
+    ("on 8 May, 2023", "May 8th, 2023"), a month of a year ("in June 2023"), a month alone
+    ("in June": that month of each of ``years``, the years the scope spans) or a year.
+    "May" alone is not read as a month (it is also a verb). No language model, English only.
+    """
+    out: list[tuple[float, float]] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(y: int, m: int | None, d: int | None, span: tuple[int, int]) -> None:
+        try:
+            if m is not None and d is not None:
+                lo = hi = _days(datetime(y, m, d, tzinfo=UTC))
+            elif m is not None:
+                lo = _days(datetime(y, m, 1, tzinfo=UTC))
+                hi = _days(datetime(y, m, calendar.monthrange(y, m)[1], tzinfo=UTC))
+            else:
+                lo = _days(datetime(y, 1, 1, tzinfo=UTC))
+                hi = _days(datetime(y, 12, 31, tzinfo=UTC))
+        except ValueError:  # 31 February and the like
+            return
+        out.append((lo, hi))
+        taken.append(span)
+
+    def free(span: tuple[int, int]) -> bool:
+        return all(span[1] <= a or span[0] >= b for a, b in taken)
+
+    for m in _DAY_FIRST.finditer(query):
+        add(int(m.group(3)), _month_number(m.group(2)), int(m.group(1)), m.span())
+    for m in _MONTH_FIRST.finditer(query):
+        if free(m.span()):
+            add(int(m.group(3)), _month_number(m.group(1)), int(m.group(2)), m.span())
+    for m in _MONTH_YEAR.finditer(query):
+        if free(m.span()):
+            add(int(m.group(2)), _month_number(m.group(1)), None, m.span())
+    for m in _MONTH.finditer(query):
+        if free(m.span()) and m.group(1).lower() != "may":
+            for y in years:
+                add(int(y), _month_number(m.group(1)), None, m.span())
+    for m in _YEAR.finditer(query):
+        if free(m.span()):
+            add(int(m.group(1)), None, None, m.span())
+    return out
+
+
+def date_match(days: np.ndarray, intervals: Sequence[tuple[float, float]], tau: float
+               ) -> np.ndarray:
+    """Per date (in days), exp(-distance / tau) to the nearest interval (1 inside one)."""
+    if not intervals or len(days) == 0:
+        return np.zeros(len(days))
+    dist = np.full(len(days), np.inf)
+    for lo, hi in intervals:
+        dist = np.minimum(dist, np.maximum(0.0, np.maximum(lo - days, days - hi)))
+    return np.exp(-dist / max(tau, 1e-9))
+
+
+def _session_prior(sims: np.ndarray, tf: np.ndarray, session: np.ndarray,
+                   s: RetrievalSettings) -> np.ndarray:
+    """Per chunk, its session scored as one document: the session's mean cosine and the
+    BM25 (b = 0) of the session's summed term frequencies, with document frequencies
+    counted over sessions, each min-max normalised over the sessions, mixed by
+    ``session_prior_vector_share``."""
+    k = int(session.max()) + 1
+    count = np.bincount(session, minlength=k).astype(np.float64)
+    mean_sim = np.bincount(session, weights=sims, minlength=k) / np.maximum(count, 1)
+    if tf.shape[1]:
+        stf = np.zeros((k, tf.shape[1]))
+        np.add.at(stf, session, tf)
+        sdf = (stf > 0).sum(0)
+        sidf = np.log(1 + (k - sdf + 0.5) / (sdf + 0.5))
+        lexical = _bm25(stf, sidf, np.ones(k), s.bm25_k1, 0.0)
+    else:
+        lexical = np.zeros(k)
+    share = s.session_prior_vector_share
+    prior = share * _minmax_or_zero(mean_sim) + (1 - share) * _minmax_or_zero(lexical)
+    return prior[session]
+
+
+def _minmax_or_zero(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros(len(x))
+
+
 def rank_scope(req: RankRequest) -> list[Ranked]:
     """Score every chunk of the scope, keep the best ``rank_depth``.
 
-    score = vector_weight * minmax(cosine + windows' mean cosine)
+    fused = vector_weight * minmax(cosine + windows' mean cosine)
           + text_weight * minmax(BM25(turn) + BM25(window))
-          + neighbour_share * best ±neighbour_window score + speaker_boost (named author)
+          + session_prior * (the turn's session scored as one document)
+    score = fused + neighbour_share * best ±neighbour_window fused
+          + speaker_boost (the one author the query names)
+          + date_boost * exp(-days from the turn's date to a date the query names / tau)
     BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
     other read) and, with b = 0, no lengths. Ties break on the chunk's position.
     """
@@ -298,6 +409,10 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     vec_part = s.vector_weight * _norm(dense)
     txt_part = s.text_weight * _norm(lexical)
     score = vec_part + txt_part
+    sess_part = np.zeros(n)
+    if s.session_prior:
+        sess_part = s.session_prior * _session_prior(sims, tf, session, s)
+        score = score + sess_part
     fused = score.copy()
     nb_part = np.zeros(n)
     if s.neighbour_share > 0 and s.neighbour_window > 0:
@@ -315,6 +430,15 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     if len(named) == 1:
         sp_part = s.speaker_boost * np.array([a == named[0] for a in rows.authors], dtype=float)
         score = score + sp_part
+    date_part = np.zeros(n)
+    occurred = getattr(rows, "occurred", None)
+    if s.date_boost and occurred is not None and len(occurred) == n:
+        days = np.array([_days(d) for d in occurred])
+        years = sorted({d.year for d in occurred})
+        intervals = query_dates(req.query, years)
+        if intervals:
+            date_part = s.date_boost * date_match(days, intervals, s.date_tau_days)
+            score = score + date_part
 
     positions = np.asarray(rows.positions)
     indexes = np.asarray(rows.indexes)
@@ -328,8 +452,9 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             continue
         h.parts.update({"vector_sim": float(sims[i]), "bm25": float(lexical[i])})
         parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
-                 "fused": float(fused[i]), "neighbour": float(nb_part[i]),
-                 "speaker": float(sp_part[i])}
+                 "session": float(sess_part[i]), "fused": float(fused[i]),
+                 "neighbour": float(nb_part[i]), "speaker": float(sp_part[i]),
+                 "date": float(date_part[i])}
         reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
@@ -337,6 +462,8 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             reasons.append("next to a strong turn")
         if sp_part[i] > 0:
             reasons.append(f"said by {named[0]}, whom the query names")
+        if date_part[i] > 0.01:
+            reasons.append("dated near a date the query names")
         ranked.append(Ranked(hit=h, score=float(score[i]), parts=parts, reasons=reasons))
 
     if s.recency_half_life_days:

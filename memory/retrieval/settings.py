@@ -110,14 +110,16 @@ class RetrievalSettings:
     """Added to the score of turns by the one author the query names (0 = off)."""
     session_prior: float = 0.1
     """Added x the turn's session scored as one document (its mean cosine and the BM25 of
-    its summed term frequencies, each min-max normalised over the scope's sessions); LoCoMo:
-    +0.007 recall@10, every conversation up. 0 = off."""
+    its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo
+    (benchmarks/locomo_lab.py --new-ideas): +0.006 recall@10 alone, +0.004 on top of date
+    matching; no conversation down. 0 = off."""
     session_prior_vector_share: float = 0.5
     """Share of the session's mean cosine in that prior (BM25 gets the rest)."""
     date_boost: float = 0.5
     """Added x exp(-days / ``date_tau_days``) from the turn's ``occurred_at`` to the
     nearest date the query names ("on 8 May, 2023", "in June 2023", "in 2022"; English,
-    no model); LoCoMo: +0.017 recall@10 (12% of its questions name a date). 0 = off."""
+    no model). LoCoMo: +0.019 recall@10 alone, every conversation up (+0.008 to +0.041;
+    12% of its questions name a date). 0 = off."""
     date_tau_days: float = 14.0
     rank_depth: int = 100
     """How many chunks the whole-scope ranker hands on, best first."""

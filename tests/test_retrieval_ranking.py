@@ -1,0 +1,103 @@
+"""The whole-scope ranker's date matching and session prior (memory/retrieval/ranking.py):
+the pure parts on their own, then through Store.context against the real database and
+model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+import memory
+from memory import message
+from memory.retrieval import RetrievalSettings
+from memory.retrieval.ranking import _days, _session_prior, date_match, query_dates
+from memory.retrieval.settings import DEFAULT_SETTINGS
+
+
+def day(y: int, m: int, d: int) -> float:
+    return _days(datetime(y, m, d, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("query", "want"), [
+    ("What did she do on 8 May, 2023?", [(day(2023, 5, 8), day(2023, 5, 8))]),
+    ("What happened on May 8th, 2023?", [(day(2023, 5, 8), day(2023, 5, 8))]),
+    ("What happened on October 13, 2023?", [(day(2023, 10, 13), day(2023, 10, 13))]),
+    ("Where did they go in June 2023?", [(day(2023, 6, 1), day(2023, 6, 30))]),
+    ("Where did they go in Sept. 2022?", [(day(2022, 9, 1), day(2022, 9, 30))]),
+    ("How often in 2022?", [(day(2022, 1, 1), day(2022, 12, 31))]),
+    ("What happened on 31 February, 2023?",  # no such day: the month, no error
+     [(day(2023, 2, 1), day(2023, 2, 28))]),
+    ("What did he plan in July?", [(day(2022, 7, 1), day(2022, 7, 31)),
+                                   (day(2023, 7, 1), day(2023, 7, 31))]),
+])
+def test_query_dates(query: str, want: list[tuple[float, float]]) -> None:
+    assert query_dates(query, [2022, 2023]) == want
+
+
+@pytest.mark.parametrize("query", [
+    "May I ask what she likes?",      # "may" alone is a verb, not a month
+    "What did she paint?",
+    "Call 555 1234",
+])
+def test_query_without_dates(query: str) -> None:
+    assert query_dates(query, [2023]) == []
+
+
+def test_date_match_decays_with_distance() -> None:
+    lo, hi = day(2023, 6, 1), day(2023, 6, 30)
+    days = np.array([day(2023, 6, 15), day(2023, 7, 14), day(2023, 5, 18), day(2024, 6, 15)])
+    got = date_match(days, [(lo, hi)], 14.0)
+    assert got[0] == 1.0                                  # inside the month
+    assert got[1] == pytest.approx(np.exp(-1.0))          # 14 days after it
+    assert got[2] == pytest.approx(np.exp(-1.0))          # 14 days before it
+    assert got[3] < 1e-10                                 # a year away
+    assert date_match(days, [], 14.0).tolist() == [0.0] * 4
+
+
+def test_session_prior_scores_whole_sessions() -> None:
+    # two sessions; the query term is only in session 1, whose turns are also closer
+    session = np.array([0, 0, 0, 1, 1])
+    sims = np.array([0.1, 0.2, 0.1, 0.5, 0.4])
+    tf = np.array([[0.0], [0.0], [0.0], [1.0], [0.0]])
+    prior = _session_prior(sims, tf, session, DEFAULT_SETTINGS)
+    assert prior.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    # no query terms: the mean cosine alone (half the weight)
+    prior = _session_prior(sims, np.zeros((5, 0)), session, DEFAULT_SETTINGS)
+    assert prior.tolist() == [0.0, 0.0, 0.0, 0.5, 0.5]
+
+
+def test_old_recordings_replay_without_the_new_knobs() -> None:
+    old = DEFAULT_SETTINGS.to_dict()
+    del old["date_boost"], old["session_prior"]
+    s = RetrievalSettings.from_dict(old)
+    assert s.date_boost == 0.0 and s.session_prior == 0.0
+    assert RetrievalSettings.from_dict(DEFAULT_SETTINGS.to_dict()) == DEFAULT_SETTINGS
+
+
+def test_a_date_in_the_query_finds_the_session_of_that_date(store: memory.Store,
+                                                            embedder) -> None:  # type: ignore[no-untyped-def]
+    # the same activity on three dates; only the date tells them apart
+    for i, when in enumerate([datetime(2023, 3, 4, 10, tzinfo=UTC),
+                              datetime(2023, 6, 10, 10, tzinfo=UTC),
+                              datetime(2023, 9, 2, 10, tzinfo=UTC)]):
+        store.append(f"s{i}", [
+            message("user", "Went to the lake with the kids, we had a picnic.", name="Ann",
+                    occurred_at=when),
+            message("user", "That sounds lovely!", name="Bo",
+                    occurred_at=when + timedelta(minutes=1)),
+        ], actor="ann")
+    store.project(embedder=embedder)
+    question = "What did Ann do on 10 June, 2023?"
+    ctx = store.context(question, actor="ann", session="q", budget=400, embedder=embedder)
+    memories = sorted((s for s in ctx.sources if s.kind == "memory"),
+                      key=lambda s: s.parts["rank"])
+    assert memories and memories[0].parts["date"] > 0.4
+    assert memories[0].session_id == "s1"
+    assert "date the query names" in memories[0].reason
+    # without date matching the three picnics tie on everything but position
+    off = store.context(question, actor="ann", session="q", budget=400, embedder=embedder,
+                        settings=DEFAULT_SETTINGS.replace(date_boost=0.0))
+    top = min((s for s in off.sources if s.kind == "memory"), key=lambda s: s.parts["rank"])
+    assert top.parts.get("date", 0.0) == 0.0
