@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,6 +125,29 @@ def dia_ids(hits: list[search.Hit], where: dict[int, str]) -> list[str]:
     return out[:DEPTH]
 
 
+class LazyHits(Sequence[search.Hit]):
+    """Candidate hits searched on first use, as Store.context does (context.py): the
+    whole-scope ranker never reads them, so the default system does not pay for them."""
+
+    def __init__(self, load: Callable[[], list[search.Hit]]) -> None:
+        self._load_fn = load
+        self._hits: list[search.Hit] | None = None
+
+    def _load(self) -> list[search.Hit]:
+        if self._hits is None:
+            self._hits = self._load_fn()
+        return self._hits
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._load()[i]
+
+    def __iter__(self) -> Iterator[search.Hit]:
+        return iter(self._load())
+
+
 class Retriever:
     """The systems, each a function (finder, question, vectors) -> ranked hits."""
 
@@ -184,7 +207,8 @@ class Retriever:
                 t_embed = time.perf_counter()
                 qvec = raw_vec if vquery == q.question else embed(vquery)
                 embed_s = time.perf_counter() - t_embed
-                hits = search.merge(f.vector(qvec), f.text(q.question))
+                hits = LazyHits(lambda f=f, qvec=qvec: search.merge(f.vector(qvec),
+                                                                    f.text(q.question)))
                 ranked = ranking.rank(ranking.RankRequest(
                     query=q.question, hits=hits, neighbours=f.neighbours, settings=s,
                     now=datetime.now(UTC), embeddings=f.embeddings, query_vec=qvec, finder=f))

@@ -261,6 +261,7 @@ _MONTH_FIRST = re.compile(rf"\b({_MON})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d
 _MONTH_YEAR = re.compile(rf"\b({_MON})\.?,?\s+(\d{{4}})\b", re.I)
 _MONTH = re.compile(rf"\b({_MON})\b", re.I)
 _YEAR = re.compile(r"\b(19\d\d|20\d\d)\b")
+_ANY_DATE = re.compile(rf"{_MONTH.pattern}|{_YEAR.pattern}", re.I)
 _DAY_SECONDS = 86400.0
 
 
@@ -432,11 +433,11 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         score = score + sp_part
     date_part = np.zeros(n)
     occurred = getattr(rows, "occurred", None)
-    if s.date_boost and occurred is not None and len(occurred) == n:
-        days = np.array([_days(d) for d in occurred])
-        years = sorted({d.year for d in occurred})
-        intervals = query_dates(req.query, years)
+    if (s.date_boost and occurred is not None and len(occurred) == n
+            and _ANY_DATE.search(req.query)):  # most queries name no date: skip the rest
+        intervals = query_dates(req.query, sorted({d.year for d in occurred}))
         if intervals:
+            days = np.array([_days(d) for d in occurred])
             date_part = s.date_boost * date_match(days, intervals, s.date_tau_days)
             score = score + date_part
 
