@@ -501,8 +501,7 @@ class _Candidates(Sequence[Hit]):
 
 def _memory_cost(r: Ranked | Hit, s: RetrievalSettings, counter: TokenCounter) -> int:
     h = r.hit if isinstance(r, Ranked) else r
-    m = _as_memory(h, 0, 0.0, {}, (), "memory", 0)
-    return counter.count(render.memory_line(m, s.date_format))
+    return counter.count(render.memory_line(h, s.date_format))
 
 
 def _as_memory(h: Hit, tokens: int, score: float, parts: dict[str, float],

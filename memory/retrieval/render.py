@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .context import Context, Memory
@@ -54,7 +54,17 @@ def format_date(when: datetime, fmt: str) -> str:
     return when.astimezone(UTC).strftime(fmt)
 
 
-def memory_line(m: Memory, date_format: str) -> str:
+class Dated(Protocol):
+    """What a memory line is made of (a :class:`Memory`, or a search ``Hit`` while
+    packing, which saves building a Memory for every candidate)."""
+
+    author: str | None
+    role: str | None
+    occurred_at: datetime
+    text: str
+
+
+def memory_line(m: Memory | Dated, date_format: str) -> str:
     speaker = m.author or m.role or "note"
     return f"- [{format_date(m.occurred_at, date_format)}] {speaker}: {m.text}"
 

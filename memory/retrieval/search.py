@@ -8,12 +8,21 @@ what is relevant: that is ``ranking.py``; nothing here decides what fits: ``cont
 Exact or approximate
 --------------------
 A scope (the actors' chunks in one generation) with at most
-``settings.exact_search_max_chunks`` rows is searched exactly: the btree on
-``(tenant, generation, actor_id)`` finds the rows and every vector is compared (the query
-orders by ``embedding <=> q`` on the untyped column, which no HNSW index serves). Larger
-scopes order by ``embedding::vector(dim) <=> q``, the expression of the generation's
-partial HNSW index, with ``hnsw.iterative_scan`` so the graph walk continues until enough
-rows pass the scope filter; those results are re-sorted by exact distance.
+``settings.exact_search_max_chunks`` rows is searched exactly: every vector is compared,
+in numpy over the scope cache (``scopedata.py``: the scope read once per process and
+checked by two counts at every call; ~2 ms for 20k x 384 where the SQL scan through the
+btree on ``(tenant, generation, actor_id)`` took ~110 ms), or in SQL (``VECTOR_EXACT``,
+ordering by ``embedding <=> q`` on the untyped column, which no HNSW index serves) when the
+cache is not used. Larger scopes order by ``embedding::vector(dim) <=> q``, the expression
+of the generation's partial HNSW index, with ``hnsw.iterative_scan`` so the graph walk
+continues until enough rows pass the scope filter; those results are re-sorted by exact
+distance.
+
+Round trips of a call (context.py): one statement for the bound, the live generations,
+the scope cache's check and the query's lexemes (:data:`STATE`); the session's tail from
+the log; then only what the cache cannot answer: rows new since the cached entry, the
+full-text candidates when the ranker reads them (not for whole-scope ranking), the
+summary when older turns do not fit.
 """
 
 from __future__ import annotations
