@@ -266,3 +266,39 @@ def test_note_and_emoji_counts_are_stable() -> None:
     text = note("🎉 Zoë's naïve café — " + "x" * 120).payload["text"]
     first = counter.count(text)
     assert counter.count(text) == first == counter._encode_counts([text])[0]
+
+
+def _cols(positions: list[int], sessions: list[str]) -> dict[str, list[object]]:
+    n = len(positions)
+    return {"positions": positions, "indexes": [0] * n,
+            "event_ids": [uuid.uuid4() for _ in range(n)], "sessions": sessions,
+            "actor_ids": ["a"] * n, "roles": ["user"] * n, "authors": [None] * n,
+            "occurred": [DAY0] * n, "texts": [f"t{p}" for p in positions], "lengths": [3] * n}
+
+
+def test_a_grown_entry_equals_a_fresh_read() -> None:
+    """Growing carries the old rows' derived arrays over; the result must be the entry a
+    fresh read of all rows gives, and growing one entry twice must not disturb the first
+    grown one (they share the vector buffer while they can)."""
+    rng = np.random.default_rng(3)
+    n = 300
+    m = rng.standard_normal((n + 3, 16)).astype(np.float32)
+    base_cols = _cols(list(range(1, n + 1)), [f"s{i // 7}" for i in range(n)])
+    base = scopedata.ScopeData(("k",), 1, "c", n, base_cols, m[:n])
+    one = base.grow(_cols([n + 5], ["s3"]), m[n:n + 1], n + 5)
+    two = one.grow(_cols([n + 6], ["new"]), m[n + 1:n + 2], n + 6)
+    other = one.grow(_cols([n + 7], ["zz"]), m[n + 2:n + 3], n + 7)
+    all_cols = {k: base_cols[k] + _cols([n + 5], ["s3"])[k] + _cols([n + 6], ["new"])[k]
+                for k in base_cols}
+    all_cols["event_ids"] = two.event_ids
+    fresh = scopedata.ScopeData(("k",), 1, "c", n + 6, all_cols, m[:n + 2])
+    for name in ("positions", "indexes", "lengths", "norms", "session_codes", "order",
+                 "matrix"):
+        assert np.array_equal(getattr(two, name), getattr(fresh, name)), name
+    assert two.key_index == fresh.key_index and two.texts == fresh.texts
+    assert np.array_equal(other.matrix[-1], m[n + 2]) and np.array_equal(two.matrix[-1],
+                                                                         m[n + 1])
+    assert base.n == n and np.array_equal(base.matrix, m[:n])
+    q = m[0]
+    assert np.array_equal(two.sims(q, None), fresh.sims(q, None))
+    assert np.array_equal(two.sims(q, None)[:n], base.sims(q, None))  # row-count independent

@@ -107,42 +107,65 @@ class ScopeData:
     (a grown entry is a new object; the vector buffer may be shared, see :meth:`grow`)."""
 
     def __init__(self, key: tuple[Any, ...], generation: int, created: str, upto: int,
-                 cols: dict[str, list[Any]], matrix: np.ndarray, *, buffer: _Buffer | None = None
-                 ) -> None:
+                 cols: dict[str, list[Any]], matrix: np.ndarray, *,
+                 base: ScopeData | None = None) -> None:
+        """``cols`` and ``matrix``: every row, or with ``base`` the rows appended to it
+        (what depends on the old rows is carried over, not recomputed: a 20k-chunk scope
+        grows by a turn in ~5 ms, not ~40)."""
         self.key = key
         self.generation = generation
         self.created = created
         self.upto = upto
-        self.positions = np.asarray(cols["positions"], dtype=np.int64)
-        self.indexes = np.asarray(cols["indexes"], dtype=np.int64)
-        self.event_ids: list[UUID] = cols["event_ids"]
-        self.sessions: list[str] = cols["sessions"]
-        self.actor_ids: list[str] = cols["actor_ids"]
-        self.roles: list[str | None] = cols["roles"]
-        self.authors: list[str | None] = cols["authors"]
-        self.occurred: list[datetime] = cols["occurred"]
-        self.texts: list[str] = cols["texts"]
-        self.lengths = np.asarray(cols["lengths"], dtype=np.int64)
+        new_pos = np.asarray(cols["positions"], dtype=np.int64)
+        new_idx = np.asarray(cols["indexes"], dtype=np.int64)
+        new_len = np.asarray(cols["lengths"], dtype=np.int64)
+        if base is None:
+            self.cols = cols
+            self._buffer = _Buffer(matrix)
+            self._codes: dict[str, int] = {}
+            self.positions, self.indexes, self.lengths = new_pos, new_idx, new_len
+            self.key_index: dict[tuple[int, int], int] = {}
+            first = 0
+            old_norms = np.zeros(0, dtype=np.float32)
+            old_codes = np.zeros(0, dtype=np.int64)
+            self._text_bytes = 0
+        else:
+            self.cols = {name: base.cols[name] + cols[name] for name in base.cols}
+            self._buffer = base._buffer.extend(base.n, matrix)
+            self._codes = dict(base._codes)
+            self.positions = np.concatenate([base.positions, new_pos])
+            self.indexes = np.concatenate([base.indexes, new_idx])
+            self.lengths = np.concatenate([base.lengths, new_len])
+            self.key_index = dict(base.key_index)
+            first = base.n
+            old_norms, old_codes = base.norms, base.session_codes
+            self._text_bytes = base._text_bytes
+        self.event_ids: list[UUID] = self.cols["event_ids"]
+        self.sessions: list[str] = self.cols["sessions"]
+        self.actor_ids: list[str] = self.cols["actor_ids"]
+        self.roles: list[str | None] = self.cols["roles"]
+        self.authors: list[str | None] = self.cols["authors"]
+        self.occurred: list[datetime] = self.cols["occurred"]
+        self.texts: list[str] = self.cols["texts"]
         self.n = len(self.positions)
-        self._buffer = buffer or _Buffer(matrix)
         self.matrix = self._buffer.rows(self.n)
-        self.norms = (np.sqrt(np.einsum("ij,ij->i", self.matrix, self.matrix))
-                      if self.n else np.zeros(0, dtype=np.float32))
-        codes: dict[str, int] = {}
-        self.session_codes = np.asarray([codes.setdefault(s, len(codes))
-                                         for s in self.sessions], dtype=np.int64)
+        added = self.matrix[first:]
+        self.norms = np.concatenate([old_norms, np.sqrt(np.einsum("ij,ij->i", added, added))
+                                     if len(added) else np.zeros(0, dtype=np.float32)])
+        codes = self._codes
+        self.session_codes = np.concatenate([old_codes, np.asarray(
+            [codes.setdefault(x, len(codes)) for x in cols["sessions"]], dtype=np.int64)])
         # rows by session (codes follow first appearance; any session order will do, the
         # ranker only needs each session's rows together and in position order)
         self.order = (np.lexsort((self.indexes, self.positions, self.session_codes))
                       if self.n else np.zeros(0, dtype=np.int64))
-        self.key_index = {(int(p), int(i)): r for r, (p, i) in
-                          enumerate(zip(self.positions.tolist(), self.indexes.tolist(),
-                                        strict=True))}
+        for r, (p, i) in enumerate(zip(new_pos.tolist(), new_idx.tolist(), strict=True),
+                                   start=first):
+            self.key_index[(p, i)] = r
         self.max_position = int(self.positions.max()) if self.n else 0
         self.terms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-        self.cols = cols
-        self.nbytes = int(self._buffer.data.nbytes + sum(len(t) for t in self.texts)
-                          + 400 * self.n)
+        self._text_bytes += sum(len(t) for t in cols["texts"])
+        self.nbytes = int(self._buffer.data.nbytes + self._text_bytes + 400 * self.n)
 
     def rows_at(self, bound: int) -> np.ndarray | None:
         """Row numbers at or below ``bound``; None when that is every row."""
@@ -169,10 +192,8 @@ class ScopeData:
 
     def grow(self, cols: dict[str, list[Any]], matrix: np.ndarray, upto: int) -> ScopeData:
         """A new entry with ``cols`` appended (rows above this entry's ``upto``)."""
-        merged = {k: self.cols[k] + cols[k] for k in self.cols}
-        buffer = self._buffer.extend(self.n, matrix)
-        return ScopeData(self.key, self.generation, self.created, upto, merged, matrix,
-                         buffer=buffer)
+        return ScopeData(self.key, self.generation, self.created, upto, cols, matrix,
+                         base=self)
 
 
 class _Buffer:
