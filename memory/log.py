@@ -167,7 +167,10 @@ class Log:
                     raise typed from None
                 if isinstance(exc, log_group.GroupedError):
                     raise log_sql.AppendFailed(state, primary) from None
-                raise
+                # As the engine would have raised it (e.g. sqlalchemy.exc.OperationalError
+                # when the server is gone: the reconnect was tried once already).
+                raise sa.exc.DBAPIError.instance(log_sql.APPEND, None, exc,
+                                                 psycopg.Error) from exc
             return log_sql.appended(rows)
         raise AssertionError("unreachable")
 

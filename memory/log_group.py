@@ -88,16 +88,23 @@ class AppendConnections:
         self.keep = keep
         self._idle: list[tuple[psycopg.Connection[Any], str]] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def acquire(self, tenant: str) -> tuple[psycopg.Connection[Any], str]:
+        """An idle connection (one already acting for ``tenant`` first), else a new one."""
         with self._lock:
-            for k, (_, conn_tenant) in enumerate(self._idle):
-                if conn_tenant == tenant:
-                    return self._idle.pop(k)
-            if self._idle:
-                conn, _ = self._idle.pop()
+            found = next((k for k, (_, t) in enumerate(self._idle) if t == tenant), None)
+            other = self._idle.pop(found if found is not None else -1) if self._idle \
+                else None
+        if other is not None:
+            conn, conn_tenant = other
+            if conn_tenant == tenant:
+                return conn, tenant
+            try:
                 conn.execute("SELECT set_config('memory.tenant', %s, false)", (tenant,))
                 return conn, tenant
+            except psycopg.OperationalError:
+                conn.close()  # broken while idle: a new one below
         with tenant_scope(tenant):  # the engine's checkout sets memory.tenant
             fairy = self.engine.raw_connection()
         conn = fairy.driver_connection
@@ -110,13 +117,15 @@ class AppendConnections:
         if conn.closed or conn.broken:
             return
         with self._lock:
-            if len(self._idle) < self.keep:
+            if not self._closed and len(self._idle) < self.keep:
                 self._idle.append((conn, tenant))
                 return
         conn.close()
 
     def close(self) -> None:
+        """Close the idle connections; one in use is closed when it is released."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for conn, _ in idle:
             conn.close()

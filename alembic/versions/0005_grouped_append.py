@@ -59,7 +59,7 @@ SELECT memory_secure_table('memory_event_secrets');
 -- and the batch's secrets row. The caller holds the append lock.
 CREATE FUNCTION memory_append_request(
     p_tenant text, p_actor text, p_session text, p_expected bigint, p_events jsonb,
-    p_key_id text, p_batch text, p_secrets bytea)
+    p_key_id text, p_batch text, p_secrets bytea, p_grouped boolean DEFAULT false)
 RETURNS TABLE (event_id uuid, "position" bigint, version integer,
                recorded_at timestamptz, duplicate boolean)
 LANGUAGE plpgsql AS $$
@@ -73,10 +73,12 @@ DECLARE
     v_bad      uuid;
     v_x        jsonb;
 BEGIN
-    -- Held until commit: positions are handed out in commit order (no gaps for readers).
-    -- Re-entrant: a group (memory_append_group) has taken it already, outside any
-    -- subtransaction, so a request's failure does not release it.
-    PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
+    IF NOT p_grouped THEN
+        -- Held until commit: positions are handed out in commit order (no gaps for
+        -- readers). A group (p_grouped) took it once for all its requests, outside any
+        -- subtransaction, and checked their keys and sends the wake-up itself.
+        PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
+    END IF;
     -- The common case first: the session's head, then the insert. An event id already in
     -- the log (an idempotent retry) is found by the insert itself (ON CONFLICT on the
     -- event id, the cheapest check there is), or, when the append would be refused, by
@@ -102,7 +104,7 @@ BEGIN
             USING ERRCODE = 'MM003';
     END IF;
 
-    IF p_key_id IS NOT NULL THEN
+    IF p_key_id IS NOT NULL AND NOT p_grouped THEN
         -- The actor key must still exist, and stays locked until commit: a forget that
         -- deletes it waits for this append, then deletes this batch's secrets too. A key
         -- already deleted (a stale cache) fails the request before anything is written.
@@ -174,7 +176,9 @@ BEGIN
         INSERT INTO memory_event_secrets (tenant, batch, key_id, first_version, secrets)
         VALUES (p_tenant, p_batch, p_key_id, v_current + 1, p_secrets);
     END IF;
-    PERFORM pg_notify('memory_events', p_tenant);  -- a wake-up (one per transaction)
+    IF NOT p_grouped THEN
+        PERFORM pg_notify('memory_events', p_tenant);  -- a wake-up for followers
+    END IF;
 END $$;
 
 -- The events of p_events that are in the log already, as an idempotent retry sees them:
@@ -238,6 +242,7 @@ DECLARE
     v_message text;
     v_detail  text;
     v_table   text;
+    v_live    text[];
 BEGIN
     -- Held until commit: positions are handed out in commit order (no gaps for readers).
     PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
@@ -251,11 +256,22 @@ BEGIN
                    p_tenant, v_r->>'a', v_r->>'s', (v_r->>'x')::bigint, v_r->'e',
                    v_r->>'k', v_r->>'b', decode(v_r->>'z', 'base64')) AS a;
     ELSE
+        -- The actor keys, checked and locked once for the group (see the same check in
+        -- memory_append_request); a request whose key is gone fails alone (MM004).
+        v_live := ARRAY(
+            SELECT k.key_id FROM memory_keys k
+             WHERE k.tenant = p_tenant
+               AND k.key_id IN (SELECT r->>'k' FROM jsonb_array_elements(p_requests) AS r)
+               FOR KEY SHARE);
         FOR v_r, v_i IN
             SELECT r.x, (r.ord - 1)::integer
               FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS r(x, ord)
         LOOP
             BEGIN
+                IF v_r->>'k' IS NOT NULL AND NOT (v_r->>'k' = ANY (v_live)) THEN
+                    RAISE EXCEPTION 'the data key % of actor % was destroyed',
+                                    v_r->>'k', v_r->>'a' USING ERRCODE = 'MM004';
+                END IF;
                 -- A plpgsql set-returning function materialises its rows before the
                 -- first is returned, so a failing request emits none of them.
                 RETURN QUERY
@@ -263,7 +279,7 @@ BEGIN
                            a.duplicate, NULL::text, NULL::text, NULL::text, NULL::text
                       FROM memory_append_request(
                            p_tenant, v_r->>'a', v_r->>'s', (v_r->>'x')::bigint, v_r->'e',
-                           v_r->>'k', v_r->>'b', decode(v_r->>'z', 'base64')) AS a;
+                           v_r->>'k', v_r->>'b', decode(v_r->>'z', 'base64'), true) AS a;
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE,
                     v_message = MESSAGE_TEXT, v_detail = PG_EXCEPTION_DETAIL,
@@ -273,6 +289,7 @@ BEGIN
                                     v_detail, v_table;
             END;
         END LOOP;
+        PERFORM pg_notify('memory_events', p_tenant);  -- a wake-up for followers
     END IF;
 END $$;
 
@@ -311,7 +328,8 @@ END $$;
 DOWNGRADE = """
 DROP FUNCTION memory_forget_secrets(text, uuid[]);
 DROP FUNCTION memory_append_group(text, jsonb);
-DROP FUNCTION memory_append_request(text, text, text, bigint, jsonb, text, text, bytea);
+DROP FUNCTION memory_append_request(text, text, text, bigint, jsonb, text, text, bytea,
+                                    boolean);
 DROP FUNCTION memory_append_duplicate(text, text, jsonb);
 DROP TABLE memory_event_secrets;
 """
