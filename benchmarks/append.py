@@ -3,15 +3,18 @@ follower's lag behind concurrent writers. A script, not a timed test.
 
     .venv/bin/python benchmarks/append.py [--out results.json] [--duration 1.5] [--rounds 5]
 
-Shapes: single events (one per transaction) and batches of 100 and 1,000, each with 1 and
-4 concurrent writers (threads, each on its own connection and its own session). The library
-path is ``Store.append`` with validation on (JSON Schema, size, NUL/surrogate checks,
-idempotency hash, expected-version logic, append lock, NOTIFY). The raw path is psycopg
-INSERTs into an equivalent table created in the same database (same columns and indexes, a
-jsonb payload; no validation, no lock): one autocommit INSERT per event for single events,
-``executemany`` inside one transaction per batch otherwise. Library and raw runs alternate
-for ``--rounds`` rounds and the median of each is reported, so a noisy neighbour on a shared
-machine hits both sides alike.
+Shapes: single events (one per call) and batches of 100 and 1,000, each with 1 and 4
+concurrent writers (threads, each its own session). The library path is ``Store.append``
+with validation on (JSON Schema, size, NUL/surrogate checks, idempotency hash, expected-
+version logic, append lock, NOTIFY) and, by default, encryption; the writers share one
+store, whose appends that arrive while another is in flight are sent together in one
+transaction (memory/log_group.py), so "one per call" is not always one per transaction on
+the library side. The table reports appends per statement (``per stmt``) for it. The raw
+path is psycopg INSERTs into an equivalent table created in the same database (same columns
+and indexes, a jsonb payload; no validation, no lock): one autocommit INSERT per event for
+single events, ``executemany`` inside one transaction per batch otherwise. Library and raw
+runs alternate for ``--rounds`` rounds and the median of each is reported, so a noisy
+neighbour on a shared machine hits both sides alike.
 
 The follower: ``Store.subscribe`` tails the log while 4 writers append single events as fast
 as they can; the lag of an event is the time from its writer's commit acknowledgement to its
@@ -360,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results: list[dict[str, Any]] = []
         header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
-                  f"{'ratio':>6} {'target':>6}")
+                  f"{'ratio':>6} {'target':>6} {'per stmt':>8}")
         print(header)
         shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
         for batch, writers in shapes:
             lib_runs, raw_runs = [], []
+            stats_before = store.log.group_stats()
             for r in range(args.rounds):
                 tag = f"{batch}-{writers}-{r}"
                 raw_runs.append(run(lambda k, b=batch, t=tag: RawWriter(
@@ -372,15 +376,19 @@ def main(argv: list[str] | None = None) -> int:
                 lib_runs.append(run(lambda k, b=batch, t=tag: LibraryWriter(
                     store, f"lib-{t}-{k}", b, pool), writers, args.duration))
             lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
+            stats = [b - a for a, b in zip(stats_before, store.log.group_stats(), strict=True)]
+            per_statement = stats[1] / stats[0] if stats[0] else 0.0
             target = TARGETS.get(batch)
             row = {"batch": batch, "writers": writers, "events_per_s": round(lib, 1),
                    "raw_per_s": round(raw, 1), "ratio": round(lib / raw, 3),
                    "target_ratio": target,
+                   "appends_per_statement": round(per_statement, 2),
                    "runs": {"library": [round(x, 1) for x in lib_runs],
                             "raw": [round(x, 1) for x in raw_runs]}}
             results.append(row)
             print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
-                  f"{'' if target is None else f'>={target}':>6}", flush=True)
+                  f"{'' if target is None else f'>={target}':>6} {per_statement:>8.2f}",
+                  flush=True)
         lag = follower_lag(store, args.lag_duration)
         print(f"follower behind 4 writers: {lag['events']} events "
               f"({lag['events_per_s']:,.0f}/s), lag p50 {lag['p50_ms']:.1f} ms, "

@@ -69,6 +69,12 @@ class Log:
         """Close the connections kept for appends (the engine's pool is the caller's)."""
         self._connections.close()
 
+    def group_stats(self) -> tuple[int, int]:
+        """(statements, appends) sent so far by this log's appends: appends per statement
+        says how much concurrent appends were grouped (memory/log_group.py)."""
+        combiners = list(self._combiners.values())
+        return (sum(c.groups for c in combiners), sum(c.requests for c in combiners))
+
     def _combiner(self, tenant: str) -> log_group.Combiner:
         combiner = self._combiners.get(tenant)
         if combiner is None:

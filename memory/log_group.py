@@ -144,6 +144,8 @@ class Combiner:
         self._gathering = 0  # the group size a waiting leader wants (0: none waits)
         self._last_size = 1
         self._last_time = 0.0
+        self.groups = 0  # statements sent (benchmarks report requests per group)
+        self.requests = 0
 
     def submit(self, request: Request) -> list[Any]:
         """Append ``request`` (alone or with others); its rows, or raises its error."""
@@ -193,6 +195,8 @@ class Combiner:
         try:
             self._run(group)
             self._last_size, self._last_time = len(group), time.perf_counter() - started
+            self.groups += 1
+            self.requests += len(group)
         except BaseException as exc:  # a bug or an interrupt: nobody is left waiting
             for r in group:
                 if r.rows is None and r.error is None:
