@@ -465,7 +465,9 @@ class ChunkSearch:
         if data is None:
             return None
         rows = self.rows()
-        sims = data.sims(query_vec, self._rows)
+        sims = data.sims(query_vec, None)  # every row (no copy of the matrix), then picked
+        if self._rows is not None:
+            sims = sims[self._rows]
         if len(sims) > k:  # the k best (and anything tied with the k-th), then sorted
             kth = np.partition(sims, len(sims) - k)[len(sims) - k]
             keep = np.flatnonzero(sims >= kth)
@@ -744,7 +746,7 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
         rows = data.order if finder._rows is None else \
             data.order[data.positions[data.order] <= finder.bound]
         rows = rows[:cap]
-        sims = data.sims(query_vec, rows)
+        sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
         return ScopeRows(data.positions[rows].tolist(), data.indexes[rows].tolist(),
                          [data.sessions[r] for r in rows.tolist()],
                          [data.authors[r] for r in rows.tolist()],
