@@ -60,28 +60,19 @@ class Log:
         self.limits = limits or Limits()
         self.encrypt = encrypt  # seal payloads and metadata (memory/crypto.py)
         self._crypto = crypto
-        # Appends: grouped per tenant, on connections of their own (memory/log_group.py).
-        self._connections = log_group.AppendConnections(self.engine)
-        self._combiners: dict[str, log_group.Combiner] = {}
-        self._combiners_lock = threading.Lock()
+        # Appends: grouped per tenant, on connections of their own, shared by every log
+        # over this engine (memory/log_group.py).
+        self._appender = log_group.appender(self.engine)
 
     def close(self) -> None:
-        """Close the connections kept for appends (the engine's pool is the caller's)."""
-        self._connections.close()
+        """Close the connections kept for appends over this engine (its pool is the
+        caller's). Appends after this still work, on connections not kept."""
+        self._appender.close()
 
     def group_stats(self) -> tuple[int, int]:
-        """(statements, appends) sent so far by this log's appends: appends per statement
-        says how much concurrent appends were grouped (memory/log_group.py)."""
-        combiners = list(self._combiners.values())
-        return (sum(c.groups for c in combiners), sum(c.requests for c in combiners))
-
-    def _combiner(self, tenant: str) -> log_group.Combiner:
-        combiner = self._combiners.get(tenant)
-        if combiner is None:
-            with self._combiners_lock:
-                combiner = self._combiners.setdefault(
-                    tenant, log_group.Combiner(tenant, self._connections))
-        return combiner
+        """(statements, appends) sent so far by appends over this engine: appends per
+        statement says how much concurrent appends were grouped (memory/log_group.py)."""
+        return self._appender.stats()
 
     # -- writing -------------------------------------------------------------------
 
@@ -140,7 +131,7 @@ class Log:
             raise ValidationError("expected_version must be None (any), 0 (no stream) or "
                                   "a positive version", field="expected_version")
         prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
-        combiner = self._combiner(tenant)
+        combiner = self._appender.combiner(tenant)
         for attempt in range(2):
             if self.encrypt:
                 # Sealed under the actor's key; the append checks that key still exists

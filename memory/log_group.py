@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,7 +85,8 @@ class AppendConnections:
     connect arguments) but kept out of its pool; see the module docstring."""
 
     def __init__(self, engine: sa.Engine, keep: int = 4) -> None:
-        self.engine = engine
+        # Weak: the engine is the key of the registry (appender()) that holds this.
+        self._engine = weakref.ref(engine)
         self.keep = keep
         self._idle: list[tuple[psycopg.Connection[Any], str]] = []
         self._lock = threading.Lock()
@@ -105,8 +107,11 @@ class AppendConnections:
                 return conn, tenant
             except psycopg.OperationalError:
                 conn.close()  # broken while idle: a new one below
+        engine = self._engine()
+        if engine is None:
+            raise RuntimeError("the engine of these appends was garbage-collected")
         with tenant_scope(tenant):  # the engine's checkout sets memory.tenant
-            fairy = self.engine.raw_connection()
+            fairy = engine.raw_connection()
         conn = fairy.driver_connection
         assert isinstance(conn, psycopg.Connection)
         fairy.detach()  # ours from now on; the pool makes a new one for its own use
@@ -263,3 +268,43 @@ class GroupedError(Exception):
         self.message = message
         self.detail = detail or ""
         self.table = table or ""
+
+
+class Appender:
+    """The appends over one engine: its connections and one combiner per tenant. Shared
+    by every log over that engine (``Store.for_tenant`` makes a new log each time), so
+    their appends group together and no face opens connections of its own."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.connections = AppendConnections(engine)
+        self.combiners: dict[str, Combiner] = {}
+        self._lock = threading.Lock()
+
+    def combiner(self, tenant: str) -> Combiner:
+        combiner = self.combiners.get(tenant)
+        if combiner is None:
+            with self._lock:
+                combiner = self.combiners.setdefault(tenant,
+                                                     Combiner(tenant, self.connections))
+        return combiner
+
+    def stats(self) -> tuple[int, int]:
+        """(statements, appends) sent so far; see benchmarks/append.py."""
+        combiners = list(self.combiners.values())
+        return (sum(c.groups for c in combiners), sum(c.requests for c in combiners))
+
+    def close(self) -> None:
+        self.connections.close()
+
+
+_APPENDERS: weakref.WeakKeyDictionary[sa.Engine, Appender] = weakref.WeakKeyDictionary()
+_APPENDERS_LOCK = threading.Lock()
+
+
+def appender(engine: sa.Engine) -> Appender:
+    """The :class:`Appender` of ``engine`` (made on first use, gone with the engine)."""
+    with _APPENDERS_LOCK:
+        found = _APPENDERS.get(engine)
+        if found is None:
+            found = _APPENDERS[engine] = Appender(engine)
+        return found

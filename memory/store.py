@@ -90,8 +90,8 @@ class Store:
     _owns_maintenance = False
 
     def close(self) -> None:
-        self.log.close()  # its append connections (memory/log_group.py)
         if self._owns_engine:
+            self.log.close()  # the append connections (memory/log_group.py)
             self.engine.dispose()
             if self._owns_maintenance:
                 self.maintenance_engine.dispose()

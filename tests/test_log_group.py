@@ -51,7 +51,7 @@ def append_lock_held(database_url: str) -> Iterator[None]:
 
 
 def queued(store: memory.Store) -> int:
-    combiner = store.log._combiners.get(store.tenant)
+    combiner = store.log._appender.combiners.get(store.tenant)
     return len(combiner._queue) if combiner is not None else 0
 
 
@@ -72,8 +72,8 @@ def run_grouped(store: memory.Store, database_url: str, first: Callable[[], Any]
         lead = threading.Thread(target=call, args=(0, first, head))
         lead.start()
         deadline = time.monotonic() + 10
-        while store.log._combiners.get(store.tenant) is None or \
-                not store.log._combiners[store.tenant]._busy:
+        while store.log._appender.combiners.get(store.tenant) is None or \
+                not store.log._appender.combiners[store.tenant]._busy:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         time.sleep(0.05)  # its statement is waiting for the lock
@@ -205,9 +205,9 @@ def test_a_dropped_connection_is_retried_once(store: memory.Store,
     """The server ends the append connection (pg_terminate_backend); the next append
     notices when its statement fails, reconnects and succeeds, writing its event once."""
     store.append("s", memory.note("first"), actor="a")
-    conn, _ = store.log._connections.acquire(store.tenant)
+    conn, _ = store.log._appender.connections.acquire(store.tenant)
     pid = conn.info.backend_pid
-    store.log._connections.release(conn, store.tenant)
+    store.log._appender.connections.release(conn, store.tenant)
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
     out = store.append("s", memory.note("second"), actor="a")
