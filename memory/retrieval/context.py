@@ -231,7 +231,8 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
     with _tenant_scope(scope.tenant), store.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            # where the call starts: bound, live generations, scope size (one round trip)
+            # where the call starts, in one round trip: bound, live generations, the
+            # scope cache's check (search.STATE, scopedata.py), the query's lexemes
             st = search.state(conn, scope, as_of, s, query) if _pins is None else None
             if st is not None:
                 bound = st.bound
