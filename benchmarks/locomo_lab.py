@@ -158,6 +158,11 @@ class Recipe:
     session_decay: float = 0.0      # subtract this x the turn's rank within its session
     speaker_first: bool = False     # two names in the question: boost the first one named
     norm_floor: float = 0.0         # min-max from this quantile up (below: 0)
+    local_nms: float = 0.0          # subtract this from a turn whose ±1 neighbour scores higher
+    length_prior: float = 0.0       # add this x log(1 + distinct lexemes) / log(1 + max)
+    question_penalty: float = 0.0   # subtract this x the turn's question share
+    question_kind: str = "ends"     # ends: ends with "?"; all: every sentence is a question;
+                                    # share: the share of its sentences that are questions
 
 
 @dataclass
@@ -282,6 +287,20 @@ def neighbour_best(s: np.ndarray, sess: np.ndarray) -> np.ndarray:
     best = np.maximum(prev, nxt)
     best[~np.isfinite(best)] = 0.0
     return best
+
+
+def question_share(turns, kind: str) -> np.ndarray:
+    out = []
+    for t in turns:
+        sents = [x for x in re.split(r"(?<=[.!?])\s+", t.text.strip()) if x]
+        q = [x.endswith("?") for x in sents] or [False]
+        if kind == "ends":
+            out.append(float(t.content.rstrip().endswith("?")))
+        elif kind == "all":
+            out.append(float(all(q)))
+        else:
+            out.append(sum(q) / len(q))
+    return np.array(out)
 
 
 def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
@@ -421,6 +440,17 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                         if mass[t] > 0:
                             w2[int(t)] = r.prf_term_weight
                 s = score(qv2, w2, q)
+            if r.length_prior:
+                nlex = (cd.tf > 0).sum(1)
+                s = s + r.length_prior * np.log1p(nlex) / np.log1p(nlex.max())
+            if r.question_penalty:
+                s = s - r.question_penalty * question_share(cd.conv.turns, r.question_kind)
+            if r.local_nms:
+                prev = np.r_[-np.inf, s[:-1]]
+                nxt = np.r_[s[1:], -np.inf]
+                prev[np.r_[False, cd.sess[1:] != cd.sess[:-1]]] = -np.inf
+                nxt[np.r_[cd.sess[1:] != cd.sess[:-1], False]] = -np.inf
+                s = s - r.local_nms * (np.maximum(prev, nxt) > s)
             if r.session_decay:
                 order = np.lexsort((-s, cd.sess))
                 rank_in = np.empty(n)
@@ -450,10 +480,10 @@ DEFAULT = Recipe("default recipe", strip_names=True, doc_prefix=False, dense_tur
                  dense_w1=0.5, dense_w2=0.5, dense_window="avgsim", bm25_turn=1.0,
                  bm25_w2=1.0, b=0.0, dense_weight=0.6, neighbour_share=0.3,
                  speaker_boost=0.15, lex_strip_names=True, session_prior=0.1,
-                 date_boost=0.5, date_tau_days=14.0)
+                 date_boost=0.5, date_tau_days=14.0, question_penalty=0.1)
 """What the library ships (memory/retrieval/ranking.py rank_scope, settings defaults)."""
 PREVIOUS = replace(DEFAULT, name="previous recipe (2026-11-27 06:24 run)", session_prior=0.0,
-                   date_boost=0.0)
+                   date_boost=0.0, question_penalty=0.0)
 
 
 def sweep() -> list[Recipe]:
@@ -522,9 +552,20 @@ def new_ideas() -> list[Recipe]:
         replace(p, name="+ session rank decay .01", session_decay=0.01),
         replace(p, name="+ session rank decay .05", session_decay=0.05),
         replace(p, name="~ dense windows embedded as text", dense_window="embed"),
+        replace(p, name="+ question penalty .1 (text ends with ?)", question_penalty=0.1),
+        replace(p, name="+ question penalty .2", question_penalty=0.2),
+        replace(p, name="+ length prior .05 (log lexemes)", length_prior=0.05),
+        replace(p, name="+ local NMS .1 (a ±1 neighbour scores higher)", local_nms=0.1),
         d,
         replace(d, name="- date match", date_boost=0.0),
         replace(d, name="- session prior", session_prior=0.0),
+        replace(d, name="- question penalty", question_penalty=0.0),
+        replace(d, name="~ question penalty .2", question_penalty=0.2),
+        replace(d, name="~ question penalty: every sentence asks", question_kind="all"),
+        replace(d, name="~ question penalty x share of asking sentences",
+                question_kind="share"),
+        replace(d, name="+ length prior .05", length_prior=0.05),
+        replace(d, name="+ local NMS .1", local_nms=0.1),
         replace(d, name="~ session prior: mean vector's cosine", session_prior_kind="embed"),
         replace(d, name="+ dense windows embedded as text", dense_window="embed"),
         replace(d, name="+ dense windows embedded, ±2 only", dense_window="embed",

@@ -101,3 +101,58 @@ def test_a_date_in_the_query_finds_the_session_of_that_date(store: memory.Store,
                         settings=DEFAULT_SETTINGS.replace(date_boost=0.0))
     top = min((s for s in off.sources if s.kind == "memory"), key=lambda s: s.parts["rank"])
     assert top.parts.get("date", 0.0) == 0.0
+
+
+def test_a_turn_that_asks_ranks_below_the_one_that_tells(store: memory.Store,
+                                                         embedder) -> None:  # type: ignore[no-untyped-def]
+    when = datetime(2024, 5, 1, 9, tzinfo=UTC)
+    store.append("s", [
+        message("user", "Do you still play the cello in the city orchestra?", name="Bo",
+                occurred_at=when),
+        message("user", "Nothing new here, the weather is grey.", name="Ann",
+                occurred_at=when + timedelta(minutes=1)),
+        message("user", "Yes, I still play the cello in the city orchestra.", name="Ann",
+                occurred_at=when + timedelta(minutes=2)),
+        message("user", "Lovely. See you soon.\n", name="Bo",
+                occurred_at=when + timedelta(minutes=3)),
+    ], actor="ann")
+    store.project(embedder=embedder)
+    q = "Which instrument does Ann play in the orchestra?"
+
+    def ranked(settings: RetrievalSettings) -> list[tuple[int, float]]:
+        ctx = store.context(q, actor="ann", session="q", budget=400, embedder=embedder,
+                            settings=settings)
+        mem = sorted((s for s in ctx.sources if s.kind == "memory"),
+                     key=lambda s: s.parts["rank"])
+        return [(s.position, s.parts.get("asks", 0.0)) for s in mem]
+
+    on = ranked(DEFAULT_SETTINGS)
+    assert on[0] == (3, 0.0)                     # the answer first
+    assert (1, -DEFAULT_SETTINGS.question_penalty) in on
+    assert len(on) == len(ranked(DEFAULT_SETTINGS.replace(question_penalty=0.0)))
+
+
+def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
+        store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
+    from memory.retrieval import search
+
+    when = datetime(2024, 5, 1, 9, tzinfo=UTC)
+    store.append("s", [
+        message("user", "Is it raining? \t\n", occurred_at=when),
+        message("user", "It is. Why?  [image: a photo of rain]", occurred_at=when),
+        message("user", "¿Qué tal?", occurred_at=when + timedelta(days=1)),
+    ], actor="a")
+    store.project(embedder=embedder)
+    vec = embedder.embed(["rain"])[0]
+    got = []
+    with store.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
+        gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
+        scope = search.Scope(store.tenant, "a", "q", ("a",))
+        for cache in (False, True):
+            f = search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
+                                   use_cache=cache)
+            rows = search.scope_vectors(f, vec, 100)
+            got.append((rows.positions, rows.asks, rows.occurred))
+    assert got[0] == got[1]
+    assert got[0][1] == [True, False, True]

@@ -369,6 +369,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     score = fused + neighbour_share * best ±neighbour_window fused
           + speaker_boost (the one author the query names)
           + date_boost * exp(-days from the turn's date to a date the query names / tau)
+          - question_penalty (the chunk's text ends with "?")
     BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
     other read) and, with b = 0, no lengths. Ties break on the chunk's position.
     """
@@ -440,6 +441,11 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             days = np.array([_days(d) for d in occurred])
             date_part = s.date_boost * date_match(days, intervals, s.date_tau_days)
             score = score + date_part
+    ask_part = np.zeros(n)
+    asks = getattr(rows, "asks", None)
+    if s.question_penalty and asks is not None and len(asks) == n:
+        ask_part = -s.question_penalty * np.asarray(asks, dtype=float)
+        score = score + ask_part
 
     positions = np.asarray(rows.positions)
     indexes = np.asarray(rows.indexes)
@@ -455,7 +461,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
                  "session": float(sess_part[i]), "fused": float(fused[i]),
                  "neighbour": float(nb_part[i]), "speaker": float(sp_part[i]),
-                 "date": float(date_part[i])}
+                 "date": float(date_part[i]), "asks": float(ask_part[i])}
         reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
@@ -475,7 +481,8 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             r.parts["recency"] = factor
             r.score *= factor
         ranked.sort(key=lambda r: (-r.score, r.hit.key))
-    ranked = [r for r in ranked if r.score > s.min_score]
+    # the question penalty moves a chunk down, never out (min_score is about relevance)
+    ranked = [r for r in ranked if r.score - r.parts.get("asks", 0.0) > s.min_score]
     for i, r in enumerate(ranked, start=1):
         r.parts["rank"] = float(i)
     if s.mmr_lambda is not None and req.embeddings is not None and ranked:

@@ -682,7 +682,8 @@ SELECT DISTINCT c.author FROM memory_chunks c
 
 SCOPE_VECTORS = f"""
 SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
-       1 - (c.embedding <=> %(q)s::vector) AS sim, c.occurred_at
+       1 - (c.embedding <=> %(q)s::vector) AS sim, c.occurred_at,
+       right(rtrim(c.text, E' \t\r\n'), 1) = '?'
   FROM memory_chunks c
  WHERE {SCOPE_WHERE}
  ORDER BY c.session_id, c.event_position, c.chunk_index
@@ -726,6 +727,9 @@ class ScopeRows:
     sims: list[float]
     occurred: list[datetime] | None = None
     """The chunks' ``occurred_at`` (the ranker's date matching)."""
+    asks: list[bool] | None = None
+    """Whether each chunk's text ends with a question mark (the ranker's question
+    penalty); trailing spaces, tabs and line breaks ignored."""
 
 
 def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
@@ -751,12 +755,15 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
                          [data.sessions[r] for r in rows.tolist()],
                          [data.authors[r] for r in rows.tolist()],
                          data.lengths[rows].tolist(), sims.tolist(),
-                         [data.occurred[r] for r in rows.tolist()])
+                         [data.occurred[r] for r in rows.tolist()],
+                         [data.texts[r].rstrip(" \t\r\n").endswith("?")
+                          for r in rows.tolist()])
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
-                     [float(r[5]) for r in rows], [r[6] for r in rows])
+                     [float(r[5]) for r in rows], [r[6] for r in rows],
+                     [bool(r[7]) for r in rows])
 
 
 _LEXEMES: dict[tuple[str, str, str], list[str]] = {}

@@ -121,6 +121,11 @@ class RetrievalSettings:
     no model). LoCoMo: +0.019 recall@10 alone, every conversation up (+0.008 to +0.041;
     12% of its questions name a date). 0 = off."""
     date_tau_days: float = 14.0
+    question_penalty: float = 0.1
+    """Subtracted from chunks whose text ends with a question mark: a turn that asks
+    rarely holds the fact asked about later (LoCoMo: 25% of turns, 14% of evidence turns;
+    it often echoes the topic words of the turn it answers). LoCoMo: +0.008 recall@10,
+    +0.021 MRR on top of the rest. 0 = off."""
     rank_depth: int = 100
     """How many chunks the whole-scope ranker hands on, best first."""
 
@@ -150,7 +155,7 @@ class RetrievalSettings:
         return dataclasses.replace(self, **changes)
 
 
-ADDED_OFF: dict[str, Any] = {"session_prior": 0.0, "date_boost": 0.0}
+ADDED_OFF: dict[str, Any] = {"session_prior": 0.0, "date_boost": 0.0, "question_penalty": 0.0}
 """Ranking knobs added after recordings existed, and the value that turns each off: a
 recording without the key was built without the idea."""
 
