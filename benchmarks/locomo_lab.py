@@ -390,6 +390,15 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             if r.neighbour_share:
                 if r.neighbour_mode == "mean":
                     s = s + r.neighbour_share * (W1n @ s)
+                elif r.neighbour_mode in ("prev", "asym"):
+                    prev = np.r_[0.0, s[:-1]]
+                    nxt = np.r_[s[1:], 0.0]
+                    prev[np.r_[False, cd.sess[1:] != cd.sess[:-1]]] = 0.0
+                    nxt[np.r_[cd.sess[1:] != cd.sess[:-1], False]] = 0.0
+                    if r.neighbour_mode == "prev":
+                        s = s + r.neighbour_share * prev
+                    else:
+                        s = s + r.neighbour_share * np.maximum(prev, 0.5 * nxt)
                 else:
                     s = s + r.neighbour_share * neighbour_best(s, cd.sess)
             if r.speaker_boost:
