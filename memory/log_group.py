@@ -57,6 +57,7 @@ MAX_REQUESTS = 32
 """Requests per group: each runs in a subtransaction, and PostgreSQL keeps at most 64
 subtransaction ids per transaction in shared memory before other backends' snapshots
 become slower (subxid overflow)."""
+_Event = threading.Event  # (tests replace it to interrupt a waiting caller)
 MAX_EVENTS = 10_000
 """Events per group (a request larger than this still goes, alone)."""
 GATHER_FRACTION = 0.5
@@ -159,21 +160,45 @@ class Combiner:
             lead = not self._busy
             self._busy = True
             if not lead:
-                request.done = threading.Event()
+                request.done = _Event()
                 if self._gathering and len(self._queue) >= self._gathering:
                     self._filled.notify()
         if request.done is not None:
-            request.done.wait()
+            try:
+                request.done.wait()
+            except BaseException:  # e.g. KeyboardInterrupt: leave without blocking others
+                self._abandon(request)
+                raise
             lead = request.lead
         if lead:
-            self._lead()
+            self._lead(request)
         if request.error is not None:
             raise request.error
         assert request.rows is not None
         return request.rows
 
-    def _lead(self) -> None:
-        """Run the waiting requests (this caller's first) as one group, then pass on.
+    def _abandon(self, request: Request) -> None:
+        """A waiting caller leaves. Not sent yet: its request is dropped (nothing written).
+        Handed the lead meanwhile: the lead goes to the next caller, else nobody would
+        ever send the queue. Already in a group in flight: that group goes on."""
+        with self._mutex:
+            if request in self._queue:
+                self._queue.remove(request)
+                if request.lead:
+                    self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """(Under the mutex.) The first waiting caller leads next; none: nobody leads."""
+        if self._queue:
+            following = self._queue[0]
+            following.lead = True
+            assert following.done is not None
+            following.done.set()
+        else:
+            self._busy = False
+
+    def _lead(self, me: Request) -> None:
+        """Run the waiting requests (``me`` first) as one group, then pass on.
 
         When the previous group had several requests, their callers are likely to be
         back in a moment (each was told its outcome when that group ended, and is
@@ -182,22 +207,26 @@ class Combiner:
         time (and never more than 2 ms). Without this wait, groups alternate between full
         and lone (a lone one right after every full one: measured, four writers), and
         half the flushes carry one append. One writer never waits (its groups are 1)."""
-        with self._mutex:
-            want = min(self._last_size, MAX_REQUESTS)
-            if want > 1 and len(self._queue) < want:
-                self._gathering = want
-                self._filled.wait_for(lambda: len(self._queue) >= want, timeout=min(
-                    GATHER_MAX_S, self._last_time * GATHER_FRACTION))
-                self._gathering = 0
-            group, events = [], 0
-            for r in self._queue:
-                if group and (len(group) >= MAX_REQUESTS or events + r.events > MAX_EVENTS):
-                    break
-                group.append(r)
-                events += r.events
-            del self._queue[:len(group)]
-        started = time.perf_counter()
+        group: list[Request] = []
         try:
+            with self._mutex:
+                want = min(self._last_size, MAX_REQUESTS)
+                if want > 1 and len(self._queue) < want:
+                    self._gathering = want
+                    try:
+                        self._filled.wait_for(lambda: len(self._queue) >= want, timeout=min(
+                            GATHER_MAX_S, self._last_time * GATHER_FRACTION))
+                    finally:
+                        self._gathering = 0
+                events = 0
+                for r in self._queue:
+                    if group and (len(group) >= MAX_REQUESTS
+                                  or events + r.events > MAX_EVENTS):
+                        break
+                    group.append(r)
+                    events += r.events
+                del self._queue[:len(group)]
+            started = time.perf_counter()
             self._run(group)
             self._last_size, self._last_time = len(group), time.perf_counter() - started
             self.groups += 1
@@ -209,13 +238,9 @@ class Combiner:
             raise
         finally:
             with self._mutex:
-                if self._queue:
-                    following = self._queue[0]
-                    following.lead = True
-                    assert following.done is not None
-                    following.done.set()
-                else:
-                    self._busy = False
+                if not group and me in self._queue:  # interrupted before sending
+                    self._queue.remove(me)
+                self._pass_lead()
             for r in group:
                 if r.done is not None and not r.lead:
                     r.done.set()

@@ -239,3 +239,76 @@ def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
     assert calls["n"] == 1
     assert out[0].duplicate and out[0].version == 1
     assert [e.payload["text"] for e in store.read_session("s")] == ["once"]
+
+
+# -- the combiner alone (no database): callers that leave while waiting -----------------
+
+
+class _Gate:
+    """A fake ``Combiner._run``: holds every group until released, records it."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.groups: list[list[str]] = []
+
+    def __call__(self, combiner: log_group.Combiner, group: Any) -> None:
+        self.groups.append([r.params[0] for r in group])
+        assert self.open.wait(10)
+        for r in group:
+            r.rows = [r.params[0]]
+
+
+@pytest.mark.parametrize("when", ["queued", "promoted"])
+def test_a_caller_interrupted_while_waiting_blocks_nobody(
+        monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """A waiting caller interrupted (KeyboardInterrupt) before its request was sent is
+    dropped from the queue; one interrupted just after it was handed the lead passes the
+    lead on. Either way the callers behind it still get their appends done."""
+    gate = _Gate()
+    monkeypatch.setattr(log_group.Combiner, "_run", lambda self, group: gate(self, group))
+
+    class Interruptible(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            if threading.current_thread().name == "victim":
+                if when == "promoted":
+                    super().wait(timeout)  # handed the lead, then interrupted
+                raise KeyboardInterrupt
+            return super().wait(timeout)
+
+    monkeypatch.setattr(log_group, "_Event", Interruptible)
+    combiner = log_group.Combiner("t", None)  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        try:
+            out[name] = combiner.submit(log_group.Request((name,), 1))
+        except BaseException as exc:
+            out[name] = exc
+
+    def start(name: str, ready: Callable[[], bool]) -> threading.Thread:
+        t = threading.Thread(target=call, args=(name,), name=name)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not ready():
+            assert time.monotonic() < deadline, out
+            time.sleep(0.002)
+        return t
+
+    def queued(n: int) -> Callable[[], bool]:
+        return lambda: len(combiner._queue) == n
+
+    leader = start("leader", lambda: bool(gate.groups))  # in flight, held by the gate
+    if when == "queued":
+        victim = start("victim", lambda: "victim" in out)  # interrupted at once
+        follower = start("follower", queued(1))
+    else:
+        victim = start("victim", queued(1))
+        follower = start("follower", queued(2))  # behind the victim, handed the lead next
+    gate.open.set()
+    for t in (leader, victim, follower):
+        t.join(10)
+        assert not t.is_alive()
+    assert isinstance(out["victim"], KeyboardInterrupt)
+    assert out["leader"] == ["leader"] and out["follower"] == ["follower"]
+    assert gate.groups == [["leader"], ["follower"]]  # the victim's append was never sent
+    assert not combiner._busy and not combiner._queue
