@@ -111,10 +111,12 @@ def ingest(store: memory.Store, convs: list[Conversation]) -> tuple[dict[str, di
 
 PLAIN_FUSION = DEFAULT_SETTINGS.replace(fusion="rrf", vector_weight=1.0, text_weight=1.0,
                                         neighbour_share=0.0, scope_rank_max_chunks=0)
+# BM25 alone: every other part of the default ranker off (measures ts_rank against BM25)
 BM25_ONLY = DEFAULT_SETTINGS.replace(vector_weight=0.0, text_weight=1.0, text_window=0,
                                      vector_windows=(), speaker_boost=0.0,
                                      neighbour_share=0.0, strip_author_names=False,
-                                     session_prior=0.0, date_boost=0.0)
+                                     session_prior=0.0, date_boost=0.0,
+                                     question_penalty=0.0)
 
 
 def dia_ids(hits: list[search.Hit], where: dict[int, str]) -> list[str]:
