@@ -521,12 +521,14 @@ def _take_memories(parts: _Parts, ranked: list[Ranked], finder: ChunkSearch,
     header = counter.count(render.MEMORIES_HEADER)
     first = True
     taken: set[tuple[int, int]] = set()
-    for r in ranked:
+    # every candidate's line counted in one batch (one tokenizer call, not one per line)
+    lines = counter.count_many([render.memory_line(r.hit, s.date_format) for r in ranked])
+    for r, line_cost in zip(ranked, lines, strict=True):
         if s.max_memories is not None and len(parts.chosen) >= s.max_memories:
             break
         if r.hit.event_position in in_turns:
             continue
-        cost = _memory_cost(r, s, counter) + (opening + header if first else 0)
+        cost = line_cost + (opening + header if first else 0)
         if used + cost > budget:
             continue
         parts.chosen.append(r)
