@@ -74,6 +74,10 @@ def test_cache_gives_what_sql_gives(store: memory.Store, embedder, as_of: bool) 
         assert (a.positions, a.indexes, a.sessions, a.authors, a.lengths, a.occurred) == \
             (b.positions, b.indexes, b.sessions, b.authors, b.lengths, b.occurred)
         assert a.occurred is not None and len(a.occurred) == len(a.positions)
+        assert a.asks == b.asks and a.asks is not None and len(a.asks) == len(a.positions)
+        again = search.scope_vectors(cached, qvec, 1000)  # from the entry's kept columns
+        assert (again.positions, again.sessions, again.asks) == \
+            (b.positions, b.sessions, b.asks)
         assert np.allclose(a.sims, b.sims, atol=1e-6)
         terms = search.query_lexemes(sql, query)
         assert sorted(search.scope_terms(sql, terms)) == sorted(search.scope_terms(cached,

@@ -164,6 +164,8 @@ class ScopeData:
             self.key_index[(p, i)] = r
         self.max_position = int(self.positions.max()) if self.n else 0
         self.terms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.derived: dict[str, Any] = {}
+        """Values computed from this entry's rows alone, kept with it (search.py)."""
         self._text_bytes += sum(len(t) for t in cols["texts"])
         self.nbytes = int(self._buffer.data.nbytes + self._text_bytes + 400 * self.n)
 

@@ -751,19 +751,41 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
             data.order[data.positions[data.order] <= finder.bound]
         rows = rows[:cap]
         sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
-        return ScopeRows(data.positions[rows].tolist(), data.indexes[rows].tolist(),
-                         [data.sessions[r] for r in rows.tolist()],
-                         [data.authors[r] for r in rows.tolist()],
-                         data.lengths[rows].tolist(), sims.tolist(),
-                         [data.occurred[r] for r in rows.tolist()],
-                         [data.texts[r].rstrip(" \t\r\n").endswith("?")
-                          for r in rows.tolist()])
+        if len(rows) == data.n:  # every row: the columns in that order are kept per entry
+            c = _ordered_columns(data)
+            return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
+                             list(c["authors"]), list(c["lengths"]), sims.tolist(),
+                             list(c["occurred"]), list(c["asks"]))
+        c = _columns(data, rows)
+        return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
+                         c["lengths"], sims.tolist(), c["occurred"], c["asks"])
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
                      [float(r[5]) for r in rows], [r[6] for r in rows],
                      [bool(r[7]) for r in rows])
+
+
+def _columns(data: scopedata.ScopeData, rows: np.ndarray) -> dict[str, list[Any]]:
+    """The columns :class:`ScopeRows` holds, for ``rows`` of the cached data."""
+    idx = rows.tolist()
+    return {"positions": data.positions[rows].tolist(),
+            "indexes": data.indexes[rows].tolist(),
+            "sessions": [data.sessions[r] for r in idx],
+            "authors": [data.authors[r] for r in idx],
+            "lengths": data.lengths[rows].tolist(),
+            "occurred": [data.occurred[r] for r in idx],
+            "asks": [data.texts[r].rstrip(" \t\r\n").endswith("?") for r in idx]}
+
+
+def _ordered_columns(data: scopedata.ScopeData) -> dict[str, list[Any]]:
+    """:func:`_columns` of every row in session order, built once per entry (a call
+    then copies lists instead of rebuilding them row by row)."""
+    found = data.derived.get("ordered_columns")
+    if found is None:
+        found = data.derived["ordered_columns"] = _columns(data, data.order)
+    return found
 
 
 _LEXEMES: dict[tuple[str, str, str], list[str]] = {}
