@@ -132,8 +132,17 @@ class Store:
         """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
         their keys are destroyed (the log itself is never rewritten), everything derived
         from them (chunks, vectors, full text, summaries, recorded contexts that cited
-        them) is deleted, and a ``forgotten`` tombstone (ids only) is appended. Idempotent."""
-        return forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
+        them) is deleted, and a ``forgotten`` tombstone (ids only) is appended. Idempotent.
+
+        This process's retrieval cache drops the tenant's entries for the actor (or, for
+        single events, all of the tenant's: which actors they belonged to is not known
+        here) at once, so the forgotten text does not stay in memory until the next call
+        notices. Other processes' caches notice on their next call (scopedata.py)."""
+        from .retrieval import scopedata
+
+        result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
+        scopedata.CACHE.forget(self.tenant, actor)
+        return result
 
     # -- projections (memory/projections) --------------------------------------------
 

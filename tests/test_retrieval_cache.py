@@ -157,6 +157,18 @@ def test_forgotten_chunks_never_come_from_the_cache(store: memory.Store, embedde
     assert not gone.memories
 
 
+def test_forget_drops_the_entry_at_once(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
+    chat(store, "maya", sessions=1)
+    chat(store, "ines", sessions=1)
+    store.project(embedder=embedder)
+    for actor in ("maya", "ines"):
+        store.context("the garden", actor=actor, session="now", budget=600, embedder=embedder)
+        assert scopedata.CACHE.peek(key_of(store, actor)) is not None
+    store.forget(actor="maya")
+    assert scopedata.CACHE.peek(key_of(store, "maya")) is None  # no plaintext left behind
+    assert scopedata.CACHE.peek(key_of(store, "ines")) is not None  # others untouched
+
+
 def test_generation_switch_reloads(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
     long = ("Biscuit the border collie learned to open the garden gate. "
             "Then he ate the birthday cake on the kitchen table. "
