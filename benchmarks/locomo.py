@@ -55,7 +55,7 @@ from locomo_metrics import (
 
 import memory
 from memory import embedded
-from memory.retrieval import ranking, search
+from memory.retrieval import ranking, search, wholescope
 from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 
 try:
@@ -206,7 +206,7 @@ class Retriever:
                 f.scope_size()
                 vquery = q.question
                 if s.strip_author_names:
-                    vquery = ranking.vector_query(q.question, search.scope_authors(f))
+                    vquery = ranking.vector_query(q.question, wholescope.scope_authors(f))
                 t_embed = time.perf_counter()
                 qvec = raw_vec if vquery == q.question else embed(vquery)
                 embed_s = time.perf_counter() - t_embed
@@ -259,13 +259,13 @@ class CachedEmbedder:
 
 
 def actor_authors(store: memory.Store, actors: list[str]) -> dict[str, list[str]]:
-    """Each actor's authors, as the default ranker reads them (search.scope_authors)."""
+    """Each actor's authors, as the default ranker reads them (wholescope.scope_authors)."""
     out: dict[str, list[str]] = {}
     with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():
         gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
         for actor in actors:
             scope = search.Scope(store.tenant, actor, QUESTION_SESSION, (actor,))
-            out[actor] = search.scope_authors(
+            out[actor] = wholescope.scope_authors(
                 search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS))
     return out
 

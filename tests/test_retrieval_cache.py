@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 import memory
 from memory import message, note
 from memory.projections.chunking import Chunker
-from memory.retrieval import RetrievalSettings, default_counter, ranking, scopedata, search
+from memory.retrieval import (
+    RetrievalSettings,
+    default_counter,
+    ranking,
+    scopedata,
+    search,
+    wholescope,
+)
 from memory.security import tenant_scope
 
 DAY0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
@@ -69,18 +76,18 @@ def test_cache_gives_what_sql_gives(store: memory.Store, embedder, as_of: bool) 
         sql, cached = finders(store, conn, "maya", s, bound)
         assert cached.data() is not None and sql.data() is None
         assert cached.scope_size() == sql.scope_size() > 0
-        assert search.scope_authors(cached) == search.scope_authors(sql) == ["Leo", "Maya"]
-        a, b = (search.scope_vectors(f, qvec, 1000) for f in (sql, cached))
+        assert wholescope.scope_authors(cached) == wholescope.scope_authors(sql) == ["Leo", "Maya"]
+        a, b = (wholescope.scope_vectors(f, qvec, 1000) for f in (sql, cached))
         assert (a.positions, a.indexes, a.sessions, a.authors, a.lengths, a.occurred) == \
             (b.positions, b.indexes, b.sessions, b.authors, b.lengths, b.occurred)
         assert a.occurred is not None and len(a.occurred) == len(a.positions)
         assert a.asks == b.asks and a.asks is not None and len(a.asks) == len(a.positions)
-        again = search.scope_vectors(cached, qvec, 1000)  # from the entry's kept columns
+        again = wholescope.scope_vectors(cached, qvec, 1000)  # from the entry's kept columns
         assert (again.positions, again.sessions, again.asks) == \
             (b.positions, b.sessions, b.asks)
         assert np.allclose(a.sims, b.sims, atol=1e-6)
         terms = search.query_lexemes(sql, query)
-        assert sorted(search.scope_terms(sql, terms)) == sorted(search.scope_terms(cached,
+        assert sorted(wholescope.scope_terms(sql, terms)) == sorted(wholescope.scope_terms(cached,
                                                                                    terms))
         va, vb = sql.vector(qvec, exact=True), cached.vector(qvec, exact=True)
         assert [h.key for h in va] == [h.key for h in vb]

@@ -134,7 +134,7 @@ def test_a_turn_that_asks_ranks_below_the_one_that_tells(store: memory.Store,
 
 def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
         store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
-    from memory.retrieval import search
+    from memory.retrieval import search, wholescope
 
     when = datetime(2024, 5, 1, 9, tzinfo=UTC)
     store.append("s", [
@@ -152,7 +152,7 @@ def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
         for cache in (False, True):
             f = search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
                                    use_cache=cache)
-            rows = search.scope_vectors(f, vec, 100)
+            rows = wholescope.scope_vectors(f, vec, 100)
             got.append((rows.positions, rows.asks, rows.occurred))
     assert got[0] == got[1]
     assert got[0][1] == [True, False, True]

@@ -40,7 +40,7 @@ import sqlalchemy as sa
 
 from ..errors import ConfigurationError, Error, ValidationError
 from ..events import NewEvent, RecordedEvent, check_id
-from . import render, search
+from . import render, search, wholescope
 from .ranking import Ranked, Ranker, RankRequest, rank, vector_query
 from .search import ChunkSearch, Generation, Hit, Scope
 from .settings import DEFAULT_SETTINGS, RetrievalSettings
@@ -303,7 +303,7 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                     t_embed = time.perf_counter()
                     vquery = query
                     if s.strip_author_names:
-                        vquery = vector_query(query, search.scope_authors(finder))
+                        vquery = vector_query(query, wholescope.scope_authors(finder))
                         t_embed = time.perf_counter()
                     qvec = _embed_query(store, embedder, chunks_gen, vquery)
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import search
+from . import search, wholescope
 from .search import Hit, NeighbourLookup
 from .settings import RetrievalSettings
 
@@ -375,7 +375,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     """
     s, f = req.settings, req.finder
     assert f is not None and req.query_vec is not None
-    rows = search.scope_vectors(f, req.query_vec, s.scope_rank_max_chunks + 1)
+    rows = wholescope.scope_vectors(f, req.query_vec, s.scope_rank_max_chunks + 1)
     n = len(rows.positions)
     if n == 0:
         return []
@@ -396,7 +396,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     index = {k: i for i, k in enumerate(zip(rows.positions, rows.indexes, strict=True))}
     col = {t: j for j, t in enumerate(terms)}
     tf = np.zeros((n, len(terms)))
-    for pos, idx, lexeme, freq in search.scope_terms(f, terms):
+    for pos, idx, lexeme, freq in wholescope.scope_terms(f, terms):
         i = index.get((pos, idx))
         if i is not None:
             tf[i, col[lexeme]] = freq
@@ -451,7 +451,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     indexes = np.asarray(rows.indexes)
     order = np.lexsort((indexes, positions, -score))[: max(s.rank_depth, 1)]
     keys = [(int(positions[i]), int(indexes[i])) for i in order]
-    hits = search.hits_by_key(f, keys)
+    hits = wholescope.hits_by_key(f, keys)
     ranked: list[Ranked] = []
     for i, key in zip(order, keys, strict=True):
         h = hits.get(key)

@@ -268,7 +268,7 @@ def _read(conn: sa.Connection, tenant: str, generation: int, actors: Sequence[st
 def read_terms(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
                after: int = -1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The entry's lexemes above ``after``: per lexeme, the rows holding it and how often
-    (the term frequencies ``search.SCOPE_TERMS`` reads), read once per entry (and for the
+    (the term frequencies ``wholescope.SCOPE_TERMS`` reads), read once per entry (and for the
     new rows when it grows)."""
     found: dict[str, tuple[list[int], list[int]]] = {}
     rows = conn.exec_driver_sql(LOAD_TERMS, (tenant, data.generation, list(actors), after,

@@ -1,0 +1,177 @@
+"""Whole-scope reads: every chunk of a small scope, for the default ranker (ranking.py).
+
+A small scope (one person's memory: hundreds to a few thousand chunks) is scored whole:
+every chunk's cosine to the query and the query terms it holds, so the ranker can score
+windows of turns and compute BM25 from the scope's own term statistics (document
+frequencies counted here, bounded by the same position as everything else, so as_of and
+replay see exactly the statistics of their time). No side index: the rows come from
+memory_chunks, through the process's scope cache (scopedata.py) when the scope has an
+entry, else by SQL; both give the same rows (tests/test_retrieval_cache.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from . import scopedata
+from .search import _HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, _hit, vector_literal
+
+SCOPE_AUTHORS = f"""
+SELECT DISTINCT c.author FROM memory_chunks c
+ WHERE {SCOPE_WHERE} AND c.author IS NOT NULL AND c.author <> ''
+ LIMIT %(cap)s
+"""
+
+SCOPE_VECTORS = f"""
+SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
+       1 - (c.embedding <=> %(q)s::vector) AS sim, c.occurred_at,
+       right(rtrim(c.text, E' \t\r\n'), 1) = '?'
+  FROM memory_chunks c
+ WHERE {SCOPE_WHERE}
+ ORDER BY c.session_id, c.event_position, c.chunk_index
+ LIMIT %(cap)s
+"""
+
+# (chunk, term, frequency) for every chunk in scope holding one of the terms; the rows per
+# term are its document frequency in the scope.
+SCOPE_TERMS = f"""
+SELECT c.event_position, c.chunk_index, t.lexeme,
+       coalesce(array_length(t.positions, 1), 1)
+  FROM memory_chunks c CROSS JOIN LATERAL unnest(c.tsv) AS t(lexeme, positions, weights)
+ WHERE {SCOPE_WHERE}
+   AND c.tsv @@ (SELECT string_agg(quote_literal(x), ' | ') FROM unnest(%(terms)s::text[]) x
+                )::tsquery
+   AND t.lexeme = ANY(%(terms)s::text[])
+"""
+
+HITS_BY_KEY = f"""
+SELECT {_HIT_COLUMNS} FROM memory_chunks c
+ WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
+   AND c.actor_id = ANY(%(actors)s)
+   AND (c.event_position, c.chunk_index) IN (SELECT * FROM unnest(%(positions)s::bigint[],
+                                                                %(indexes)s::int[]))
+"""
+
+
+@dataclass
+class ScopeRows:
+    """Every chunk of a scope, ordered by session then position, as parallel lists."""
+
+    positions: list[int]
+    indexes: list[int]
+    sessions: list[str]
+    authors: list[str | None]
+    lengths: list[int]
+    sims: list[float]
+    occurred: list[datetime] | None = None
+    """The chunks' ``occurred_at`` (the ranker's date matching)."""
+    asks: list[bool] | None = None
+    """Whether each chunk's text ends with a question mark (the ranker's question
+    penalty); trailing spaces, tabs and line breaks ignored."""
+
+
+def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
+    """The authors (``name`` of messages) in the scope, for query rewriting."""
+    data = finder.data()
+    if data is not None:
+        authors = data.authors
+        found = {authors[r] for r in finder.rows().tolist()} if finder._rows is not None \
+            else set(authors)
+        return sorted(a for a in found if a)[:cap]
+    rows = finder.conn.exec_driver_sql(SCOPE_AUTHORS, {**finder._params, "cap": cap})
+    return sorted(r[0] for r in rows)
+
+
+def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> ScopeRows:
+    data = finder.data()
+    if data is not None:
+        rows = data.order if finder._rows is None else \
+            data.order[data.positions[data.order] <= finder.bound]
+        rows = rows[:cap]
+        sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
+        if len(rows) == data.n:  # every row: the columns in that order are kept per entry
+            c = _ordered_columns(data)
+            return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
+                             list(c["authors"]), list(c["lengths"]), sims.tolist(),
+                             list(c["occurred"]), list(c["asks"]))
+        c = _columns(data, rows)
+        return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
+                         c["lengths"], sims.tolist(), c["occurred"], c["asks"])
+    params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
+    rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
+    return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                     [r[3] for r in rows], [int(r[4] or 0) for r in rows],
+                     [float(r[5]) for r in rows], [r[6] for r in rows],
+                     [bool(r[7]) for r in rows])
+
+
+def _columns(data: scopedata.ScopeData, rows: np.ndarray) -> dict[str, list[Any]]:
+    """The columns :class:`ScopeRows` holds, for ``rows`` of the cached data."""
+    idx = rows.tolist()
+    return {"positions": data.positions[rows].tolist(),
+            "indexes": data.indexes[rows].tolist(),
+            "sessions": [data.sessions[r] for r in idx],
+            "authors": [data.authors[r] for r in idx],
+            "lengths": data.lengths[rows].tolist(),
+            "occurred": [data.occurred[r] for r in idx],
+            "asks": [data.texts[r].rstrip(" \t\r\n").endswith("?") for r in idx]}
+
+
+def _ordered_columns(data: scopedata.ScopeData) -> dict[str, list[Any]]:
+    """:func:`_columns` of every row in session order, built once per entry (a call
+    then copies lists instead of rebuilding them row by row)."""
+    found = data.derived.get("ordered_columns")
+    if found is None:
+        found = data.derived["ordered_columns"] = _columns(data, data.order)
+    return found
+
+
+def scope_terms(finder: ChunkSearch, terms: Sequence[str]
+                ) -> list[tuple[int, int, str, int]]:
+    if not terms:
+        return []
+    data = finder.data()
+    if data is not None:
+        if data.terms is None:
+            data.terms = scopedata.read_terms(finder.conn, data, finder.scope.tenant,
+                                              finder.scope.actors)
+        out: list[tuple[int, int, str, int]] = []
+        for t in dict.fromkeys(terms):
+            found = data.terms.get(t)
+            if found is None:
+                continue
+            rows, freqs = found
+            if finder._rows is not None:
+                keep = data.positions[rows] <= finder.bound
+                rows, freqs = rows[keep], freqs[keep]
+            out.extend(zip(data.positions[rows].tolist(), data.indexes[rows].tolist(),
+                           [t] * len(rows), freqs.tolist(), strict=True))
+        return out
+    rows = finder.conn.exec_driver_sql(SCOPE_TERMS, {**finder._params, "terms": list(terms)})
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
+def hits_by_key(finder: ChunkSearch, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int],
+                                                                              Hit]:
+    if not keys:
+        return {}
+    data = finder.data()
+    if data is not None:
+        out = {}
+        for k in keys:
+            r = data.key_index.get((int(k[0]), int(k[1])))
+            if r is not None:
+                out[(int(k[0]), int(k[1]))] = finder.hit(r)
+        return out
+    params = {**finder._params, "positions": [k[0] for k in keys],
+              "indexes": [k[1] for k in keys]}
+    out = {}
+    for row in finder.conn.exec_driver_sql(HITS_BY_KEY, params).fetchall():
+        h = _hit(row)
+        out[h.key] = h
+    return out
