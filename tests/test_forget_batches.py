@@ -6,9 +6,11 @@ forgettable, and the inlined sealing agrees with the formulas opening relies on.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import memory
-from memory import crypto, note
+from memory import crypto, log_sql, note
 
 
 @pytest.fixture
@@ -136,3 +138,55 @@ def test_events_sealed_before_0005_stay_readable_and_forgettable(
     with admin.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM memory_event_keys WHERE "
                                     "event_id = %s", (other,)).scalar_one() == 0
+
+
+def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
+                                                admin: sa.Engine) -> None:
+    """Both orders of an append and a forget of the same actor (alembic/versions/0006:
+    the append holds the actor key with a shared advisory lock; a trigger makes any
+    DELETE of a key row wait for it). An append in flight first: the forget waits for
+    its commit, then deletes its secrets too. A key deletion in flight first: the append
+    waits, finds the key gone, writes nothing, and the library retries with a new key."""
+    log = store.log
+    # 1. The append holds the key (its transaction still open): the forget waits.
+    key = log.crypto.actor_key(log.engine, store.tenant, "racer")
+    prepared = log.prepare("racer", [note("in flight")])
+    sealed = log.crypto.seal(store.tenant, key, prepared)
+    forgot: list[Any] = []
+    with admin.connect() as conn:
+        conn.exec_driver_sql(log_sql.APPEND, (
+            store.tenant, "racer", "race", None,
+            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), sealed.key_id,
+            sealed.batch, sealed.secrets)).fetchall()
+        forget = threading.Thread(target=lambda: forgot.append(store.forget(actor="racer")))
+        forget.start()
+        forget.join(0.5)
+        assert forget.is_alive()  # waiting for the append's transaction
+        conn.commit()
+    forget.join(10)
+    assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
+    with admin.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM memory_event_secrets WHERE batch = %s",
+            (sealed.batch,)).scalar_one() == 0
+    assert [e.forgotten for e in store.read_session("race")] == [True]
+
+    # 2. A key deletion in flight: the append waits for it, then uses a new key.
+    store.append("race2", note("before"), actor="racer2")
+    old = log.crypto.actor_key(log.engine, store.tenant, "racer2")  # cached
+    appended: list[Any] = []
+    with admin.connect() as conn:
+        conn.exec_driver_sql("DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s",
+                             (store.tenant, "racer2"))
+        append = threading.Thread(target=lambda: appended.append(
+            store.append("race2", note("after"), actor="racer2")))
+        append.start()
+        append.join(0.5)
+        assert append.is_alive()  # waiting for the deletion's transaction
+        conn.commit()
+    append.join(10)
+    assert not append.is_alive() and appended
+    new = log.crypto.actor_key(log.engine, store.tenant, "racer2")
+    assert new.key_id != old.key_id
+    events = store.read_session("race2")
+    assert [e.payload for e in events[1:]] == [{"text": "after"}]
