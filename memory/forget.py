@@ -155,21 +155,16 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                          if c not in forgotten]
         destroyed = 0
         if actor_id is not None:
-            # The key first: an append holding it (memory_hold_key, alembic/versions/
-            # 0006) is waited for, one starting now finds it gone; then every secret
-            # under it, that append's too. The batch rows are found through the actor's
-            # events (each batch row is written with its events, and events are never
-            # deleted); this statement's snapshot is taken after the wait.
+            # The key first: an append holding it (FOR KEY SHARE) is waited for, one
+            # starting now finds it gone; then every secret under it, that append's too.
             keys = [r[0] for r in conn.exec_driver_sql(
                 "DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s "
                 "RETURNING key_id", (tenant, actor_id))]
             destroyed += len(keys)
             if keys:
                 conn.exec_driver_sql(
-                    "DELETE FROM memory_event_secrets WHERE tenant = %s AND batch IN ("
-                    "SELECT e.key_id FROM memory_events e WHERE e.tenant = %s "
-                    "AND e.actor_id = %s AND e.key_id LIKE 's:%%')",
-                    (tenant, tenant, actor_id))
+                    "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
+                    (tenant, keys))
                 conn.exec_driver_sql(  # events sealed before migration 0005
                     "DELETE FROM memory_event_keys WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))

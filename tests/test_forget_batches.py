@@ -142,10 +142,10 @@ def test_events_sealed_before_0005_stay_readable_and_forgettable(
 
 def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                                                 admin: sa.Engine) -> None:
-    """Both orders of an append and a forget of the same actor (alembic/versions/0006:
-    the append holds the actor key with a shared advisory lock; a trigger makes any
-    DELETE of a key row wait for it). An append in flight first: the forget waits for
-    its commit, then deletes its secrets too. A key deletion in flight first: the append
+    """Both orders of an append and a forget of the same actor (alembic/versions/0005:
+    the append holds the actor's key row FOR KEY SHARE, so a DELETE of that row waits
+    for it). An append in flight first: the forget waits for its commit, then deletes
+    its secrets too. A key deletion in flight first: the append
     waits, finds the key gone, writes nothing, and the library retries with a new key."""
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.
