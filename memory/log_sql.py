@@ -8,8 +8,9 @@ Why appends are serialised (the no-gap guarantee)
 --------------------------------------------------
 Readers follow the log by position: "give me everything after N". With a plain sequence,
 two concurrent appends can take positions 10 and 11 and commit in the order 11, 10; a
-reader that saw 11 and moved its checkpoint past it would never see 10. ``memory_append``
-(alembic/versions/0001) therefore takes a transaction-level advisory lock before it draws
+reader that saw 11 and moved its checkpoint past it would never see 10. An append
+(``memory_append_request`` and ``memory_append_group``, alembic/versions/0005; first
+``memory_append``, 0001) therefore takes a transaction-level advisory lock before it draws
 positions and holds it until commit, so positions become visible in increasing order and a
 reader's checkpoint "everything up to the highest position I have seen" is always safe.
 The price is that appends (not reads) are serialised across the database, and the lock

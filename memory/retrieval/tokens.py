@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 UNK_BYTES_PER_TOKEN = 3
 """UTF-8 bytes per token assumed for text WordPiece cannot read (emoji are 4 bytes)."""
@@ -55,16 +55,16 @@ class WordPieceCounter:
         self._memo: dict[str, int] = {}
         self.name = "wordpiece:all-MiniLM-L6-v2"
 
+    def _costs(self, text: str, enc: Any) -> list[int]:
+        """Per token of ``enc`` (an encoding of ``text``): 1, or for an unknown token its
+        UTF-8 bytes over :data:`UNK_BYTES_PER_TOKEN` (rounded up)."""
+        return [max(1, math.ceil(len(text[start:end].encode("utf-8")) / UNK_BYTES_PER_TOKEN))
+                if tid == self._unk else 1
+                for tid, (start, end) in zip(enc.ids, enc.offsets, strict=True)]
+
     def _token_costs(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self._tok.encode(text, add_special_tokens=False)
-        costs = []
-        for tid, (start, end) in zip(enc.ids, enc.offsets, strict=True):
-            if tid == self._unk:
-                costs.append(max(1, math.ceil(len(text[start:end].encode("utf-8"))
-                                              / UNK_BYTES_PER_TOKEN)))
-            else:
-                costs.append(1)
-        return costs, enc.offsets
+        return self._costs(text, enc), enc.offsets
 
     def count(self, text: str) -> int:
         if not text:
@@ -77,7 +77,7 @@ class WordPieceCounter:
         then the final messages) and again in the next call. Exact, because WordPiece
         never makes a token across a line break: the BERT pre-tokenizer splits on
         whitespace first, so a text's count is the sum of its lines' counts (tested on
-        random unicode in tests/test_retrieval_speed.py)."""
+        random unicode in tests/test_retrieval_cache.py)."""
         memo = self._memo
         todo: list[str] = []
         split = []
@@ -95,18 +95,8 @@ class WordPieceCounter:
                     for line in lines) for lines in split]
 
     def _encode_counts(self, texts: list[str]) -> list[int]:
-        out = []
-        for text, enc in zip(texts, self._tok.encode_batch(texts, add_special_tokens=False),
-                             strict=True):
-            n = 0
-            for tid, (start, end) in zip(enc.ids, enc.offsets, strict=True):
-                if tid == self._unk:
-                    n += max(1, math.ceil(len(text[start:end].encode("utf-8"))
-                                          / UNK_BYTES_PER_TOKEN))
-                else:
-                    n += 1
-            out.append(n)
-        return out
+        encs = self._tok.encode_batch(texts, add_special_tokens=False)
+        return [sum(self._costs(text, enc)) for text, enc in zip(texts, encs, strict=True)]
 
     def truncate(self, text: str, limit: int) -> str:
         """The longest prefix of ``text`` (cut at a token boundary) within ``limit``."""
