@@ -10,17 +10,27 @@ where plain INSERTs from four connections share flushes (PostgreSQL's group comm
 
 What
 ----
-:class:`Combiner` (one per log and tenant) lets one append run at a time and gathers the
-appends that arrive meanwhile. When the one in flight returns, the first waiting caller
-becomes the *leader*: it takes every waiting request (up to :data:`MAX_REQUESTS` and
-:data:`MAX_EVENTS`) and sends them in one statement, ``memory_append_group``
-(alembic/versions/0005), which takes the append lock once and runs each request in order
-in its own subtransaction, exactly as a lone append would run: its own idempotency check,
-expected version, session ownership and key check, seeing what the requests before it
-wrote. A request that fails is rolled back alone and its error comes back in its rows;
-the others commit together, with one flush. The leader hands each caller its outcome and
-passes the lead to the next waiting caller, if any. A lone request takes the plain path
-(log_sql.APPEND, one statement, no subtransaction), so one writer pays nothing for this.
+:class:`Combiner` (one per log and tenant) lets up to :data:`MAX_IN_FLIGHT` (two) groups
+of appends be sent at once and queues the appends that arrive meanwhile. A caller that
+finds a free slot *leads*: it sends its own append with every request waiting (up to
+:data:`MAX_REQUESTS` and :data:`MAX_EVENTS`) as one statement. When a group returns, its
+leader hands each caller its outcome and the lead to the first waiting caller, if any.
+With two in flight, the second group waits in the server for the append lock while the
+first commits, so the lock goes straight from one group to the next while the callers of
+the first prepare their next appends (with one at a time, the lock sat idle meanwhile:
+measured, benchmarks/RESULTS.md).
+
+A group of several requests goes to ``memory_append_set`` (alembic/versions/0006): when
+every request is the common case (its session's head and owner as it expects, one request
+per session, its key alive, new event ids) it writes the whole group with one insert.
+Otherwise nothing is written and the server hands the group to ``memory_append_group``
+(0005), which takes the requests in order, each in its own subtransaction, exactly as a
+lone append would run: its own idempotency check, expected version, session ownership and
+key check, seeing what the requests before it wrote; a request that fails is rolled back
+alone and its error comes back in its rows. An event id seen before is only found by the
+set insert itself: it raises MM020, rolling back, and the group is sent again to
+``memory_append_group``. A lone request is one ``memory_append_request`` call
+(log_sql.APPEND, no subtransaction), so one writer pays nothing for all this.
 
 The no-gap argument is unchanged: one transaction, one lock, positions drawn under it and
 made visible by its commit. A group is also no less durable: nobody is told "appended"
@@ -29,8 +39,8 @@ before the commit of their request returned.
 Connections
 -----------
 Appends run on connections of their own (:class:`AppendConnections`), kept open with
-autocommit on and the tenant already set: at most one per combiner is busy at a time, so
-a handful serves a process. Taking one costs no round trip and no pool bookkeeping (the
+autocommit on and the tenant already set: at most MAX_IN_FLIGHT per combiner are busy at
+a time, so a handful serves a process. Taking one costs no round trip and no pool bookkeeping (the
 pool's checkout and pre-ping came to ~0.2 ms of a ~0.5 ms append). A connection that
 broke (server restart, terminated backend) is noticed when the statement fails: it is
 dropped and the group sent once more on a new connection. That retry is safe because
@@ -42,7 +52,6 @@ positions (``duplicate`` set), writing nothing.
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -54,16 +63,18 @@ from . import log_sql
 from .security import tenant_scope
 
 MAX_REQUESTS = 32
-"""Requests per group: each runs in a subtransaction, and PostgreSQL keeps at most 64
+"""Requests per group: when a group falls back to ``memory_append_group`` each runs in a
+subtransaction, and PostgreSQL keeps at most 64
 subtransaction ids per transaction in shared memory before other backends' snapshots
 become slower (subxid overflow)."""
 _Event = threading.Event  # (tests replace it to interrupt a waiting caller)
 MAX_EVENTS = 10_000
 """Events per group (a request larger than this still goes, alone)."""
-GATHER_FRACTION = 0.5
-GATHER_MAX_S = 0.002
-"""How long a leader may wait for its group to fill (see Combiner._lead): at most this
-fraction of the previous group's statement time, and never more than this."""
+MAX_IN_FLIGHT = 2
+"""Groups one combiner sends at once. The second waits in the server for the append lock
+while the first commits, so the lock goes straight from one group to the next, and the
+callers of the first prepare their next appends meanwhile (with one group at a time, the
+lock sat idle while they did)."""
 
 
 class Request:
@@ -138,31 +149,26 @@ class AppendConnections:
 
 
 class Combiner:
-    """Serialises one tenant's appends of this process and groups those that wait."""
+    """Groups one tenant's concurrent appends of this process (see the module docstring)."""
 
     def __init__(self, tenant: str, connections: AppendConnections) -> None:
         self.tenant = tenant
         self.connections = connections
         self._mutex = threading.Lock()
-        self._filled = threading.Condition(self._mutex)
-        self._queue: list[Request] = []
-        self._busy = False
-        self._gathering = 0  # the group size a waiting leader wants (0: none waits)
-        self._last_size = 1
-        self._last_time = 0.0
+        self._queue: list[Request] = []  # waiting, not sent
+        self._in_flight = 0  # leaders sending a group (at most MAX_IN_FLIGHT)
         self.groups = 0  # statements sent (benchmarks report requests per group)
         self.requests = 0
 
     def submit(self, request: Request) -> list[Any]:
         """Append ``request`` (alone or with others); its rows, or raises its error."""
         with self._mutex:
-            self._queue.append(request)
-            lead = not self._busy
-            self._busy = True
-            if not lead:
+            lead = self._in_flight < MAX_IN_FLIGHT
+            if lead:
+                self._in_flight += 1
+            else:
                 request.done = _Event()
-                if self._gathering and len(self._queue) >= self._gathering:
-                    self._filled.notify()
+                self._queue.append(request)
         if request.done is not None:
             try:
                 request.done.wait()
@@ -184,51 +190,30 @@ class Combiner:
         with self._mutex:
             if request in self._queue:
                 self._queue.remove(request)
-                if request.lead:
-                    self._pass_lead()
+            elif request.lead:
+                self._in_flight -= 1
+                self._pass_lead()
 
     def _pass_lead(self) -> None:
-        """(Under the mutex.) The first waiting caller leads next; none: nobody leads."""
-        if self._queue:
-            following = self._queue[0]
+        """(Under the mutex.) While a group may go, the first waiting caller leads it."""
+        while self._queue and self._in_flight < MAX_IN_FLIGHT:
+            following = self._queue.pop(0)
             following.lead = True
+            self._in_flight += 1
             assert following.done is not None
             following.done.set()
-        else:
-            self._busy = False
 
     def _lead(self, me: Request) -> None:
-        """Run the waiting requests (``me`` first) as one group, then pass on.
-
-        When the previous group had several requests, their callers are likely to be
-        back in a moment (each was told its outcome when that group ended, and is
-        preparing its next append): a leader that would otherwise go alone waits for as
-        many requests as the previous group had, for at most half that group's statement
-        time (and never more than 2 ms). Without this wait, groups alternate between full
-        and lone (a lone one right after every full one: measured, four writers), and
-        half the flushes carry one append. One writer never waits (its groups are 1)."""
-        group: list[Request] = []
+        """Send ``me`` with the requests waiting behind it as one group, then pass on."""
+        group = [me]
         try:
             with self._mutex:
-                want = min(self._last_size, MAX_REQUESTS)
-                if want > 1 and len(self._queue) < want:
-                    self._gathering = want
-                    try:
-                        self._filled.wait_for(lambda: len(self._queue) >= want, timeout=min(
-                            GATHER_MAX_S, self._last_time * GATHER_FRACTION))
-                    finally:
-                        self._gathering = 0
-                events = 0
-                for r in self._queue:
-                    if group and (len(group) >= MAX_REQUESTS
-                                  or events + r.events > MAX_EVENTS):
-                        break
-                    group.append(r)
-                    events += r.events
-                del self._queue[:len(group)]
-            started = time.perf_counter()
+                events = me.events
+                while self._queue and len(group) < MAX_REQUESTS \
+                        and events + self._queue[0].events <= MAX_EVENTS:
+                    group.append(self._queue.pop(0))
+                    events += group[-1].events
             self._run(group)
-            self._last_size, self._last_time = len(group), time.perf_counter() - started
             self.groups += 1
             self.requests += len(group)
         except BaseException as exc:  # a bug or an interrupt: nobody is left waiting
@@ -238,35 +223,46 @@ class Combiner:
             raise
         finally:
             with self._mutex:
-                if not group and me in self._queue:  # interrupted before sending
-                    self._queue.remove(me)
+                self._in_flight -= 1
                 self._pass_lead()
-            for r in group:
-                if r.done is not None and not r.lead:
-                    r.done.set()
+            for r in group[1:]:
+                assert r.done is not None
+                r.done.set()
 
     def _run(self, group: Sequence[Request]) -> None:
+        """Send ``group``. A lone request is one ``memory_append_request`` call, which
+        raises its error. A group goes set-based (``memory_append_set``); when that meets
+        an event id seen before (MM020: a retry, or an id re-used), nothing was written
+        and the group goes again request by request (``memory_append_group``), which
+        gives each request its own outcome. A broken connection is replaced once."""
+        if len(group) == 1:
+            statement, params = log_sql.APPEND, (self.tenant, *group[0].params)
+        else:
+            statement = log_sql.APPEND_SET
+            params = (self.tenant, log_sql.group_json([r.params for r in group]))
+        reconnected = False
         conn, tenant = self.connections.acquire(self.tenant)
         try:
-            for attempt in (1, 2):
+            while True:
                 try:
-                    if len(group) == 1:
-                        group[0].rows = conn.execute(
-                            log_sql.APPEND, (self.tenant, *group[0].params)).fetchall()
-                    else:
-                        self._distribute(group, conn.execute(
-                            log_sql.APPEND_GROUP,
-                            (self.tenant, log_sql.group_json([r.params for r in group]))
-                        ).fetchall())
-                    return
+                    rows = conn.execute(statement, params).fetchall()
                 except psycopg.Error as exc:
-                    if attempt == 1 and (conn.closed or conn.broken):
-                        conn.close()  # see "Connections" above: the retry is idempotent
+                    if exc.sqlstate == log_sql.SQLSTATE_RESEND:
+                        statement = log_sql.APPEND_GROUP
+                        continue
+                    if not reconnected and (conn.closed or conn.broken):
+                        conn.close()
                         conn, tenant = self.connections.acquire(self.tenant)
+                        reconnected = True
                         continue
                     for r in group:
                         r.error = exc
                     return
+                if len(group) == 1:
+                    group[0].rows = rows
+                else:
+                    self._distribute(group, rows)
+                return
         finally:
             self.connections.release(conn, tenant)
 

@@ -17,8 +17,8 @@ The price is that appends (not reads) are serialised across the database, and th
 is held through the commit's WAL flush, so two appends cannot share a flush. The library
 therefore gathers the appends of one process that arrive while another is in flight and
 sends them as one statement in one transaction (``memory.log_group``; the server side is
-``memory_append_group``, alembic/versions/0005): they share the lock, the commit and the
-flush, and each keeps its own outcome (it runs in its own subtransaction). A lone append
+``memory_append_set``, alembic/versions/0006, and ``memory_append_group``, 0005): they
+share the lock, the commit and the flush, and each keeps its own outcome. A lone append
 is one statement (:data:`APPEND`) in autocommit: one round trip.
 We chose this over the transaction-id
 horizon (``pg_snapshot_xmin``) because that scheme orders readers by (xid, position),
@@ -52,6 +52,9 @@ SQLSTATE_IDEMPOTENCY = "MM002"
 SQLSTATE_OWNERSHIP = "MM003"
 SQLSTATE_APPEND_ONLY = "MM010"
 
+# SQLSTATE of a set-based append that met an event id seen before (see APPEND_SET).
+SQLSTATE_RESEND = "MM020"
+
 # SQLSTATE of a request whose actor key was destroyed meanwhile (a forget elsewhere): the
 # caller drops its cached key and seals again (memory/log.py).
 SQLSTATE_STALE_KEY = "MM004"
@@ -67,8 +70,16 @@ SELECT event_id, position, version, recorded_at, duplicate
   FROM memory_append_request(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)
 """
 
-# Several appends of one tenant (see memory/log_group.py): one row per appended event, or
-# one row with the error of a request that failed (its subtransaction rolled back).
+# One or several appends of one tenant (see memory/log_group.py): one row per appended
+# event, or one row with the error of a request that failed. APPEND_SET writes the group
+# with one insert when every request is the common case, else hands it to APPEND_GROUP's
+# function; it raises SQLSTATE_RESEND (nothing written) when an event id was seen before,
+# and the group is then sent to APPEND_GROUP, which runs each request in a subtransaction.
+APPEND_SET = """
+SELECT req, event_id, position, version, recorded_at, duplicate,
+       err_state, err_message, err_detail, err_table
+  FROM memory_append_set(%s, %s::jsonb)
+"""
 APPEND_GROUP = """
 SELECT req, event_id, position, version, recorded_at, duplicate,
        err_state, err_message, err_detail, err_table

@@ -232,7 +232,8 @@ def test_without_the_append_lock_the_same_reader_would_skip(store: memory.Store,
     (only in this test's throwaway database) loses A's event. This is what the tests
     above guard."""
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
-        for function in ("memory_append_request", "memory_append_group"):
+        for function in ("memory_append_request", "memory_append_group",
+                         "memory_append_set"):
             source = conn.execute("SELECT pg_get_functiondef(%s::regproc)",
                                   (function,)).fetchone()[0]
             lockless = "\n".join(line for line in source.splitlines()

@@ -4,6 +4,8 @@ transaction, and each keeps its own semantics.
 To make a group deterministic, the tests hold the append lock from another connection:
 the first append blocks in flight, the next ones queue behind it, and once the lock is
 released they go together as one group (checked by counting what ``Combiner._run`` got).
+Most tests let one group be in flight at a time (``MAX_IN_FLIGHT`` = 1) so that the queue
+forms behind the first append; ``test_two_groups_in_flight`` runs the default of two.
 """
 
 from __future__ import annotations
@@ -23,6 +25,28 @@ import memory
 from memory import log_group, log_sql
 
 LOCK_KEY = 7_263_520_011  # alembic/versions/0005 (the no-gap lock)
+
+
+@pytest.fixture(autouse=True)
+def one_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_group, "MAX_IN_FLIGHT", 1)
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The append statement of every execute on an append connection, in order."""
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+    names = {id(log_sql.APPEND): "request", id(log_sql.APPEND_SET): "set",
+             id(log_sql.APPEND_GROUP): "group"}
+
+    def recording(self: psycopg.Connection[Any], query: Any, *a: Any, **k: Any) -> Any:
+        if id(query) in names:
+            sent.append(names[id(query)])
+        return execute(self, query, *a, **k)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    return sent
 
 
 @pytest.fixture
@@ -73,7 +97,7 @@ def run_grouped(store: memory.Store, database_url: str, first: Callable[[], Any]
         lead.start()
         deadline = time.monotonic() + 10
         while store.log._appender.combiners.get(store.tenant) is None or \
-                not store.log._appender.combiners[store.tenant]._busy:
+                not store.log._appender.combiners[store.tenant]._in_flight:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         time.sleep(0.05)  # its statement is waiting for the lock
@@ -156,6 +180,105 @@ def test_the_same_event_twice_in_one_group_is_written_once(store: memory.Store,
     assert [r.duplicate for r in a] == [False] * 3 and [r.duplicate for r in b] == [True] * 3
     assert [r.position for r in a] == [r.position for r in b]
     assert len(store.read_session("s")) == 3
+
+
+@pytest.mark.parametrize("encrypt", [True, False])
+def test_a_group_of_common_appends_is_one_set_based_statement(
+        database_url: str, groups: list[int], statements: list[str], encrypt: bool) -> None:
+    """Requests that are all the common case (new ids, heads as expected, one request per
+    session) are written by one ``memory_append_set`` call, never request by request;
+    versions and positions come out as if they had run one after another."""
+    with memory.Store.open(database_url, migrate=False, encrypt=encrypt) as store:
+        store.append("s", memory.note("one"), actor="a")
+        first, (two, t1, u) = run_grouped(
+            store, database_url, lambda: store.append("x", memory.note("first"), actor="x"), [
+                lambda: store.append("s", [memory.note("two"), memory.note("three")],
+                                     actor="a", expected_version=1),
+                lambda: store.append("t", memory.note("t1"), actor="b",
+                                     expected_version=memory.NO_STREAM),
+                lambda: store.append("u", [memory.note(f"u{i}") for i in range(3)],
+                                     actor="a")])
+        assert groups[-2:] == [1, 3]
+        assert statements[-2:] == ["request", "set"] and "group" not in statements
+        assert [r.version for r in two] == [2, 3] and [r.version for r in t1] == [1]
+        assert [r.version for r in u] == [1, 2, 3]
+        positions = [r.position for r in two + t1 + u]
+        assert positions == list(range(positions[0], positions[0] + 6))
+        assert positions[0] > first[0].position
+        assert [e.payload["text"] for e in store.read_session("s")] == ["one", "two", "three"]
+        assert [e.payload["text"] for e in store.read(first[0].position)] == \
+            ["two", "three", "t1", "u0", "u1", "u2"]
+        with store.engine.connect() as conn:
+            batches = conn.exec_driver_sql(
+                "SELECT count(*) FROM memory_event_secrets").scalar_one()
+        assert batches == (5 if encrypt else 0)  # one secrets row per sealed append
+
+
+def test_a_retry_in_a_group_is_sent_again_request_by_request(
+        store: memory.Store, database_url: str, groups: list[int],
+        statements: list[str]) -> None:
+    """An idempotent retry looks like the common case until its insert meets its id: the
+    set-based statement then raises MM020, nothing is written, and the group is sent to
+    ``memory_append_group``, which gives the retry its original position and appends
+    the other request once."""
+    kept = memory.note("kept", event_id=uuid.uuid4())
+    original = store.append("k", kept, actor="a")[0]
+    _, (retry, new) = run_grouped(
+        store, database_url, lambda: store.append("x", memory.note("first"), actor="x"), [
+            lambda: store.append("k", kept, actor="a"),
+            lambda: store.append("n", memory.note("new"), actor="a")])
+    assert groups[-1] == 2
+    assert statements[-2:] == ["set", "group"]
+    assert retry[0].duplicate and retry[0].position == original.position
+    assert not new[0].duplicate and new[0].version == 1
+    assert [e.payload["text"] for e in store.read_session("k")] == ["kept"]
+    assert [e.payload["text"] for e in store.read_session("n")] == ["new"]
+
+
+def test_two_groups_in_flight(store: memory.Store, database_url: str, groups: list[int],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two groups allowed in flight, a second append is sent while the first waits
+    for the lock, the next ones queue and go as one group when a slot frees; every
+    append lands once, in its own session, and the combiner ends idle."""
+    monkeypatch.setattr(log_group, "MAX_IN_FLIGHT", 2)
+    out: dict[str, Any] = {}
+
+    def call(name: str) -> None:
+        try:
+            out[name] = store.append(name, memory.note(name), actor="a")
+        except BaseException as exc:
+            out[name] = exc
+
+    def in_flight() -> int:
+        c = store.log._appender.combiners.get(store.tenant)
+        return c._in_flight if c is not None else 0
+
+    def waiting() -> int:
+        return len(store.log._appender.combiners[store.tenant]._queue)
+
+    def wait_for(count: Callable[[], int], n: int) -> None:
+        deadline = time.monotonic() + 10
+        while count() != n:
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+
+    threads = []
+    with append_lock_held(database_url):
+        for k, name in enumerate(("a1", "a2", "q1", "q2", "q3")):
+            threads.append(threading.Thread(target=call, args=(name,)))
+            threads[-1].start()
+            if k < 2:
+                wait_for(in_flight, k + 1)  # leads a group of its own, blocked on the lock
+            else:
+                wait_for(waiting, k - 1)
+        time.sleep(0.05)
+        assert in_flight() == 2
+    for t in threads:
+        t.join(30)
+    assert sorted(groups[-3:]) == [1, 1, 3]
+    assert all(isinstance(r, list) and r[0].version == 1 for r in out.values()), out
+    assert len({r[0].position for r in out.values()}) == 5
+    assert in_flight() == 0 and waiting() == 0
 
 
 def test_sealed_group_of_several_actors_reads_back_and_forgets_one_event(
@@ -311,4 +434,4 @@ def test_a_caller_interrupted_while_waiting_blocks_nobody(
     assert isinstance(out["victim"], KeyboardInterrupt)
     assert out["leader"] == ["leader"] and out["follower"] == ["follower"]
     assert gate.groups == [["leader"], ["follower"]]  # the victim's append was never sent
-    assert not combiner._busy and not combiner._queue
+    assert combiner._in_flight == 0 and not combiner._queue
