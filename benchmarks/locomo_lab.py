@@ -163,6 +163,24 @@ class Recipe:
     question_penalty: float = 0.0   # subtract this x the turn's question share
     question_kind: str = "ends"     # ends: ends with "?"; all: every sentence is a question;
                                     # share: the share of its sentences that are questions
+    # session-aware diversification of the final list (issue 5, third round): a greedy
+    # re-ranking of the best ``div_depth`` turns, see diversify()
+    div: str = ""                   # "": off; cap: -div_weight x (k - div_cap + 1) for the
+                                    # k-th (0-based) turn of a session, k >= div_cap;
+                                    # xquad: + div_weight x P(session) x prod(1 - p(chosen
+                                    # turns of that session)); cover: + div_weight x share
+                                    # of the query's idf mass a turn covers that the turns
+                                    # above it did not
+    div_weight: float = 0.0
+    div_cap: int = 2
+    div_depth: int = 100
+    div_temp: float = 0.1           # xquad: softmax temperature of P(session) over the
+                                    # sessions' best scores
+    div_cue: str = ""               # only for questions matching this regex (lower case);
+                                    # "": every question
+    tail_keep: int = 0              # every question: below the first tail_keep turns, the
+    tail_cap: int = 0               # k-th turn of a session (k >= tail_cap, counted over
+    tail_weight: float = 0.0        # the whole list) loses tail_weight x (k - tail_cap + 1)
 
 
 @dataclass
@@ -289,6 +307,17 @@ def neighbour_best(s: np.ndarray, sess: np.ndarray) -> np.ndarray:
     return best
 
 
+def neighbour_best2(s: np.ndarray, sess: np.ndarray) -> np.ndarray:
+    """Per turn, the best score two turns away in its session (0 if none)."""
+    prev = np.r_[-np.inf, -np.inf, s[:-2]]
+    nxt = np.r_[s[2:], -np.inf, -np.inf]
+    prev[np.r_[False, False, sess[2:] != sess[:-2]]] = -np.inf
+    nxt[np.r_[sess[2:] != sess[:-2], False, False]] = -np.inf
+    best = np.maximum(prev, nxt)
+    best[~np.isfinite(best)] = 0.0
+    return best
+
+
 def question_share(turns, kind: str) -> np.ndarray:
     out = []
     for t in turns:
@@ -399,6 +428,9 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                         s = s + r.neighbour_share * prev
                     else:
                         s = s + r.neighbour_share * np.maximum(prev, 0.5 * nxt)
+                elif r.neighbour_mode == "best2":  # best of ±1, and half of the best ±2
+                    s = s + r.neighbour_share * np.maximum(
+                        neighbour_best(s, cd.sess), 0.5 * neighbour_best2(s, cd.sess))
                 else:
                     s = s + r.neighbour_share * neighbour_best(s, cd.sess)
             if r.speaker_boost:
@@ -468,11 +500,90 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                     rank_in[order[a:b]] = np.arange(b - a)
                 s = s - r.session_decay * rank_in
             top = np.argsort(-s, kind="stable")[:DEPTH]
+            if r.div and (not r.div_cue or re.search(r.div_cue, q.question.lower())):
+                idf_q = None
+                if r.div == "cover" and terms:
+                    idf_all = np.log(1 + (n - df + 0.5) / (df + 0.5))
+                    idf_q = (terms, idf_all[terms])
+                top = diversify(s, cd.sess, r, cd.tf, idf_q)[:DEPTH]
+            if r.tail_weight:
+                top = tail_cap(top, s, cd.sess, r)[:DEPTH]
             ranked = [cd.conv.turns[i].dia_id for i in top]
             m = score_question(ranked, q.evidence)
             rows.append((q.category, m))
             per_q.append((cd.conv.sample_id, q, ranked, m))
     return aggregate(rows), per_q
+
+
+def tail_cap(top: np.ndarray, s: np.ndarray, sess: np.ndarray, r: Recipe) -> np.ndarray:
+    """``top`` (an ordered list of turns) with the turns below ``r.tail_keep`` re-ordered by
+    score minus a per-session penalty (the k-th turn of a session over the whole list)."""
+    order = np.r_[top, np.setdiff1d(np.argsort(-s, kind="stable")[:r.div_depth], top)]
+    rank_in = np.zeros(len(order))
+    seen: dict[int, int] = {}
+    for i, x in enumerate(sess[order]):
+        rank_in[i] = seen.get(x, 0)
+        seen[x] = seen.get(x, 0) + 1
+    adj = s[order] - r.tail_weight * np.maximum(0.0, rank_in - r.tail_cap + 1)
+    head, tail, tadj = order[: r.tail_keep], order[r.tail_keep:], adj[r.tail_keep:]
+    return np.r_[head, tail[np.argsort(-tadj, kind="stable")]]
+
+
+def diversify(s: np.ndarray, sess: np.ndarray, r: Recipe, tf: np.ndarray,
+              idf_q: tuple[list[int], np.ndarray] | None) -> np.ndarray:
+    """The best ``r.div_depth`` turns re-ordered greedily (the rest follow in score order)."""
+    order = np.argsort(-s, kind="stable")
+    cand = order[: r.div_depth]
+    rest = order[r.div_depth:]
+    cs, ss = s[cand], sess[cand]
+    if r.div == "cap":
+        # the k-th turn of its session (k by score, 0-based) is penalised from div_cap on:
+        # a fixed adjustment per turn, so the greedy order is a sort
+        rank_in = np.zeros(len(cand))
+        seen: dict[int, int] = {}
+        for i, x in enumerate(ss):
+            rank_in[i] = seen.get(x, 0)
+            seen[x] = seen.get(x, 0) + 1
+        adj = cs - r.div_weight * np.maximum(0.0, rank_in - r.div_cap + 1)
+        return np.r_[cand[np.argsort(-adj, kind="stable")], rest]
+    if r.div == "xquad":
+        p = minmax(cs)  # a turn's relevance, [0, 1] within the candidates
+        sids, inv = np.unique(ss, return_inverse=True)
+        best = np.full(len(sids), -np.inf)
+        np.maximum.at(best, inv, cs)
+        ps = np.exp((best - best.max()) / max(r.div_temp, 1e-6))
+        ps /= ps.sum()
+        left = np.ones(len(sids))  # prod(1 - p) over the chosen turns of each session
+        taken = np.zeros(len(cand), dtype=bool)
+        out = []
+        for _ in range(min(len(cand), DEPTH)):
+            v = cs + r.div_weight * ps[inv] * left[inv]
+            v[taken] = -np.inf
+            i = int(np.argmax(v))
+            taken[i] = True
+            out.append(i)
+            left[inv[i]] *= 1.0 - p[i]
+        out += [i for i in range(len(cand)) if not taken[i]]
+        return np.r_[cand[out], rest]
+    if r.div == "cover":
+        if idf_q is None:
+            return order
+        cols, w = idf_q
+        has = tf[np.ix_(cand, cols)] > 0
+        w = w / w.sum()
+        covered = np.zeros(len(cols), dtype=bool)
+        taken = np.zeros(len(cand), dtype=bool)
+        out = []
+        for _ in range(min(len(cand), DEPTH)):
+            v = cs + r.div_weight * (has & ~covered) @ w
+            v[taken] = -np.inf
+            i = int(np.argmax(v))
+            taken[i] = True
+            out.append(i)
+            covered |= has[i]
+        out += [i for i in range(len(cand)) if not taken[i]]
+        return np.r_[cand[out], rest]
+    raise ValueError(r.div)
 
 
 def line(name: str, agg: dict) -> str:
@@ -485,18 +596,27 @@ def line(name: str, agg: dict) -> str:
 BASE_BM25 = Recipe("bm25 (b=.75)", dense_weight=0.0, strip_names=False)
 BASE_DENSE = Recipe("dense", dense_weight=1.0, strip_names=False)
 BASE_RRF = Recipe("rrf(bm25, dense)", fusion="rrf", strip_names=False)
-DEFAULT = Recipe("default recipe", strip_names=True, doc_prefix=False, dense_turn=1.0,
-                 dense_w1=0.5, dense_w2=0.5, dense_window="avgsim", bm25_turn=1.0,
-                 bm25_w2=1.0, b=0.0, dense_weight=0.6, neighbour_share=0.3,
-                 speaker_boost=0.15, lex_strip_names=True, session_prior=0.1,
-                 date_boost=0.5, date_tau_days=14.0, question_penalty=0.1)
+SESSION2 = Recipe("session-2 recipe (run of commit 194e3a1)", strip_names=True,
+                  doc_prefix=False, dense_turn=1.0, dense_w1=0.5, dense_w2=0.5,
+                  dense_window="avgsim", bm25_turn=1.0, bm25_w2=1.0, b=0.0, dense_weight=0.6,
+                  neighbour_share=0.3, speaker_boost=0.15, lex_strip_names=True,
+                  session_prior=0.1, date_boost=0.5, date_tau_days=14.0,
+                  question_penalty=0.1)
+"""What the library shipped after the second round (steps 1-7 in RESULTS.md)."""
+AGGREGATE = r"\b(has|have)\b"
+"""Questions that gather facts over time: the present perfect ("What has X painted?",
+"Where has X been?"); the library's ``aggregate_pattern``."""
+AGGREGATE_WIDE = r"\b(has|have|how many|both)\b"
+DEFAULT = replace(SESSION2, name="default recipe", dense_window="mean", session_prior=0.15,
+                  question_penalty=0.15, div="cap", div_cap=1, div_weight=0.05,
+                  div_cue=AGGREGATE)
 """What the library ships (memory/retrieval/ranking.py rank_scope, settings defaults)."""
-PREVIOUS = replace(DEFAULT, name="previous recipe (2026-11-27 06:24 run)", session_prior=0.0,
+PREVIOUS = replace(SESSION2, name="previous recipe (2026-11-27 06:24 run)", session_prior=0.0,
                    date_boost=0.0, question_penalty=0.0)
 
 
 def sweep() -> list[Recipe]:
-    d = DEFAULT
+    d = SESSION2
     return [d,
         replace(d, name="nb .3", neighbour_share=0.3),
         replace(d, name="dw1 1 dw2 1", dense_w1=1.0, dense_w2=1.0),
@@ -506,7 +626,7 @@ def sweep() -> list[Recipe]:
 
 
 def ablations() -> list[Recipe]:
-    d = DEFAULT
+    d = SESSION2
     return [
         BASE_BM25, BASE_DENSE, BASE_RRF,
         replace(BASE_DENSE, name="dense, names stripped", strip_names=True),
@@ -539,7 +659,7 @@ def ablations() -> list[Recipe]:
 def new_ideas() -> list[Recipe]:
     """The ideas tried on top of the previous recipe (issue 5, second round): each alone,
     then the shipped combination, then each removed from it or added to it."""
-    p, d = PREVIOUS, DEFAULT
+    p, d = PREVIOUS, SESSION2
     return [
         p,
         replace(p, name="+ date match .3 (tau 14 d)", date_boost=0.3),
@@ -586,12 +706,115 @@ def new_ideas() -> list[Recipe]:
     ]
 
 
+# -- third round (issue 5): session-aware diversification ---------------------------------
+# Each function returns its recipes; the first row is the session-2 recipe, the deltas per
+# conversation are against it.
+
+def r3_diversify() -> list[Recipe]:
+    """Diversification of the final list for every question."""
+    d = SESSION2
+    out = [d]
+    for cap in (1, 2, 3, 4):
+        for w in (0.05, 0.1, 0.2):
+            out.append(replace(d, name=f"+ session cap {cap}, -{w} per extra turn", div="cap",
+                               div_cap=cap, div_weight=w))
+    for temp in (0.05, 0.1, 0.3):
+        for w in (0.1, 0.2, 0.4):
+            out.append(replace(d, name=f"+ xQuAD sessions t{temp} w{w}", div="xquad",
+                               div_temp=temp, div_weight=w))
+    for w in (0.05, 0.1, 0.2):
+        out.append(replace(d, name=f"+ query-term coverage {w}", div="cover", div_weight=w))
+    return out
+
+
+def r3_aggregate() -> list[Recipe]:
+    """Diversification only for questions that gather facts over time."""
+    d = SESSION2
+    out = [d]
+    for cue_name, cue in (("has/have/how many/both", AGGREGATE_WIDE), ("has/have", AGGREGATE)):
+        for cap, w in ((1, 0.05), (1, 0.1), (1, 0.2), (2, 0.1), (2, 0.2), (3, 0.1)):
+            out.append(replace(d, name=f"+ {cue_name}: cap {cap} -{w}", div="cap",
+                               div_cap=cap, div_weight=w, div_cue=cue))
+        for temp, w in ((0.3, 0.4), (1.0, 0.4), (1.0, 1.0)):
+            out.append(replace(d, name=f"+ {cue_name}: xQuAD t{temp} w{w}", div="xquad",
+                               div_temp=temp, div_weight=w, div_cue=cue))
+    return out
+
+
+AGG_CAP = replace(SESSION2, name="+ has/have: session cap 1 -0.05", div="cap", div_cap=1,
+                  div_weight=0.05, div_cue=AGGREGATE)
+NEW = replace(AGG_CAP, name="agg cap + mean-vector windows + question penalty .15",
+              dense_window="mean", question_penalty=0.15)
+
+
+def r3_general() -> list[Recipe]:
+    """Other general ideas and coarse re-weights on top of the aggregate-question cap."""
+    a = AGG_CAP
+    return [SESSION2, a,
+        replace(a, name="~ cue has/have/how many/both", div_cue=AGGREGATE_WIDE),
+        replace(a, name="~ cap depth 50", div_depth=50),
+        replace(a, name="+ dense windows: mean vector", dense_window="mean"),
+        replace(a, name="~ question penalty .15", question_penalty=0.15),
+        replace(a, name="~ question penalty .2", question_penalty=0.2),
+        replace(a, name="~ k1 0.8", k1=0.8),
+        replace(a, name="~ dense weight .65", dense_weight=0.65),
+        replace(a, name="~ dense weight .55", dense_weight=0.55),
+        replace(a, name="~ neighbour share .2", neighbour_share=0.2),
+        replace(a, name="~ speaker boost .2", speaker_boost=0.2),
+        replace(a, name="~ session prior .05", session_prior=0.05),
+        replace(a, name="~ date tau 30 d", date_tau_days=30.0),
+        replace(a, name="~ dense windows .5/.25", dense_w2=0.25),
+        replace(a, name="~ dense windows 1/.5", dense_w1=1.0),
+    ]
+
+
+def r3_tail() -> list[Recipe]:
+    """A session cap below the top 5 or 10 for every question (aimed at recall@50), then
+    re-weights on top of NEW."""
+    a = AGG_CAP
+    out = [SESSION2, a]
+    for keep in (5, 10):
+        for cap in (2, 4):
+            for w in (0.05, 0.1):
+                out.append(replace(a, name=f"+ tail below {keep}: cap {cap} -{w}",
+                                   tail_keep=keep, tail_cap=cap, tail_weight=w))
+    n = NEW
+    return [*out, n, replace(n, name="  ~ agg cap -0.1", div_weight=0.1),
+            replace(n, name="  ~ speaker boost .2", speaker_boost=0.2),
+            replace(n, name="  ~ speaker boost .25", speaker_boost=0.25),
+            replace(n, name="  ~ neighbour: also half of the best ±2", neighbour_mode="best2"),
+            replace(n, name="  ~ session prior .15", session_prior=0.15),
+            replace(n, name="  ~ session prior .2", session_prior=0.2),
+            replace(n, name="  ~ lexical window weight 1.5", bm25_w2=1.5)]
+
+
+def r3_final() -> list[Recipe]:
+    """The shipped recipe, each of its changes removed, and a few neighbours."""
+    f = DEFAULT
+    return [SESSION2, f,
+            replace(f, name="- aggregate-question session cap", div=""),
+            replace(f, name="- mean-vector windows (mean cosine)", dense_window="avgsim"),
+            replace(f, name="~ question penalty .1", question_penalty=0.1),
+            replace(f, name="~ session prior .1", session_prior=0.1),
+            replace(f, name="~ speaker boost .2", speaker_boost=0.2),
+            replace(f, name="~ agg cap -0.1", div_weight=0.1),
+            replace(f, name="~ agg cap from the 2nd turn, -0.1", div_cap=2, div_weight=0.1),
+            ]
+
+
+ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
+          "tail": r3_tail, "final": r3_final}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "locomo_lab"))
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--round3", choices=sorted(ROUND3),
+                    help="the third round (issue 5): session-aware diversification and "
+                         "the recipe it shipped with, with per-conversation deltas")
     ap.add_argument("--new-ideas", action="store_true",
                     help="the second round of ideas, with the per-conversation spread")
     args = ap.parse_args()
@@ -609,27 +832,32 @@ def main() -> None:
         recipes = sweep()
     if args.new_ideas:
         recipes = new_ideas()
+    if args.round3:
+        recipes = ROUND3[args.round3]()
     base: dict[str, float] | None = None
     for r in recipes:
         t = time.perf_counter()
         agg, per_q = run(data, r)
         ms = (time.perf_counter() - t) * 1000 / sum(len(c.questions) for c in convs)
         extra = ""
-        if args.new_ideas:
+        if args.new_ideas or args.round3:
             conv = per_conversation(per_q)
             base = base or conv
-            delta = [conv[k] - base[k] for k in conv]
-            extra = (f" | per-conv R@10 {min(conv.values()):.3f}-{max(conv.values()):.3f}"
-                     f", vs first row {min(delta):+.3f}..{max(delta):+.3f}")
+            extra = " | vs first row, per conv:"
+            for k in KS:
+                d = [conv[c][k] - base[c][k] for c in conv]
+                extra += (f" R@{k} {min(d):+.3f}..{max(d):+.3f}"
+                          f" ({sum(x > 1e-9 for x in d)}+/{sum(x < -1e-9 for x in d)}-)")
         print(line(r.name, agg) + f" | {ms:.1f} ms/q" + extra, flush=True)
 
 
-def per_conversation(per_q: list) -> dict[str, float]:
-    """recall@10 per conversation."""
-    out: dict[str, list[float]] = {}
+def per_conversation(per_q: list) -> dict[str, dict[int, float]]:
+    """recall@k per conversation, for each k of KS."""
+    out: dict[str, list[dict]] = {}
     for conv, _q, _ranked, m in per_q:
-        out.setdefault(conv, []).append(m["recall@10"])
-    return {k: float(np.mean(v)) for k, v in out.items()}
+        out.setdefault(conv, []).append(m)
+    return {c: {k: float(np.mean([m[f"recall@{k}"] for m in ms])) for k in KS}
+            for c, ms in out.items()}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ import pytest
 import memory
 from memory import message
 from memory.retrieval import RetrievalSettings
-from memory.retrieval.ranking import _days, _session_prior, date_match, query_dates
+from memory.retrieval.ranking import (
+    _days,
+    _session_prior,
+    date_match,
+    is_aggregate,
+    query_dates,
+    rank_in_session,
+)
 from memory.retrieval.settings import DEFAULT_SETTINGS
 
 
@@ -156,3 +163,131 @@ def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
             got.append((rows.positions, rows.asks, rows.occurred))
     assert got[0] == got[1]
     assert got[0][1] == [True, False, True]
+
+
+def test_old_recordings_replay_without_the_third_round_knobs() -> None:
+    old = DEFAULT_SETTINGS.to_dict()
+    del old["aggregate_session_penalty"], old["vector_window_kind"]
+    s = RetrievalSettings.from_dict(old)
+    assert s.aggregate_session_penalty == 0.0 and s.vector_window_kind == "mean_cosine"
+    assert DEFAULT_SETTINGS.aggregate_session_penalty > 0
+    assert DEFAULT_SETTINGS.vector_window_kind == "mean_vector"
+
+
+@pytest.mark.parametrize(("query", "want"), [
+    ("What has Melanie painted?", True),
+    ("Where HAVE they been on road trips?", True),
+    ("What did Melanie paint last week?", False),
+    ("Who is Hasan?", False),  # a word holding "has" is not the verb
+])
+def test_aggregate_questions(query: str, want: bool) -> None:
+    assert is_aggregate(query, DEFAULT_SETTINGS.aggregate_pattern) is want
+    assert not is_aggregate(query, "")
+
+
+def test_rank_in_session_counts_each_sessions_turns_in_rank_order() -> None:
+    assert rank_in_session(np.array([3, 3, 1, 3, 1, 2])).tolist() == [0, 1, 0, 2, 1, 0]
+    assert rank_in_session(np.array([], dtype=int)).tolist() == []
+
+
+PAINTER = [("s1", "I painted a sunset over the lake with watercolours."),
+           ("s1", "Painting the sunset took me all weekend, the watercolours kept running."),
+           ("s1", "I love painting sunsets, the colours of the sky are so calming."),
+           ("s1", "My sunset painting is hanging in the kitchen now."),
+           ("s1", "Anyway, how is work going for you?"),
+           ("s2", "The weather has been grey all week."),
+           ("s2", "I painted a portrait of my horse, it came out well."),
+           ("s2", "Do you like horses?")]
+
+
+def _painter(store: memory.Store) -> list[int]:
+    """Ann paints in two sessions: four turns about it in the first, one in the second.
+    Returns the turns' positions (in the order of PAINTER)."""
+    when = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    out = []
+    for k, sid in enumerate(("s1", "s2")):
+        turns = [text for s, text in PAINTER if s == sid]
+        out += [a.position for a in store.append(sid, [
+            message("user", text, name="Ann",
+                    occurred_at=when + timedelta(days=30 * k, minutes=i))
+            for i, text in enumerate(turns)], actor="ann")]
+    return out
+
+
+def _memories(store: memory.Store, embedder, query: str,  # type: ignore[no-untyped-def]
+              settings: RetrievalSettings) -> list:
+    ctx = store.context(query, actor="ann", session="q", budget=1000, embedder=embedder,
+                        settings=settings)
+    return sorted((s for s in ctx.sources if s.kind == "memory"),
+                  key=lambda s: s.parts["rank"])
+
+
+def test_a_question_that_gathers_facts_reaches_past_the_best_session(
+        store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
+    positions = _painter(store)
+    store.project(embedder=embedder)
+    q = "What has Ann painted?"
+    off = _memories(store, embedder, q, DEFAULT_SETTINGS.replace(aggregate_session_penalty=0))
+    on = _memories(store, embedder, q, DEFAULT_SETTINGS.replace(aggregate_session_penalty=1))
+    horse = positions[6]
+    assert [m.session_id for m in off[:4]] == ["s1"] * 4  # the sunsets fill the top
+    assert all(m.parts["session_cap"] == 0.0 for m in off)
+    # with the cap, each session's best turn comes first; the k-th turn loses k x penalty
+    assert [m.session_id for m in on[:2]] == ["s1", "s2"] or \
+        [m.session_id for m in on[:2]] == ["s2", "s1"]
+    assert horse in [m.position for m in on[:2]]
+    for m in on:
+        earlier = [x for x in on if x.session_id == m.session_id
+                   and x.parts["fused"] + x.parts["neighbour"] + x.parts["speaker"]
+                   + x.parts["date"] + x.parts["asks"]
+                   > m.parts["fused"] + m.parts["neighbour"] + m.parts["speaker"]
+                   + m.parts["date"] + m.parts["asks"]]
+        assert m.parts["session_cap"] == pytest.approx(-1.0 * len(earlier))
+    assert any("gathers facts across sessions" in m.reason for m in on)
+    # the same question without the present perfect is not re-ordered
+    plain = _memories(store, embedder, "What did Ann paint?",
+                      DEFAULT_SETTINGS.replace(aggregate_session_penalty=1))
+    assert all(m.parts["session_cap"] == 0.0 for m in plain)
+    assert len(on) == len(off)  # moved down, never out
+
+
+def test_windows_score_by_their_mean_vector(store: memory.Store,
+                                           embedder) -> None:  # type: ignore[no-untyped-def]
+    from memory.retrieval import search, wholescope
+    from memory.retrieval.ranking import vector_query
+
+    _painter(store)
+    store.project(embedder=embedder)
+    q = "What has Ann painted?"
+    got = {}
+    for kind in ("mean_vector", "mean_cosine"):
+        mem = _memories(store, embedder, q, DEFAULT_SETTINGS.replace(
+            vector_window_kind=kind, aggregate_session_penalty=0.0))
+        got[kind] = {m.position: m.parts["vector"] for m in mem}
+    assert got["mean_vector"] != got["mean_cosine"]
+    # the norms of the windows' summed unit vectors: from the cache and from SQL alike,
+    # and as numpy computes them from the texts' embeddings
+    texts = [text for _s, text in PAINTER]
+    unit = np.asarray(embedder.embed(texts), dtype=np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    session = np.array([0] * 5 + [1] * 3)
+    want = []
+    for i in range(len(texts)):
+        near = [j for j in range(max(0, i - 1), min(len(texts), i + 2))
+                if session[j] == session[i]]
+        want.append(np.linalg.norm(unit[near].sum(0)))
+    vec = embedder.embed([vector_query(q, ["Ann"])])[0]
+    norms = []
+    with store.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
+        gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
+        scope = search.Scope(store.tenant, "ann", "q", ("ann",))
+        for cache in (False, True):
+            f = search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
+                                   use_cache=cache)
+            rows = wholescope.scope_vectors(f, vec, 100)
+            codes = {s: i for i, s in enumerate(dict.fromkeys(rows.sessions))}
+            norms.append(wholescope.window_norms(
+                f, np.array([codes[s] for s in rows.sessions]), 1, 100))
+    assert norms[0] == pytest.approx(norms[1], abs=1e-5)
+    assert norms[0] == pytest.approx(np.array(want), abs=1e-4)

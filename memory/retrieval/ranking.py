@@ -355,6 +355,24 @@ def _session_prior(sims: np.ndarray, tf: np.ndarray, session: np.ndarray,
     return prior[session]
 
 
+def is_aggregate(query: str, pattern: str) -> bool:
+    """Whether the query gathers facts over time (``aggregate_pattern``: by default the
+    present perfect, "What has X painted?", "Where have they been?")."""
+    return bool(pattern) and re.search(pattern, query, re.IGNORECASE) is not None
+
+
+def rank_in_session(session: np.ndarray) -> np.ndarray:
+    """For rows in rank order, each row's rank among the rows of its session before it
+    (0 for the session's first row)."""
+    out = np.zeros(len(session))
+    seen: dict[int, int] = {}
+    for i, x in enumerate(session.tolist()):
+        k = seen.get(x, 0)
+        out[i] = k
+        seen[x] = k + 1
+    return out
+
+
 def _minmax_or_zero(x: np.ndarray) -> np.ndarray:
     lo, hi = float(x.min()), float(x.max())
     return (x - lo) / (hi - lo) if hi > lo else np.zeros(len(x))
@@ -370,6 +388,10 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
           + speaker_boost (the one author the query names)
           + date_boost * exp(-days from the turn's date to a date the query names / tau)
           - question_penalty (the chunk's text ends with "?")
+    For a query that gathers facts over time (``aggregate_pattern``), the best
+    ``rank_depth`` are re-ordered by score - aggregate_session_penalty x the chunk's rank
+    within its session among them. Windows score by the cosine of their mean vector
+    (``vector_window_kind``).
     BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
     other read) and, with b = 0, no lengths. Ties break on the chunk's position.
     """
@@ -383,10 +405,17 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
     sims = np.asarray(rows.sims, dtype=np.float64)
     dense = sims.copy()
+    if s.vector_window_kind not in ("mean_vector", "mean_cosine"):
+        raise ValueError(f"unknown vector_window_kind {s.vector_window_kind!r} "
+                         "(mean_vector or mean_cosine)")
     for w, weight in zip(s.vector_windows, s.vector_window_weights, strict=False):
         if w > 0 and weight:
             total, count = _window_sum(sims, session, int(w))
-            dense += weight * total / count
+            if s.vector_window_kind == "mean_vector":
+                norm = wholescope.window_norms(f, session, int(w), s.scope_rank_max_chunks + 1)
+                dense += weight * np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), 0.0)
+            else:
+                dense += weight * total / count
 
     authors = sorted({a for a in rows.authors if a})
     terms = search.query_lexemes(f, req.query)
@@ -450,6 +479,11 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     positions = np.asarray(rows.positions)
     indexes = np.asarray(rows.indexes)
     order = np.lexsort((indexes, positions, -score))[: max(s.rank_depth, 1)]
+    cap_part = np.zeros(n)
+    if s.aggregate_session_penalty and is_aggregate(req.query, s.aggregate_pattern):
+        cap_part[order] = -s.aggregate_session_penalty * rank_in_session(session[order])
+        score = score + cap_part
+        order = order[np.lexsort((indexes[order], positions[order], -score[order]))]
     keys = [(int(positions[i]), int(indexes[i])) for i in order]
     hits = wholescope.hits_by_key(f, keys)
     ranked: list[Ranked] = []
@@ -461,7 +495,8 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
                  "session": float(sess_part[i]), "fused": float(fused[i]),
                  "neighbour": float(nb_part[i]), "speaker": float(sp_part[i]),
-                 "date": float(date_part[i]), "asks": float(ask_part[i])}
+                 "date": float(date_part[i]), "asks": float(ask_part[i]),
+                 "session_cap": float(cap_part[i])}
         reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
@@ -471,6 +506,9 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             reasons.append(f"said by {named[0]}, whom the query names")
         if date_part[i] > 0.01:
             reasons.append("dated near a date the query names")
+        if cap_part[i] < 0:
+            reasons.append(f"turn {1 - cap_part[i] / s.aggregate_session_penalty:.0f} of its "
+                           "session for a question that gathers facts across sessions")
         ranked.append(Ranked(hit=h, score=float(score[i]), parts=parts, reasons=reasons))
 
     if s.recency_half_life_days:
@@ -481,8 +519,10 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             r.parts["recency"] = factor
             r.score *= factor
         ranked.sort(key=lambda r: (-r.score, r.hit.key))
-    # the question penalty moves a chunk down, never out (min_score is about relevance)
-    ranked = [r for r in ranked if r.score - r.parts.get("asks", 0.0) > s.min_score]
+    # the question penalty and the session cap move a chunk down, never out (min_score is
+    # about relevance)
+    ranked = [r for r in ranked if r.score - r.parts.get("asks", 0.0)
+              - r.parts.get("session_cap", 0.0) > s.min_score]
     for i, r in enumerate(ranked, start=1):
         r.parts["rank"] = float(i)
     if s.mmr_lambda is not None and req.embeddings is not None and ranked:

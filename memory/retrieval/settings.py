@@ -106,13 +106,20 @@ class RetrievalSettings:
     vector_windows: tuple[int, ...] = (1, 2)
     """Half-widths of turn windows whose mean cosine adds to a turn's vector score."""
     vector_window_weights: tuple[float, ...] = (0.5, 0.5)
+    vector_window_kind: str = "mean_vector"
+    """How a window scores against the query: ``mean_vector``, the cosine of the mean of
+    its turns' (unit) vectors, i.e. the sum of their cosines over the norm of their summed
+    vectors (a window of like turns scores like one turn, a mixed one lower); or
+    ``mean_cosine``, the mean of its turns' cosines. LoCoMo (benchmarks/locomo_lab.py
+    --round3d): mean_vector +0.0014 session recall_any@5, +0.0007 recall@50."""
     speaker_boost: float = 0.15
     """Added to the score of turns by the one author the query names (0 = off)."""
-    session_prior: float = 0.1
+    session_prior: float = 0.15
     """Added x the turn's session scored as one document (its mean cosine and the BM25 of
     its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo
-    (benchmarks/locomo_lab.py --new-ideas): +0.006 recall@10 alone, +0.004 on top of date
-    matching; no conversation down. 0 = off."""
+    (benchmarks/locomo_lab.py --new-ideas): 0.1 gave +0.006 recall@10 alone, +0.004 on top
+    of date matching, no conversation down; 0.15 with the aggregate-question session cap
+    (--round3d): +0.002 recall@50 over 0.1. 0 = off."""
     session_prior_vector_share: float = 0.5
     """Share of the session's mean cosine in that prior (BM25 gets the rest)."""
     date_boost: float = 0.5
@@ -121,11 +128,21 @@ class RetrievalSettings:
     no model). LoCoMo: +0.019 recall@10 alone, every conversation up (+0.008 to +0.041;
     12% of its questions name a date). 0 = off."""
     date_tau_days: float = 14.0
-    question_penalty: float = 0.1
+    question_penalty: float = 0.15
     """Subtracted from chunks whose text ends with a question mark: a turn that asks
     rarely holds the fact asked about later (LoCoMo: 25% of turns, 14% of evidence turns;
-    it often echoes the topic words of the turn it answers). LoCoMo: +0.008 recall@10,
-    +0.021 MRR on top of the rest. 0 = off."""
+    it often echoes the topic words of the turn it answers). LoCoMo: 0.1 gave +0.008
+    recall@10, +0.021 MRR on top of the rest; 0.15 with the aggregate-question session cap
+    +0.009 recall@5 over 0.1. 0 = off."""
+    aggregate_session_penalty: float = 0.05
+    """For a query that gathers facts over time (it matches ``aggregate_pattern``: the
+    present perfect, "What has X painted?", "Where has X been?"), the best ``rank_depth``
+    chunks are re-ordered by score minus this x the chunk's rank within its session among
+    them (0 for a session's best chunk, 1 for its second...): the facts of such a question
+    lie in several sessions, and the best-matching session would otherwise fill the top.
+    LoCoMo (--aggregate): multi-hop recall@10 +0.027, recall@10 +0.003; 0 = off."""
+    aggregate_pattern: str = r"\b(?:has|have)\b"
+    """Regular expression (case-insensitive) that marks such a query."""
     rank_depth: int = 100
     """How many chunks the whole-scope ranker hands on, best first."""
 
@@ -155,7 +172,9 @@ class RetrievalSettings:
         return dataclasses.replace(self, **changes)
 
 
-ADDED_OFF: dict[str, Any] = {"session_prior": 0.0, "date_boost": 0.0, "question_penalty": 0.0}
+ADDED_OFF: dict[str, Any] = {"session_prior": 0.0, "date_boost": 0.0, "question_penalty": 0.0,
+                             "aggregate_session_penalty": 0.0,
+                             "vector_window_kind": "mean_cosine"}
 """Ranking knobs added after recordings existed, and the value that turns each off: a
 recording without the key was built without the idea."""
 

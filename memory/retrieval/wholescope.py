@@ -37,6 +37,18 @@ SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
  LIMIT %(cap)s
 """
 
+# Per chunk (in the order of SCOPE_VECTORS), the norm of the sum of the unit vectors of the
+# chunks within %(w)s rows of it in its session: the ranker's mean-vector windows.
+SCOPE_WINDOW_NORMS = f"""
+SELECT vector_norm(sum(l2_normalize(c.embedding)) OVER (
+         PARTITION BY c.session_id ORDER BY c.event_position, c.chunk_index
+         ROWS BETWEEN %(w)s PRECEDING AND %(w)s FOLLOWING))
+  FROM memory_chunks c
+ WHERE {SCOPE_WHERE}
+ ORDER BY c.session_id, c.event_position, c.chunk_index
+ LIMIT %(cap)s
+"""
+
 # (chunk, term, frequency) for every chunk in scope holding one of the terms; the rows per
 # term are its document frequency in the scope.
 SCOPE_TERMS = f"""
@@ -108,6 +120,39 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
                      [float(r[5]) for r in rows], [r[6] for r in rows],
                      [bool(r[7]) for r in rows])
+
+
+def window_norms(finder: ChunkSearch, session: np.ndarray, width: int, cap: int
+                 ) -> np.ndarray:
+    """Per chunk of :func:`scope_vectors` (same order, same ``cap``), the norm of the sum
+    of the unit vectors of the chunks within ``width`` rows of it in its session
+    (``session``: a code per row). The cosine of a window's mean vector to a unit query is
+    then the sum of the window's cosines over this norm. From the cached matrix when the
+    scope has an entry (kept with it when every row is in), else in SQL."""
+    data = finder.data()
+    if data is not None:
+        every = finder._rows is None
+        found = data.derived.get(("window_norms", width)) if every else None
+        if found is not None and len(found) == len(session):
+            return found
+        rows = data.order if every else data.order[data.positions[data.order] <= finder.bound]
+        rows = rows[:cap]
+        norms = data.norms[rows].astype(np.float64)
+        unit = data.matrix[rows].astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
+        total = unit.copy()
+        for d in range(1, width + 1):
+            if d >= len(rows):
+                break
+            same = session[d:] == session[:-d]
+            total[:-d][same] += unit[d:][same]
+            total[d:][same] += unit[:-d][same]
+        out = np.sqrt(np.einsum("ij,ij->i", total, total))
+        if every:
+            data.derived[("window_norms", width)] = out
+        return out
+    rows = finder.conn.exec_driver_sql(SCOPE_WINDOW_NORMS,
+                                       {**finder._params, "w": int(width), "cap": cap})
+    return np.array([float(r[0] or 0.0) for r in rows], dtype=np.float64)
 
 
 def _columns(data: scopedata.ScopeData, rows: np.ndarray) -> dict[str, list[Any]]:
