@@ -92,6 +92,18 @@ class Request:
         self.lead = False
 
 
+class AppendConnection:
+    """One connection kept for appends, the tenant it acts for, and its one cursor (a
+    cursor made per statement cost ~25 us of Python, measured with psycopg 3.2)."""
+
+    __slots__ = ("conn", "cursor", "tenant")
+
+    def __init__(self, conn: psycopg.Connection[Any], tenant: str) -> None:
+        self.conn = conn
+        self.cursor = conn.cursor()
+        self.tenant = tenant
+
+
 class AppendConnections:
     """Connections reserved for appends, made by the engine (same URL, timeouts and
     connect arguments) but kept out of its pool; see the module docstring."""
@@ -100,25 +112,30 @@ class AppendConnections:
         # Weak: the engine is the key of the registry (appender()) that holds this.
         self._engine = weakref.ref(engine)
         self.keep = keep
-        self._idle: list[tuple[psycopg.Connection[Any], str]] = []
+        self._idle: list[AppendConnection] = []  # the last released last
         self._lock = threading.Lock()
         self._closed = False
 
-    def acquire(self, tenant: str) -> tuple[psycopg.Connection[Any], str]:
+    def acquire(self, tenant: str) -> AppendConnection:
         """An idle connection (one already acting for ``tenant`` first), else a new one."""
         with self._lock:
-            found = next((k for k, (_, t) in enumerate(self._idle) if t == tenant), None)
-            other = self._idle.pop(found if found is not None else -1) if self._idle \
-                else None
+            idle = self._idle
+            other = None
+            if idle:
+                found = len(idle) - 1
+                while found >= 0 and idle[found].tenant != tenant:
+                    found -= 1
+                other = idle.pop(found)  # (-1, the last, when none acts for tenant)
         if other is not None:
-            conn, conn_tenant = other
-            if conn_tenant == tenant:
-                return conn, tenant
+            if other.tenant == tenant:
+                return other
             try:
-                conn.execute("SELECT set_config('memory.tenant', %s, false)", (tenant,))
-                return conn, tenant
+                other.cursor.execute("SELECT set_config('memory.tenant', %s, false)",
+                                     (tenant,))
+                other.tenant = tenant
+                return other
             except psycopg.OperationalError:
-                conn.close()  # broken while idle: a new one below
+                other.conn.close()  # broken while idle: a new one below
         engine = self._engine()
         if engine is None:
             raise RuntimeError("the engine of these appends was garbage-collected")
@@ -128,24 +145,24 @@ class AppendConnections:
         assert isinstance(conn, psycopg.Connection)
         fairy.detach()  # ours from now on; the pool makes a new one for its own use
         conn.autocommit = True
-        return conn, tenant
+        return AppendConnection(conn, tenant)
 
-    def release(self, conn: psycopg.Connection[Any], tenant: str) -> None:
-        if conn.closed or conn.broken:
+    def release(self, held: AppendConnection) -> None:
+        if held.conn.closed or held.conn.broken:
             return
         with self._lock:
             if not self._closed and len(self._idle) < self.keep:
-                self._idle.append((conn, tenant))
+                self._idle.append(held)
                 return
-        conn.close()
+        held.conn.close()
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when it is released."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for conn, _ in idle:
-            conn.close()
+        for held in idle:
+            held.conn.close()
 
 
 class Combiner:
@@ -241,18 +258,18 @@ class Combiner:
             statement = log_sql.APPEND_SET
             params = (self.tenant, log_sql.group_json([r.params for r in group]))
         reconnected = False
-        conn, tenant = self.connections.acquire(self.tenant)
+        held = self.connections.acquire(self.tenant)
         try:
             while True:
                 try:
-                    rows = conn.execute(statement, params).fetchall()
+                    rows = held.cursor.execute(statement, params).fetchall()
                 except psycopg.Error as exc:
                     if exc.sqlstate == log_sql.SQLSTATE_RESEND:
                         statement = log_sql.APPEND_GROUP
                         continue
-                    if not reconnected and (conn.closed or conn.broken):
-                        conn.close()
-                        conn, tenant = self.connections.acquire(self.tenant)
+                    if not reconnected and (held.conn.closed or held.conn.broken):
+                        held.conn.close()
+                        held = self.connections.acquire(self.tenant)
                         reconnected = True
                         continue
                     for r in group:
@@ -264,7 +281,7 @@ class Combiner:
                     self._distribute(group, rows)
                 return
         finally:
-            self.connections.release(conn, tenant)
+            self.connections.release(held)
 
     @staticmethod
     def _distribute(group: Sequence[Request], rows: Sequence[Any]) -> None:

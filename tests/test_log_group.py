@@ -36,16 +36,16 @@ def one_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The append statement of every execute on an append connection, in order."""
     sent: list[str] = []
-    execute = psycopg.Connection.execute
+    execute = psycopg.Cursor.execute
     names = {id(log_sql.APPEND): "request", id(log_sql.APPEND_SET): "set",
              id(log_sql.APPEND_GROUP): "group"}
 
-    def recording(self: psycopg.Connection[Any], query: Any, *a: Any, **k: Any) -> Any:
+    def recording(self: psycopg.Cursor[Any], query: Any, *a: Any, **k: Any) -> Any:
         if id(query) in names:
             sent.append(names[id(query)])
         return execute(self, query, *a, **k)
 
-    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    monkeypatch.setattr(psycopg.Cursor, "execute", recording)
     return sent
 
 
@@ -328,9 +328,9 @@ def test_a_dropped_connection_is_retried_once(store: memory.Store,
     """The server ends the append connection (pg_terminate_backend); the next append
     notices when its statement fails, reconnects and succeeds, writing its event once."""
     store.append("s", memory.note("first"), actor="a")
-    conn, _ = store.log._appender.connections.acquire(store.tenant)
-    pid = conn.info.backend_pid
-    store.log._appender.connections.release(conn, store.tenant)
+    held = store.log._appender.connections.acquire(store.tenant)
+    pid = held.conn.info.backend_pid
+    store.log._appender.connections.release(held)
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
     out = store.append("s", memory.note("second"), actor="a")
@@ -344,24 +344,62 @@ def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
     connection broke before the answer arrived. The retry sends the same events and gets
     their original positions, marked duplicate; nothing is written twice."""
     calls = {"n": 0}
-    execute = psycopg.Connection.execute
+    execute = psycopg.Cursor.execute
 
-    def commit_then_break(self: psycopg.Connection[Any], query: Any, *a: Any,
+    def commit_then_break(self: psycopg.Cursor[Any], query: Any, *a: Any,
                           **k: Any) -> Any:
         cursor = execute(self, query, *a, **k)
         if query is log_sql.APPEND and calls["n"] == 0:
             calls["n"] += 1
             cursor.fetchall()
-            self.close()  # the answer is lost with the connection
+            self.connection.close()  # the answer is lost with the connection
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return cursor
 
-    monkeypatch.setattr(psycopg.Connection, "execute", commit_then_break)
+    monkeypatch.setattr(psycopg.Cursor, "execute", commit_then_break)
     out = store.append("s", memory.note("once"), actor="a")
     monkeypatch.undo()
     assert calls["n"] == 1
     assert out[0].duplicate and out[0].version == 1
     assert [e.payload["text"] for e in store.read_session("s")] == ["once"]
+
+
+def test_a_group_resent_after_its_answer_was_lost_is_all_duplicates(
+        store: memory.Store, database_url: str, groups: list[int],
+        statements: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sealed group committed by the set-based statement, then the connection broke
+    before the answer came: the resent group (the same events and secrets rows) meets
+    its own ids (MM020), goes request by request, and every caller gets its original
+    position marked duplicate; no event or secrets row is written twice."""
+    execute = psycopg.Cursor.execute
+    broken = {"n": 0}
+
+    def commit_then_break(self: psycopg.Cursor[Any], query: Any, *a: Any,
+                          **k: Any) -> Any:
+        cursor = execute(self, query, *a, **k)
+        if query is log_sql.APPEND_SET and broken["n"] == 0:
+            broken["n"] += 1
+            cursor.fetchall()
+            self.connection.close()  # the answer is lost with the connection
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return cursor
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", commit_then_break)
+    _, results = run_grouped(
+        store, database_url, lambda: store.append("x", memory.note("first"), actor="x"),
+        [lambda k=k: store.append(f"s{k}", [memory.note(f"{k}.{i}") for i in range(2)],
+                                  actor="a") for k in range(3)])
+    assert groups[-1] == 3 and broken["n"] == 1
+    assert statements[-3:] == ["set", "set", "group"]
+    assert all(isinstance(r, list) and [e.duplicate for e in r] == [True, True]
+               for r in results), results
+    for k in range(3):
+        assert [e.payload["text"] for e in store.read_session(f"s{k}")] == [f"{k}.0",
+                                                                          f"{k}.1"]
+    with store.engine.connect() as conn:
+        batches = conn.exec_driver_sql(
+            "SELECT count(*) FROM memory_event_secrets").scalar_one()
+    assert batches == 4  # "first" and the three of the group, once each
 
 
 # -- the combiner alone (no database): callers that leave while waiting -----------------

@@ -51,7 +51,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_n       integer := jsonb_array_length(p_requests);
     v_r       jsonb;
-    v_x       jsonb;
     v_head    integer;
     v_owner   text;
     v_heads   integer[] := '{{}}';
@@ -105,49 +104,40 @@ BEGIN
     -- The lock makes this block of positions contiguous: requests in order, each
     -- request's events in order.
     v_first := nextval('memory_events_position_seq');
-    IF v_total = 1 THEN
-        -- One event (the most common append): the insert without unpacking sets.
-        v_r := p_requests->0;
-        v_x := v_r->'e'->0;
-        RETURN QUERY
+    IF v_total > 1 THEN
+        PERFORM setval('memory_events_position_seq', v_first + v_total - 1);
+    END IF;
+    -- The events and, for sealed requests, their secrets rows, in one statement. A
+    -- secrets row already there is a resent request (the same batch): the MM020 below
+    -- then sends it to memory_append_group, like its events.
+    RETURN QUERY
+        WITH q AS (
+            SELECT (r.ord - 1)::integer AS i, r.x, v_heads[r.ord] AS head,
+                   v_before[r.ord] AS before
+              FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS r(x, ord)
+        ), ins AS (
             INSERT INTO memory_events AS e
                 (position, event_id, tenant, actor_id, session_id, version, type,
                  schema_version, payload, payload_enc, key_id, metadata, content_hash,
                  occurred_at)
-            VALUES (v_first, (v_x->>0)::uuid, p_tenant, v_r->>'a', v_r->>'s', v_head + 1,
-                    v_x->>1, (v_x->>2)::int, nullif(v_x->3, 'null'),
-                    decode(v_x->>7, 'base64'),
-                    CASE WHEN v_x->>7 IS NOT NULL THEN v_r->>'b' END,
-                    v_x->4, decode(v_x->>5, 'hex'), (v_x->>6)::timestamptz)
+            SELECT v_first + q.before + b.ord - 1, (b.x->>0)::uuid, p_tenant,
+                   q.x->>'a', q.x->>'s', q.head + b.ord, b.x->>1, (b.x->>2)::int,
+                   nullif(b.x->3, 'null'), decode(b.x->>7, 'base64'),
+                   CASE WHEN b.x->>7 IS NOT NULL THEN q.x->>'b' END,
+                   b.x->4, decode(b.x->>5, 'hex'), (b.x->>6)::timestamptz
+              FROM q, jsonb_array_elements(q.x->'e') WITH ORDINALITY AS b(x, ord)
             ON CONFLICT (tenant, event_id) DO NOTHING
-            RETURNING 0, e.event_id, e.position, e.version, e.recorded_at, false,
-                      NULL::text, NULL::text, NULL::text, NULL::text;
-    ELSE
-        PERFORM setval('memory_events_position_seq', v_first + v_total - 1);
-        RETURN QUERY
-            WITH q AS (
-                SELECT (r.ord - 1)::integer AS i, r.x, v_heads[r.ord] AS head,
-                       v_before[r.ord] AS before
-                  FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS r(x, ord)
-            ), ins AS (
-                INSERT INTO memory_events AS e
-                    (position, event_id, tenant, actor_id, session_id, version, type,
-                     schema_version, payload, payload_enc, key_id, metadata, content_hash,
-                     occurred_at)
-                SELECT v_first + q.before + b.ord - 1, (b.x->>0)::uuid, p_tenant,
-                       q.x->>'a', q.x->>'s', q.head + b.ord, b.x->>1, (b.x->>2)::int,
-                       nullif(b.x->3, 'null'), decode(b.x->>7, 'base64'),
-                       CASE WHEN b.x->>7 IS NOT NULL THEN q.x->>'b' END,
-                       b.x->4, decode(b.x->>5, 'hex'), (b.x->>6)::timestamptz
-                  FROM q, jsonb_array_elements(q.x->'e') WITH ORDINALITY AS b(x, ord)
-                ON CONFLICT (tenant, event_id) DO NOTHING
-                RETURNING e.session_id, e.event_id, e.position, e.version, e.recorded_at
-            )
-            SELECT q.i, ins.event_id, ins.position, ins.version, ins.recorded_at, false,
-                   NULL::text, NULL::text, NULL::text, NULL::text
-              FROM ins JOIN q ON q.x->>'s' = ins.session_id
-             ORDER BY ins.position;
-    END IF;
+            RETURNING e.session_id, e.event_id, e.position, e.version, e.recorded_at
+        ), secrets AS (
+            INSERT INTO memory_event_secrets (tenant, batch, key_id, first_version, secrets)
+            SELECT p_tenant, q.x->>'b', q.x->>'k', q.head + 1, decode(q.x->>'z', 'base64')
+              FROM q WHERE q.x->>'k' IS NOT NULL
+            ON CONFLICT (tenant, batch) DO NOTHING
+        )
+        SELECT q.i, ins.event_id, ins.position, ins.version, ins.recorded_at, false,
+               NULL::text, NULL::text, NULL::text, NULL::text
+          FROM ins JOIN q ON q.x->>'s' = ins.session_id
+         ORDER BY ins.position;
     GET DIAGNOSTICS v_written = ROW_COUNT;
     IF v_written < v_total THEN
         -- An event id already in the log (a retry, or a conflict) or twice in the group.
@@ -155,13 +145,6 @@ BEGIN
         -- memory_append_group, which sorts out which request is which.
         RAISE EXCEPTION 'an event id of this group is in the log already'
             USING ERRCODE = 'MM020';
-    END IF;
-    IF cardinality(v_keys) > 0 THEN
-        INSERT INTO memory_event_secrets (tenant, batch, key_id, first_version, secrets)
-        SELECT p_tenant, r.x->>'b', r.x->>'k', v_heads[r.ord] + 1,
-               decode(r.x->>'z', 'base64')
-          FROM jsonb_array_elements(p_requests) WITH ORDINALITY AS r(x, ord)
-         WHERE r.x->>'k' IS NOT NULL;
     END IF;
     PERFORM pg_notify('memory_events', p_tenant);  -- a wake-up for followers
 END $$;
