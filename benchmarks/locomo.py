@@ -116,7 +116,7 @@ BM25_ONLY = DEFAULT_SETTINGS.replace(vector_weight=0.0, text_weight=1.0, text_wi
                                      vector_windows=(), speaker_boost=0.0,
                                      neighbour_share=0.0, strip_author_names=False,
                                      session_prior=0.0, date_boost=0.0,
-                                     question_penalty=0.0)
+                                     question_penalty=0.0, aggregate_session_penalty=0.0)
 
 
 def dia_ids(hits: list[search.Hit], where: dict[int, str]) -> list[str]:
