@@ -122,6 +122,7 @@ class Recipe:
     dense_turn: float = 1.0
     dense_w1: float = 0.0           # ±1-turn window
     dense_w2: float = 0.0           # ±2-turn window
+    dense_w3: float = 0.0           # ±3-turn window (mean vector or mean cosine only)
     dense_window: str = "embed"     # embed: window text embedded; mean: mean of turn vectors;
                                     # avgsim: mean of the turns' cosines (no vectors needed)
     # lexical side
@@ -349,6 +350,11 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
         elif r.dense_window == "embed":
             w1, w2 = cd.emb["w1"], cd.emb["w2"]
+        if r.dense_w3:
+            W3 = window_matrix(cd.sess, 3)
+            w3 = W3 @ docs
+            w3 /= np.linalg.norm(w3, axis=1, keepdims=True)
+            W3n = W3 / W3.sum(1, keepdims=True)
         W1n = W1 / W1.sum(1, keepdims=True)
         W2n = W2 / W2.sum(1, keepdims=True)
         sess_ids = np.unique(cd.sess)
@@ -387,6 +393,9 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                     dense = dense + r.dense_w1 * (w1 @ qv)
                 if r.dense_w2:
                     dense = dense + r.dense_w2 * (w2 @ qv)
+            if r.dense_w3:
+                dense = dense + r.dense_w3 * ((w3 @ qv) if r.dense_window == "mean"
+                                              else W3n @ (docs @ qv))
             lex = r.bm25_turn * bm25w(cd.tf, weights, df, n, r.b)
             if r.bm25_w2:
                 lex = lex + r.bm25_w2 * bm25w(tf_w2, weights, df, n, 0.0)
@@ -802,8 +811,24 @@ def r3_final() -> list[Recipe]:
             ]
 
 
+def r3_cues() -> list[Recipe]:
+    """Wider cues for the session cap: counts and "both", and hypothetical questions about
+    a person ("Would X ...?", "What might X ...?"), whose evidence is the person's traits
+    spread over the history."""
+    f = DEFAULT
+    hypo = r"\b(has|have|would|might|likely)\b"
+    return [SESSION2, f,
+            replace(f, name="~ cue + how many/both", div_cue=AGGREGATE_WIDE),
+            replace(f, name="~ cue + would/might/likely", div_cue=hypo),
+            replace(f, name="~ cue + would/might/likely, -0.1", div_cue=hypo, div_weight=0.1),
+            replace(f, name="+ ±3 window (mean vector) .25", dense_w3=0.25),
+            replace(f, name="+ ±3 window (mean vector) .5", dense_w3=0.5),
+            replace(f, name="~ session prior: its mean vector's cosine",
+                    session_prior_kind="embed")]
+
+
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
-          "tail": r3_tail, "final": r3_final}
+          "tail": r3_tail, "final": r3_final, "cues": r3_cues}
 
 
 def main() -> None:
