@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .config import memory_home
 from .errors import ConfigurationError, Error
 from .events import PreparedEvent
+from .rand import random_bytes
 
 ENV_KEY = "MEMORY_MASTER_KEY"
 ENV_KEY_FILE = "MEMORY_MASTER_KEY_FILE"
@@ -301,13 +302,13 @@ class Crypto:
     # -- sealing -----------------------------------------------------------------------
 
     def seal(self, tenant: str, key: ActorKey, events: Sequence[PreparedEvent]) -> Sealed:
-        """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, drawn
-        from the OS in one call for the whole batch; the secrets go to one row. The
+        """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, from the
+        OS's random source (memory/rand.py); the secrets go to one row. The
         per-event work is inlined (the formulas are :func:`_event_key`, :func:`_seal_aad`
         and :func:`_keyed_hash`; tests/test_forget_batches.py checks the two agree): it
         runs for every event appended."""
         n = len(events)
-        rand = os.urandom(16 + (32 + _NONCE) * n)
+        rand = random_bytes(16 + (32 + _NONCE) * n)
         batch = BATCH_PREFIX + rand[:16].hex()
         secrets = rand[16:16 + 32 * n]
         nonces = rand[16 + 32 * n:]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,6 +20,7 @@ import orjson
 
 from .config import Limits
 from .errors import PayloadTooLarge, ValidationError
+from .rand import random_bytes
 
 # A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -177,31 +176,12 @@ def _strict_json(value: Any, what: str, index: int) -> str:
     return text
 
 
-_ids = threading.local()  # per thread: random bytes drawn ahead, and how many are used
-
-
-def _reset_ids() -> None:
-    global _ids
-    _ids = threading.local()  # a forked child must not reuse its parent's random bytes
-
-
-os.register_at_fork(after_in_child=_reset_ids)
-
-
 def new_event_id() -> uuid.UUID:
     """A UUIDv7 (RFC 9562): the time in milliseconds first, then 74 random bits. Ids made
     here go in near the right edge of the ``(tenant, event_id)`` index instead of at a
-    random page (uuid4), and the random bits come from one ``os.urandom`` call per 256
-    ids, per thread, instead of one each (a system call that drops and retakes the GIL
-    on every append)."""
-    local = _ids
-    buf: bytes = getattr(local, "buf", b"")
-    at: int = getattr(local, "at", 0)
-    if at + 10 > len(buf):
-        buf, at = os.urandom(2560), 0
-        local.buf = buf
-    local.at = at + 10
-    rand = int.from_bytes(buf[at:at + 10], "big")  # 80 bits; 12 + 62 of them are used
+    random page (uuid4), and their random bits come from a block drawn ahead
+    (memory/rand.py) instead of one system call each."""
+    rand = int.from_bytes(random_bytes(10), "big")  # 80 bits; 12 + 62 of them are used
     ms = time.time_ns() // 1_000_000
     return uuid.UUID(int=(ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68) << 64
                      | 0b10 << 62 | (rand & (2**62 - 1)))

@@ -1,5 +1,5 @@
 """Event ids the library makes (memory.events.new_event_id): UUIDv7, unique, time-ordered
-across milliseconds, and never repeated by a forked child."""
+across milliseconds, and never repeated by a forked child (memory/rand.py)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,11 @@ def test_a_forked_child_draws_its_own_random_bits() -> None:
     os.waitpid(pid, 0)
     os.close(read)
     assert child != new_event_id().bytes[6:]
+
+
+def test_random_bytes_are_handed_out_once() -> None:
+    from memory.rand import BLOCK, random_bytes
+
+    parts = [random_bytes(60) for _ in range(3 * BLOCK // 60)]  # several blocks
+    assert all(len(p) == 60 for p in parts) and len(set(parts)) == len(parts)
+    assert len(random_bytes(BLOCK)) == BLOCK  # a large request goes to the OS directly
