@@ -40,10 +40,10 @@ Connections
 -----------
 Appends run on connections of their own (:class:`AppendConnections`), kept open with
 autocommit on and the tenant already set: at most MAX_IN_FLIGHT per combiner are busy at
-a time, so a handful serves a process. Taking one costs no round trip and no pool bookkeeping (the
-pool's checkout and pre-ping came to ~0.2 ms of a ~0.5 ms append). A connection that
-broke (server restart, terminated backend) is noticed when the statement fails: it is
-dropped and the group sent once more on a new connection. That retry is safe because
+a time, so a handful serves a process. Taking one costs no round trip and no pool
+bookkeeping (the pool's checkout and pre-ping came to ~0.2 ms of a ~0.5 ms append). A
+connection that broke (server restart, terminated backend) is noticed when the statement
+fails: it is dropped and the group sent once more on a new connection. That retry is safe because
 appends are idempotent by event id: if the first attempt committed before the connection
 broke, the retry finds the same events with the same content and returns their original
 positions (``duplicate`` set), writing nothing.
@@ -64,9 +64,8 @@ from .security import tenant_scope
 
 MAX_REQUESTS = 32
 """Requests per group: when a group falls back to ``memory_append_group`` each runs in a
-subtransaction, and PostgreSQL keeps at most 64
-subtransaction ids per transaction in shared memory before other backends' snapshots
-become slower (subxid overflow)."""
+subtransaction, and PostgreSQL keeps at most 64 subtransaction ids per transaction in
+shared memory before other backends' snapshots become slower (subxid overflow)."""
 _Event = threading.Event  # (tests replace it to interrupt a waiting caller)
 MAX_EVENTS = 10_000
 """Events per group (a request larger than this still goes, alone)."""
@@ -96,7 +95,7 @@ class Request:
 
 class AppendConnection:
     """One connection kept for appends, the tenant it acts for, and its one cursor (a
-    cursor made per statement cost ~25 us of Python, measured with psycopg 3.2)."""
+    cursor made per statement cost ~25 us of Python, measured with psycopg 3.3)."""
 
     __slots__ = ("conn", "cursor", "tenant")
 
