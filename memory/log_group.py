@@ -233,6 +233,7 @@ class Combiner:
         Without this, four writers made groups of 1.6 on average (half of them alone,
         one flush each); the one ahead holds the lock meanwhile, so it never sits idle."""
         group = [me]
+        counted = False  # whether len(group) is in self._sending
         try:
             with self._mutex:
                 ahead = list(self._sending)
@@ -247,6 +248,7 @@ class Combiner:
                     group.append(self._queue.pop(0))
                     events += group[-1].events
                 self._sending.append(len(group))
+                counted = True
             self._run(group)
             self.groups += 1
             self.requests += len(group)
@@ -257,7 +259,7 @@ class Combiner:
             raise
         finally:
             with self._mutex:
-                if len(group) in self._sending:
+                if counted:
                     self._sending.remove(len(group))
                 self._in_flight -= 1
                 self._pass_lead()
@@ -284,7 +286,8 @@ class Combiner:
                 try:
                     rows = held.cursor.execute(statement, params).fetchall()
                 except psycopg.Error as exc:
-                    if exc.sqlstate == log_sql.SQLSTATE_RESEND:
+                    if exc.sqlstate == log_sql.SQLSTATE_RESEND and \
+                            statement is log_sql.APPEND_SET:
                         statement = log_sql.APPEND_GROUP
                         continue
                     if not reconnected and (held.conn.closed or held.conn.broken):
