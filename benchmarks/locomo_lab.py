@@ -827,8 +827,14 @@ def r3_cues() -> list[Recipe]:
                     session_prior_kind="embed")]
 
 
+def r3_textwin() -> list[Recipe]:
+    """The shipped recipe with its windows embedded as text (two more embeddings per turn,
+    of its +-1 and +-2 turns) instead of the mean of their vectors."""
+    return [DEFAULT, replace(DEFAULT, name="~ windows embedded as text", dense_window="embed")]
+
+
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
-          "tail": r3_tail, "final": r3_final, "cues": r3_cues}
+          "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin}
 
 
 def main() -> None:
