@@ -111,7 +111,7 @@ class RetrievalSettings:
     its turns' (unit) vectors, i.e. the sum of their cosines over the norm of their summed
     vectors (a window of like turns scores like one turn, a mixed one lower); or
     ``mean_cosine``, the mean of its turns' cosines. LoCoMo (benchmarks/locomo_lab.py
-    --round3d): mean_vector +0.0014 session recall_any@5, +0.0007 recall@50."""
+    --round3 final): mean_vector +0.0014 session recall_any@5, +0.0007 recall@50."""
     speaker_boost: float = 0.15
     """Added to the score of turns by the one author the query names (0 = off)."""
     session_prior: float = 0.15
@@ -119,7 +119,7 @@ class RetrievalSettings:
     its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo
     (benchmarks/locomo_lab.py --new-ideas): 0.1 gave +0.006 recall@10 alone, +0.004 on top
     of date matching, no conversation down; 0.15 with the aggregate-question session cap
-    (--round3d): +0.002 recall@50 over 0.1. 0 = off."""
+    (--round3 tail): +0.002 recall@50 over 0.1. 0 = off."""
     session_prior_vector_share: float = 0.5
     """Share of the session's mean cosine in that prior (BM25 gets the rest)."""
     date_boost: float = 0.5
@@ -140,7 +140,7 @@ class RetrievalSettings:
     chunks are re-ordered by score minus this x the chunk's rank within its session among
     them (0 for a session's best chunk, 1 for its second...): the facts of such a question
     lie in several sessions, and the best-matching session would otherwise fill the top.
-    LoCoMo (--aggregate): multi-hop recall@10 +0.027, recall@10 +0.003; 0 = off."""
+    LoCoMo (--round3 aggregate): multi-hop recall@10 +0.027, recall@10 +0.003; 0 = off."""
     aggregate_pattern: str = r"\b(?:has|have)\b"
     """Regular expression (case-insensitive) that marks such a query."""
     rank_depth: int = 100
