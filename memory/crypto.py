@@ -40,9 +40,11 @@ and metadata: readers and projections skip it, so replays never resurrect it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
@@ -96,6 +98,24 @@ def master_key_id(key: bytes) -> str:
     return hashlib.sha256(b"memory master key id\x1f" + key).hexdigest()[:16]
 
 
+def _create_key_file(path: Path) -> None:
+    """Write a new master key to ``path`` unless it exists, so that no reader ever sees
+    the file half-written: the key goes to a private temporary file first, which is then
+    linked to ``path`` (atomic, and refused if another thread or process got there
+    first: theirs is the key)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".master-key-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(generate_master_key() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # theirs is the key
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
 class MasterKeys:
     """The current master key and, during a rotation, older ones still able to unwrap."""
 
@@ -120,14 +140,7 @@ class MasterKeys:
         if not path.exists():
             if not create:
                 raise ConfigurationError(f"no master key: set {ENV_KEY} or create {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first: read theirs
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(generate_master_key() + "\n")
+            _create_key_file(path)
         return cls.from_text(path.read_text())
 
     def wrap(self, data_key: bytes, aad: bytes) -> tuple[bytes, str]:

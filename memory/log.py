@@ -47,6 +47,8 @@ ANY: int | None = None
 NO_STREAM = 0
 """``expected_version`` that requires the session not to exist yet."""
 
+_CRYPTO_LOCK = threading.Lock()
+
 
 class Log:
     """The event log over one engine. Tenant, actor and session are explicit arguments;
@@ -175,7 +177,9 @@ class Log:
     def crypto(self) -> _crypto.Crypto:
         """The keys: given, else the master key of the environment (loaded on first use)."""
         if self._crypto is None:
-            self._crypto = _crypto.Crypto.from_environment()
+            with _CRYPTO_LOCK:  # one Crypto (one key cache) however many threads ask
+                if self._crypto is None:
+                    self._crypto = _crypto.Crypto.from_environment()
         return self._crypto
 
     def _recorded(self, conn: sa.Connection, rows: Sequence[Any], *, lock: bool = False

@@ -5,9 +5,11 @@ lineage into every table, idempotent and crash-safe, master-key rotation."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -283,3 +285,35 @@ def test_a_tampered_ciphertext_is_an_error_not_a_forget(store: memory.Store,
         with pytest.raises(crypto.DecryptionError):
             store.log.crypto.open_rows(conn, swapped)
     engine.dispose()
+
+
+def test_threads_creating_the_master_key_file_at_once_share_one_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default creates the master key file on first use; threads (or
+    processes) doing so at the same moment never read it half-written, and all end up
+    with the one key that was linked into place."""
+    from memory.crypto import ENV_KEY, ENV_KEY_FILE, MasterKeys
+
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    monkeypatch.setenv(ENV_KEY_FILE, str(tmp_path / "keys" / "master.key"))
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        barrier.wait()
+        try:
+            ids.append(MasterKeys.from_environment().current_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    for _ in range(5):  # several rounds, each on a fresh path
+        (tmp_path / "keys" / "master.key").unlink(missing_ok=True)
+        ids.clear()
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(ids) == 8 and len(set(ids)) == 1
+    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["master.key"]  # no temp left
