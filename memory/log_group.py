@@ -250,8 +250,6 @@ class Combiner:
                 self._sending.append(len(group))
                 counted = True
             self._run(group)
-            self.groups += 1
-            self.requests += len(group)
         except BaseException as exc:  # a bug or an interrupt: nobody is left waiting
             for r in group:
                 if r.rows is None and r.error is None:
@@ -261,6 +259,8 @@ class Combiner:
             with self._mutex:
                 if counted:
                     self._sending.remove(len(group))
+                    self.groups += 1
+                    self.requests += len(group)
                 self._in_flight -= 1
                 self._pass_lead()
                 self._changed.notify_all()
