@@ -338,25 +338,33 @@ def test_a_dropped_connection_is_retried_once(store: memory.Store,
     assert [e.payload["text"] for e in store.read_session("s")] == ["first", "second"]
 
 
-def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
-        store: memory.Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The case the reconnect-and-retry relies on: the statement committed, then the
-    connection broke before the answer arrived. The retry sends the same events and gets
-    their original positions, marked duplicate; nothing is written twice."""
-    calls = {"n": 0}
+def lose_the_answer_once(monkeypatch: pytest.MonkeyPatch, statement: str) -> dict[str, int]:
+    """The first ``statement`` executed commits, then its connection breaks before the
+    answer is read (as when the server or the network fails at that moment). Returns a
+    counter of how often that happened."""
     execute = psycopg.Cursor.execute
+    broken = {"n": 0}
 
     def commit_then_break(self: psycopg.Cursor[Any], query: Any, *a: Any,
                           **k: Any) -> Any:
         cursor = execute(self, query, *a, **k)
-        if query is log_sql.APPEND and calls["n"] == 0:
-            calls["n"] += 1
+        if query is statement and broken["n"] == 0:
+            broken["n"] += 1
             cursor.fetchall()
             self.connection.close()  # the answer is lost with the connection
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return cursor
 
     monkeypatch.setattr(psycopg.Cursor, "execute", commit_then_break)
+    return broken
+
+
+def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
+        store: memory.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The case the reconnect-and-retry relies on: the statement committed, then the
+    connection broke before the answer arrived. The retry sends the same events and gets
+    their original positions, marked duplicate; nothing is written twice."""
+    calls = lose_the_answer_once(monkeypatch, log_sql.APPEND)
     out = store.append("s", memory.note("once"), actor="a")
     monkeypatch.undo()
     assert calls["n"] == 1
@@ -371,20 +379,7 @@ def test_a_group_resent_after_its_answer_was_lost_is_all_duplicates(
     before the answer came: the resent group (the same events and secrets rows) meets
     its own ids (MM020), goes request by request, and every caller gets its original
     position marked duplicate; no event or secrets row is written twice."""
-    execute = psycopg.Cursor.execute
-    broken = {"n": 0}
-
-    def commit_then_break(self: psycopg.Cursor[Any], query: Any, *a: Any,
-                          **k: Any) -> Any:
-        cursor = execute(self, query, *a, **k)
-        if query is log_sql.APPEND_SET and broken["n"] == 0:
-            broken["n"] += 1
-            cursor.fetchall()
-            self.connection.close()  # the answer is lost with the connection
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-        return cursor
-
-    monkeypatch.setattr(psycopg.Cursor, "execute", commit_then_break)
+    broken = lose_the_answer_once(monkeypatch, log_sql.APPEND_SET)
     _, results = run_grouped(
         store, database_url, lambda: store.append("x", memory.note("first"), actor="x"),
         [lambda k=k: store.append(f"s{k}", [memory.note(f"{k}.{i}") for i in range(2)],

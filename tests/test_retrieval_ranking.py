@@ -4,6 +4,7 @@ model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 import memory
 from memory import message
-from memory.retrieval import RetrievalSettings
+from memory.retrieval import RetrievalSettings, search, wholescope
 from memory.retrieval.ranking import (
     _days,
     _session_prior,
@@ -139,9 +140,21 @@ def test_a_turn_that_asks_ranks_below_the_one_that_tells(store: memory.Store,
     assert len(on) == len(ranked(DEFAULT_SETTINGS.replace(question_penalty=0.0)))
 
 
+def _searches_without_and_with_the_cache(store: memory.Store, actor: str
+                                        ) -> Iterator[search.ChunkSearch]:
+    """The actor's chunk search at the live generation, read from SQL, then from the
+    scope cache (memory/retrieval/scopedata.py), in one transaction."""
+    with store.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
+        gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
+        scope = search.Scope(store.tenant, actor, "q", (actor,))
+        for cache in (False, True):
+            yield search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
+                                     use_cache=cache)
+
+
 def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
         store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
-    from memory.retrieval import search, wholescope
 
     when = datetime(2024, 5, 1, 9, tzinfo=UTC)
     store.append("s", [
@@ -152,15 +165,9 @@ def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(
     store.project(embedder=embedder)
     vec = embedder.embed(["rain"])[0]
     got = []
-    with store.engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
-        gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
-        scope = search.Scope(store.tenant, "a", "q", ("a",))
-        for cache in (False, True):
-            f = search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
-                                   use_cache=cache)
-            rows = wholescope.scope_vectors(f, vec, 100)
-            got.append((rows.positions, rows.asks, rows.occurred))
+    for f in _searches_without_and_with_the_cache(store, "a"):
+        rows = wholescope.scope_vectors(f, vec, 100)
+        got.append((rows.positions, rows.asks, rows.occurred))
     assert got[0] == got[1]
     assert got[0][1] == [True, False, True]
 
@@ -253,7 +260,6 @@ def test_a_question_that_gathers_facts_reaches_past_the_best_session(
 
 def test_windows_score_by_their_mean_vector(store: memory.Store,
                                            embedder) -> None:  # type: ignore[no-untyped-def]
-    from memory.retrieval import search, wholescope
     from memory.retrieval.ranking import vector_query
 
     _painter(store)
@@ -278,16 +284,10 @@ def test_windows_score_by_their_mean_vector(store: memory.Store,
         want.append(np.linalg.norm(unit[near].sum(0)))
     vec = embedder.embed([vector_query(q, ["Ann"])])[0]
     norms = []
-    with store.engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
-        gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
-        scope = search.Scope(store.tenant, "ann", "q", ("ann",))
-        for cache in (False, True):
-            f = search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
-                                   use_cache=cache)
-            rows = wholescope.scope_vectors(f, vec, 100)
-            codes = {s: i for i, s in enumerate(dict.fromkeys(rows.sessions))}
-            norms.append(wholescope.window_norms(
-                f, np.array([codes[s] for s in rows.sessions]), 1, 100))
+    for f in _searches_without_and_with_the_cache(store, "ann"):
+        rows = wholescope.scope_vectors(f, vec, 100)
+        codes = {s: i for i, s in enumerate(dict.fromkeys(rows.sessions))}
+        norms.append(wholescope.window_norms(
+            f, np.array([codes[s] for s in rows.sessions]), 1, 100))
     assert norms[0] == pytest.approx(norms[1], abs=1e-5)
     assert norms[0] == pytest.approx(np.array(want), abs=1e-4)

@@ -219,22 +219,6 @@ def named_authors(query: str, authors: Sequence[str]) -> list[str]:
             if a and (p := _names_pattern([a])) is not None and p.search(query)]
 
 
-def _window_sum(x: np.ndarray, session: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the sum of ``x`` over rows within ``w`` of it in the same session (rows
-    are ordered by session, then position), and how many rows that was."""
-    out = x.astype(np.float64, copy=True)
-    count = np.ones(len(x))
-    for d in range(1, w + 1):
-        if d >= len(x):
-            break
-        same = session[d:] == session[:-d]
-        out[:-d][same] += x[d:][same]
-        out[d:][same] += x[:-d][same]
-        count[:-d][same] += 1
-        count[d:][same] += 1
-    return out, count
-
-
 def _norm(x: np.ndarray) -> np.ndarray:
     """Min-max to [0, 1]; all equal: 1 if positive (a lone match still counts), else 0."""
     lo, hi = float(x.min()), float(x.max())
@@ -410,7 +394,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
                          "(mean_vector or mean_cosine)")
     for w, weight in zip(s.vector_windows, s.vector_window_weights, strict=False):
         if w > 0 and weight:
-            total, count = _window_sum(sims, session, int(w))
+            total, count = wholescope.window_sum(sims, session, int(w))
             if s.vector_window_kind == "mean_vector":
                 norm = wholescope.window_norms(f, session, int(w), s.scope_rank_max_chunks + 1)
                 dense += weight * np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), 0.0)
@@ -434,7 +418,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     lengths = np.asarray(rows.lengths, dtype=np.float64)
     lexical = _bm25(tf, idf, lengths, s.bm25_k1, s.bm25_b)
     if s.text_window > 0 and s.text_window_weight:
-        wtf = _window_sum(tf, session, s.text_window)[0]
+        wtf = wholescope.window_sum(tf, session, s.text_window)[0]
         lexical += s.text_window_weight * _bm25(wtf, idf, lengths, s.bm25_k1, 0.0)
 
     vec_part = s.vector_weight * _norm(dense)

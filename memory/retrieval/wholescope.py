@@ -122,6 +122,23 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
                      [bool(r[7]) for r in rows])
 
 
+def window_sum(x: np.ndarray, session: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the sum of ``x`` (a value or a vector per row) over rows within ``w`` of it
+    in the same session (rows are ordered by session, then position), and how many rows
+    that was. The ranker's turn windows, of scores and of unit vectors alike."""
+    out = x.astype(np.float64, copy=True)
+    count = np.ones(len(x))
+    for d in range(1, w + 1):
+        if d >= len(x):
+            break
+        same = session[d:] == session[:-d]
+        out[:-d][same] += x[d:][same]
+        out[d:][same] += x[:-d][same]
+        count[:-d][same] += 1
+        count[d:][same] += 1
+    return out, count
+
+
 def window_norms(finder: ChunkSearch, session: np.ndarray, width: int, cap: int
                  ) -> np.ndarray:
     """Per chunk of :func:`scope_vectors` (same order, same ``cap``), the norm of the sum
@@ -139,13 +156,7 @@ def window_norms(finder: ChunkSearch, session: np.ndarray, width: int, cap: int
         rows = rows[:cap]
         norms = data.norms[rows].astype(np.float64)
         unit = data.matrix[rows].astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
-        total = unit.copy()
-        for d in range(1, width + 1):
-            if d >= len(rows):
-                break
-            same = session[d:] == session[:-d]
-            total[:-d][same] += unit[d:][same]
-            total[d:][same] += unit[:-d][same]
+        total = window_sum(unit, session, width)[0]
         out = np.sqrt(np.einsum("ij,ij->i", total, total))
         if every:
             data.derived[("window_norms", width)] = out
