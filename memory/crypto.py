@@ -48,7 +48,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,17 @@ class ActorKey:
     key_id: str
     key: bytes
     hash_key: bytes
+    # The keyed PRFs of _event_key and _keyed_hash, set up once: copying a keyed BLAKE2s
+    # state costs half of making one (0.7 against 1.3 us here), and both run for every
+    # event sealed or opened. Never updated, only copied, so threads can share them.
+    event_prf: Any = field(init=False, repr=False, compare=False)
+    hash_prf: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_prf",
+                           hashlib.blake2s(key=self.key, person=b"mem-ev1"))
+        object.__setattr__(self, "hash_prf",
+                           hashlib.blake2s(key=self.hash_key, person=b"mem-ch1"))
 
 
 def _wrap_aad(tenant: str, key_id: str, actor_id: str) -> bytes:
@@ -327,18 +338,19 @@ class Crypto:
         nonces = rand[16 + 32 * n:]
         aad_head = b"memory event v1\x1f" + tenant.encode() + b"\x1f"
         aad_tail = batch.encode()
-        actor_key, hash_key = key.key, key.hash_key
-        blake2s = hashlib.blake2s
+        event_prf, hash_prf = key.event_prf, key.hash_prf
         blobs, hashes = [], []
         for i, e in enumerate(events):
             event_id = e.event_id.bytes
             nonce = nonces[_NONCE * i:_NONCE * (i + 1)]
-            event_key = blake2s(secrets[32 * i:32 * i + 32] + event_id, key=actor_key,
-                                person=b"mem-ev1").digest()
+            h = event_prf.copy()
+            h.update(secrets[32 * i:32 * i + 32] + event_id)
             plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
-            blobs.append(FORMAT + nonce + AESGCM(event_key).encrypt(
+            blobs.append(FORMAT + nonce + AESGCM(h.digest()).encrypt(
                 nonce, plain, aad_head + event_id + aad_tail))
-            hashes.append(blake2s(e.content_hash, key=hash_key, person=b"mem-ch1").digest())
+            h = hash_prf.copy()
+            h.update(e.content_hash)
+            hashes.append(h.digest())
         return Sealed(key.key_id, batch, blobs, hashes, secrets)
 
     # -- opening -----------------------------------------------------------------------
@@ -419,9 +431,10 @@ class Crypto:
             return FORGOTTEN
         blob = bytes(r[9])
         raw_id = event_id.bytes  # once: UUID.bytes is slow, and both need it
+        h = actor.event_prf.copy()
+        h.update(found[1] + raw_id)
         try:
-            plain = AESGCM(hashlib.blake2s(found[1] + raw_id, key=actor.key,
-                                           person=b"mem-ev1").digest()).decrypt(
+            plain = AESGCM(h.digest()).decrypt(
                 blob[1:1 + _NONCE], blob[1 + _NONCE:],
                 b"memory event v1\x1f" + tenant.encode() + b"\x1f" + raw_id
                 + key_id.encode())
