@@ -13,8 +13,11 @@ the library side. The table reports appends per statement (``per stmt``) for it.
 path is psycopg INSERTs into an equivalent table created in the same database (same columns
 and indexes, a jsonb payload; no validation, no lock): one autocommit INSERT per event for
 single events, ``executemany`` inside one transaction per batch otherwise. Library and raw
-runs alternate for ``--rounds`` rounds and the median of each is reported, so a noisy
-neighbour on a shared machine hits both sides alike.
+runs alternate for ``--rounds`` rounds (raw first in even rounds, library first in odd
+ones) and the median of each is reported, so a noisy neighbour on a shared machine hits
+both sides alike. Each ratio comes with a 90 % bootstrap interval over the rounds
+(``90% int.``, ``ratio_interval_90``): on this machine one run's ratio moves by about
+±0.05 from the next, and a ratio is only called met or missed by its interval.
 
 The follower: ``Store.subscribe`` tails the log while 4 writers append single events as fast
 as they can; the lag of an event is the time from its writer's commit acknowledgement to its
@@ -33,6 +36,7 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -183,6 +187,18 @@ def run(make: Callable[[int], Any], writers: int, duration: float) -> float:
     return sum(counts) / elapsed
 
 
+def ratio_interval(a: list[float], b: list[float], draws: int = 2000) -> tuple[float, float]:
+    """A 90 % bootstrap interval of median(a) / median(b): the rounds of each side
+    resampled with replacement (seeded, so a result file can be recomputed). The ratio
+    of medians is what the table reports; the interval says how far the same machine
+    could move it from one run to the next, so a ratio near its target is not read as
+    met or missed on noise alone."""
+    rng = random.Random(0)
+    ratios = sorted(statistics.median(rng.choices(a, k=len(a)))
+                    / statistics.median(rng.choices(b, k=len(b))) for _ in range(draws))
+    return ratios[int(0.05 * draws)], ratios[int(0.95 * draws) - 1]
+
+
 # -- the follower -----------------------------------------------------------------------
 
 
@@ -249,7 +265,8 @@ def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
     stores = {True: memory.Store.open(url, migrate=False, encrypt=True),
               False: memory.Store.open(url, migrate=False, encrypt=False)}
     shapes = []
-    print(f"{'batch':>6} {'writers':>7} {'sealed ev/s':>12} {'clear ev/s':>11} {'ratio':>6}")
+    print(f"{'batch':>6} {'writers':>7} {'sealed ev/s':>12} {'clear ev/s':>11} {'ratio':>6} "
+          f"{'90% int.':>10}")
     for batch, writers in ENCRYPTION_SHAPES:
         runs: dict[bool, list[float]] = {True: [], False: []}
         for r in range(rounds):
@@ -258,12 +275,14 @@ def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
                 runs[enc].append(run(lambda k, b=batch, t=tag, e=enc: LibraryWriter(
                     stores[e], f"{t}-{k}", b, pool, actor=t), writers, duration))
         on, off = statistics.median(runs[True]), statistics.median(runs[False])
+        low, high = ratio_interval(runs[True], runs[False])
         shapes.append({"batch": batch, "writers": writers, "sealed_per_s": round(on, 1),
                        "clear_per_s": round(off, 1), "ratio": round(on / off, 3),
+                       "ratio_interval_90": [round(low, 3), round(high, 3)],
                        "runs": {"sealed": [round(x, 1) for x in runs[True]],
                                 "clear": [round(x, 1) for x in runs[False]]}})
-        print(f"{batch:>6} {writers:>7} {on:>12,.0f} {off:>11,.0f} {on / off:>6.2f}",
-              flush=True)
+        print(f"{batch:>6} {writers:>7} {on:>12,.0f} {off:>11,.0f} {on / off:>6.2f} "
+              f"{f'{low:.2f}-{high:.2f}':>10}", flush=True)
     reads: dict[bool, list[float]] = {True: [], False: []}
     for enc, store in stores.items():
         for i in range(0, read_events, 1000):
@@ -364,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results: list[dict[str, Any]] = []
         header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
-                  f"{'ratio':>6} {'target':>6} {'per stmt':>8}")
+                  f"{'ratio':>6} {'90% int.':>10} {'target':>6} {'per stmt':>8}")
         print(header)
         shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
         for batch, writers in shapes:
@@ -372,22 +391,28 @@ def main(argv: list[str] | None = None) -> int:
             stats_before = store.log.group_stats()
             for r in range(args.rounds):
                 tag = f"{batch}-{writers}-{r}"
-                raw_runs.append(run(lambda k, b=batch, t=tag: RawWriter(
-                    raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
-                lib_runs.append(run(lambda k, b=batch, t=tag: LibraryWriter(
-                    store, f"lib-{t}-{k}", b, pool), writers, args.duration))
+                for side in ("raw", "lib") if r % 2 == 0 else ("lib", "raw"):
+                    if side == "raw":
+                        raw_runs.append(run(lambda k, b=batch, t=tag: RawWriter(
+                            raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
+                    else:
+                        lib_runs.append(run(lambda k, b=batch, t=tag: LibraryWriter(
+                            store, f"lib-{t}-{k}", b, pool), writers, args.duration))
             lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
+            low, high = ratio_interval(lib_runs, raw_runs)
             stats = [b - a for a, b in zip(stats_before, store.log.group_stats(), strict=True)]
             per_statement = stats[1] / stats[0] if stats[0] else 0.0
             target = TARGETS.get(batch)
             row = {"batch": batch, "writers": writers, "events_per_s": round(lib, 1),
                    "raw_per_s": round(raw, 1), "ratio": round(lib / raw, 3),
+                   "ratio_interval_90": [round(low, 3), round(high, 3)],
                    "target_ratio": target,
                    "appends_per_statement": round(per_statement, 2),
                    "runs": {"library": [round(x, 1) for x in lib_runs],
                             "raw": [round(x, 1) for x in raw_runs]}}
             results.append(row)
             print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
+                  f"{f'{low:.2f}-{high:.2f}':>10} "
                   f"{'' if target is None else f'>={target}':>6} {per_statement:>8.2f}",
                   flush=True)
         lag = follower_lag(store, args.lag_duration)
