@@ -119,6 +119,8 @@ class Recipe:
     # dense side
     strip_names: bool = True        # remove the speakers' names from the query (dense only)
     doc_prefix: bool = True         # embed turns as "Speaker: text"
+    doc_other_mix: float = 0.0      # + this x the turn's other embedding (with the prefix
+                                    # when doc_prefix is off, without it when on)
     dense_turn: float = 1.0
     dense_w1: float = 0.0           # ±1-turn window
     dense_w2: float = 0.0           # ±2-turn window
@@ -343,6 +345,9 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
         tf_w2 = W2 @ cd.tf if r.bm25_w2 else None
         tf_w1 = W1 @ cd.tf if r.bm25_w1 else None
         docs = cd.emb["prefix" if r.doc_prefix else "plain"]
+        if r.doc_other_mix:
+            docs = docs + r.doc_other_mix * cd.emb["plain" if r.doc_prefix else "prefix"]
+            docs = docs / np.linalg.norm(docs, axis=1, keepdims=True)
         if r.dense_window == "mean":
             w1 = W1 @ docs
             w1 /= np.linalg.norm(w1, axis=1, keepdims=True)
@@ -350,6 +355,17 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
         elif r.dense_window == "embed":
             w1, w2 = cd.emb["w1"], cd.emb["w2"]
+        elif r.dense_window == "embed_done":
+            # Windows embedded as text where the window is complete (its last turn is in
+            # the log: a projection can write it once, when that turn arrives); the mean
+            # vector for the last w turns of each session.
+            w1, w2 = W1 @ docs, W2 @ docs
+            w1 /= np.linalg.norm(w1, axis=1, keepdims=True)
+            w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
+            for w, mat, emb in ((1, w1, cd.emb["w1"]), (2, w2, cd.emb["w2"])):
+                nxt = np.concatenate([cd.sess[w:], np.full(w, -1, dtype=cd.sess.dtype)])
+                done = nxt == cd.sess
+                mat[done] = emb[done]
         if r.dense_w3:
             W3 = window_matrix(cd.sess, 3)
             w3 = W3 @ docs
@@ -830,7 +846,11 @@ def r3_cues() -> list[Recipe]:
 def r3_textwin() -> list[Recipe]:
     """The shipped recipe with its windows embedded as text (two more embeddings per turn,
     of its +-1 and +-2 turns) instead of the mean of their vectors."""
-    return [DEFAULT, replace(DEFAULT, name="~ windows embedded as text", dense_window="embed")]
+    return [DEFAULT, replace(DEFAULT, name="~ windows embedded as text", dense_window="embed"),
+            replace(DEFAULT, name="~ the same, complete windows only (else mean vector)",
+                    dense_window="embed_done"),
+            replace(DEFAULT, name="~ turn vector + .3 x 'Name: text' vector", doc_other_mix=0.3),
+            replace(DEFAULT, name="~ turn vector + .6 x 'Name: text' vector", doc_other_mix=0.6)]
 
 
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
