@@ -10,21 +10,32 @@ Key hierarchy
   database.
 * **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
   master key (AES-256-GCM, bound to tenant, key id and actor).
-* **event key**: ``BLAKE2s(key=actor key, event secret || event id)`` (a keyed PRF) where
-  the event secret is 32 random bytes. The secrets of one appended batch are one row of
-  ``memory_event_secrets`` (alembic/versions/0005): packed in event order, the row named by
-  the events' ``key_id`` (``s:`` + hex), so a batch of 1,000 events costs one row, not
-  1,000. Deleting the actor key (and its batch rows) forgets every event of the actor;
-  zeroing one event's 32 bytes forgets that event. ``memory_events`` is never updated.
-  (Events sealed before 0005 have ``key_id`` = the actor key id and one
-  ``memory_event_keys`` row each; they are still opened, and forgotten by nulling it.)
+* **epoch** (alembic/versions/0007): 32 random bytes in one row of
+  ``memory_event_secrets`` named ``e:`` + hex, under the actor key. A process seals an
+  actor's next :data:`EPOCH_EVENTS` or so events under one epoch (a batch is never
+  split), then makes a new one, so a sealed append writes no secrets row: it only checks
+  that its epoch still exists and holds it until commit.
+* **event key**: ``BLAKE2s(key=actor key, epoch secret || event id)`` (a keyed PRF,
+  personalised ``mem-ep1``): each event its own key, derivable only while both the actor
+  key and the epoch exist.
+
+Forgetting. Deleting the actor key (with its epochs and every other secrets row under it)
+forgets every event of the actor. Forgetting one event destroys its epoch and keeps the
+keys of the epoch's other events instead, one ``memory_event_keys`` row each, masked:
+``event key XOR BLAKE2s(key=actor key, event id)`` (``mem-mk1``), so they stay readable
+and nothing left derives the forgotten one's key; a kept key is forgotten later by
+nulling its row. ``memory_events`` is never updated. Formats of earlier revisions are
+still opened and forgotten: a batch row per append (0005-0006, ``key_id`` ``s:`` + hex,
+``BLAKE2s(key=actor key, event secret || event id)`` with ``mem-ev1``, forgotten by
+zeroing the event's 32 bytes in the row) and one ``memory_event_keys`` row per event
+(0004, ``key_id`` = the actor key id, the same formula, forgotten by nulling the row).
 
 What is sealed
 --------------
 The payload **and the metadata** of every event (metadata is free-form and is where
 callers put names, e-mails and other personal data), as one AES-256-GCM ciphertext in
 ``payload_enc``: ``0x01 || nonce(12) || ciphertext+tag``, with the tenant, event id and
-key id (the batch) as associated data so a ciphertext cannot be moved to another row. The
+key id (the epoch) as associated data so a ciphertext cannot be moved to another row. The
 ``payload`` column is NULL and ``metadata`` is ``{}``. Ids, type, schema version, positions
 and times stay in clear so the log keeps its shape (ordering, sessions, idempotency, projections).
 
@@ -170,13 +181,28 @@ class ActorKey:
     # state costs half of making one (0.7 against 1.3 us here), and both run for every
     # event sealed or opened. Never updated, only copied, so threads can share them.
     event_prf: Any = field(init=False, repr=False, compare=False)
+    epoch_prf: Any = field(init=False, repr=False, compare=False)
+    mask_prf: Any = field(init=False, repr=False, compare=False)
     hash_prf: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "event_prf",
-                           hashlib.blake2s(key=self.key, person=b"mem-ev1"))
-        object.__setattr__(self, "hash_prf",
-                           hashlib.blake2s(key=self.hash_key, person=b"mem-ch1"))
+        for name, key, person in (("event_prf", self.key, b"mem-ev1"),
+                                  ("epoch_prf", self.key, b"mem-ep1"),
+                                  ("mask_prf", self.key, b"mem-mk1"),
+                                  ("hash_prf", self.hash_key, b"mem-ch1")):
+            object.__setattr__(self, name, hashlib.blake2s(key=key, person=person))
+
+
+@dataclass
+class Epoch:
+    """An epoch this process seals under (see the module docstring): its row's name, its
+    actor key, the keyed PRF with the epoch's secret absorbed, and how many more events
+    it takes before the next append makes a new one."""
+
+    name: str
+    key: ActorKey
+    prf: Any
+    left: int
 
 
 def _wrap_aad(tenant: str, key_id: str, actor_id: str) -> bytes:
@@ -196,8 +222,17 @@ def _event_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
                            person=b"mem-ev1").digest()
 
 
+def _epoch_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+    return hashlib.blake2s(bytes(secret) + event_id.bytes, key=actor_key,
+                           person=b"mem-ep1").digest()
+
+
 def _keyed_hash(hash_key: bytes, plain: bytes) -> bytes:
     return hashlib.blake2s(plain, key=hash_key, person=b"mem-ch1").digest()
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
 GET_KEY = """
@@ -210,6 +245,19 @@ VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, actor_id) DO NOTHING
 BATCH_PREFIX = "s:"
 """How a sealed event's ``key_id`` names its batch's secrets row (an actor key id, which
 the events of before 0005 carry, is plain hex)."""
+EPOCH_PREFIX = "e:"
+"""How a sealed event's ``key_id`` names its epoch (0007; also a memory_event_secrets row)."""
+EPOCH_EVENTS = 1024
+"""About how many events one epoch seals in one process (a batch is never split): the
+number of keys that forgetting one of its events writes out."""
+
+# A new epoch: one secrets row under the actor key, which must still exist (held until
+# commit, so a forget of the actor waits for this, then deletes the row with the rest).
+CREATE_EPOCH = """
+INSERT INTO memory_event_secrets (tenant, batch, key_id, first_version, secrets)
+SELECT k.tenant, %s, k.key_id, 0, %s FROM memory_keys k
+ WHERE k.tenant = %s AND k.key_id = %s FOR KEY SHARE
+"""
 
 # Fetched fresh on every read (never cached): a forget elsewhere takes effect at once. The
 # log's reads join the secrets in (memory/log_sql.py); these look-ups serve rows read
@@ -253,11 +301,11 @@ FORGOTTEN = Opened({}, {}, forgotten=True)
 class Sealed:
     """A batch sealed for one append (see log_sql.APPEND's parameters)."""
 
-    key_id: str  # the actor key, checked (and locked) by the append
-    batch: str  # the events' key_id, naming their secrets row
+    key_id: str | None  # an actor key the append checks (None: the epoch is checked)
+    batch: str  # the events' key_id: their epoch (or, before 0007, their batch row)
     blobs: list[bytes]  # the ciphertext (payload and metadata) of each event
     hashes: list[bytes]  # the keyed content hash of each event
-    secrets: bytes  # 32 bytes per event, in event order
+    secrets: bytes | None  # a batch row's secrets (None for an epoch: nothing written)
 
 
 class Crypto:
@@ -269,6 +317,7 @@ class Crypto:
         self.master = master
         self._by_actor: dict[tuple[str, str], ActorKey] = {}
         self._by_id: dict[str, ActorKey] = {}
+        self._epochs: dict[tuple[str, str], Epoch] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -287,7 +336,10 @@ class Crypto:
         return key
 
     def forget_cached(self, tenant: str, actor_id: str) -> None:
+        """Drop the actor's cached key and epoch (destroyed elsewhere: an append found
+        out)."""
         with self._lock:
+            self._epochs.pop((tenant, actor_id), None)
             key = self._by_actor.pop((tenant, actor_id), None)
             if key is not None:
                 self._by_id.pop(key.key_id, None)
@@ -325,33 +377,82 @@ class Crypto:
 
     # -- sealing -----------------------------------------------------------------------
 
-    def seal(self, tenant: str, key: ActorKey, events: Sequence[PreparedEvent]) -> Sealed:
-        """Seal a batch: per event a fresh secret (hence a fresh key) and nonce, from the
-        OS's random source (memory/rand.py); the secrets go to one row. The
-        per-event work is inlined (the formulas are :func:`_event_key`, :func:`_seal_aad`
-        and :func:`_keyed_hash`; tests/test_forget_batches.py checks the two agree): it
-        runs for every event appended."""
-        n = len(events)
-        rand = random_bytes(16 + (32 + _NONCE) * n)
-        batch = BATCH_PREFIX + rand[:16].hex()
-        secrets = rand[16:16 + 32 * n]
-        nonces = rand[16 + 32 * n:]
+    def epoch(self, engine: sa.Engine, tenant: str, actor_id: str, events: int) -> Epoch:
+        """The epoch to seal the actor's next ``events`` events under: the cached one while
+        it has room, else a new one (its row written in its own short transaction)."""
+        with self._lock:
+            found = self._epochs.get((tenant, actor_id))
+            if found is not None and found.left > 0:
+                found.left -= events
+                return found
+        from .security import tenant_scope
+
+        for _ in range(5):
+            key = self.actor_key(engine, tenant, actor_id)
+            rand = random_bytes(48)
+            name, secret = EPOCH_PREFIX + rand[:16].hex(), rand[16:]
+            with tenant_scope(tenant), engine.begin() as conn:
+                made = conn.exec_driver_sql(CREATE_EPOCH,
+                                            (name, secret, tenant, key.key_id)).rowcount
+            if made:
+                prf = key.epoch_prf.copy()
+                prf.update(secret)
+                epoch = Epoch(name, key, prf, EPOCH_EVENTS - events)
+                with self._lock:
+                    self._epochs[(tenant, actor_id)] = epoch
+                return epoch
+            self.forget_cached(tenant, actor_id)  # its key was destroyed meanwhile
+        raise Error(f"could not make an epoch for actor {actor_id!r}")
+
+    def seal(self, tenant: str, epoch: Epoch, events: Sequence[PreparedEvent]) -> Sealed:
+        """Seal a batch under ``epoch``: per event its own key, ``BLAKE2s(key=actor key,
+        epoch secret || event id)``, and a fresh nonce from the OS's random source
+        (memory/rand.py). Nothing is written: the append checks the epoch. The per-event
+        work is inlined (the formulas are :func:`_epoch_key`, :func:`_seal_aad` and
+        :func:`_keyed_hash`; tests/test_forget_epochs.py checks the two agree): it runs
+        for every event appended."""
+        nonces = random_bytes(_NONCE * len(events))
         aad_head = b"memory event v1\x1f" + tenant.encode() + b"\x1f"
-        aad_tail = batch.encode()
-        event_prf, hash_prf = key.event_prf, key.hash_prf
+        aad_tail = epoch.name.encode()
+        prf, hash_prf = epoch.prf, epoch.key.hash_prf
         blobs, hashes = [], []
         for i, e in enumerate(events):
             event_id = e.event_id.bytes
             nonce = nonces[_NONCE * i:_NONCE * (i + 1)]
-            h = event_prf.copy()
-            h.update(secrets[32 * i:32 * i + 32] + event_id)
+            h = prf.copy()
+            h.update(event_id)
             plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
             blobs.append(FORMAT + nonce + AESGCM(h.digest()).encrypt(
                 nonce, plain, aad_head + event_id + aad_tail))
             h = hash_prf.copy()
             h.update(e.content_hash)
             hashes.append(h.digest())
-        return Sealed(key.key_id, batch, blobs, hashes, secrets)
+        return Sealed(None, epoch.name, blobs, hashes, None)
+
+    def epoch_keys(self, conn: sa.Connection, tenant: str, key_id: str, secret: bytes,
+                   event_ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, bytes]] | None:
+        """The keys of ``event_ids`` (sealed under the epoch of ``secret``) masked under
+        their actor key, as ``memory_event_keys`` keeps them once the epoch is destroyed
+        (memory/forget.py): ``event key XOR BLAKE2s(key=actor key, event id)``. None
+        when the actor key is gone."""
+        actor = self._key_by_id(conn, tenant, key_id)
+        if actor is None:
+            return None
+        out = []
+        for event_id in event_ids:
+            raw = event_id.bytes
+            key, mask = actor.epoch_prf.copy(), actor.mask_prf.copy()
+            key.update(secret + raw)
+            mask.update(raw)
+            out.append((event_id, _xor(key.digest(), mask.digest())))
+        return out
+
+    def _key_by_id(self, conn: sa.Connection, tenant: str, key_id: str) -> ActorKey | None:
+        if key_id not in self._by_id:
+            for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
+                    KEYS, ([tenant], [key_id])):
+                self._unwrap(t, actor_id, kid, wrapped, master_id)
+        return self._by_id.get(key_id)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -362,79 +463,96 @@ class Crypto:
         actor key id and secret at 14 and 15); the answer is aligned with ``rows``, None
         for a row stored in clear.
 
-        Secrets not joined in are looked up (one statement per format present).
-        ``lock`` holds them (``FOR SHARE``) until the caller's transaction ends: a
+        Secrets not joined in are looked up (one statement per kind of row they live
+        in). ``lock`` holds them (``FOR SHARE``) until the caller's transaction ends: a
         projection that derives rows from what it opened commits before a forget can
         destroy those secrets, and the forget then deletes what it wrote. A locked read
         never trusts a joined secret (read before the lock). (Not on a read-only replica,
         which cannot lock rows.)"""
         out: list[Opened | None] = [None] * len(rows)
-        # Per sealed row: (actor key id, secret) or None when its secret is gone.
-        found: dict[int, tuple[str, bytes] | None] = {}
-        batches: dict[tuple[str, str], list[int]] = {}
-        legacy: list[int] = []
+        # Per sealed row: (how its key derives, actor key id, secret), None when gone.
+        found: dict[int, tuple[int, str, bytes] | None] = {}
+        named: dict[tuple[str, str], list[int]] = {}  # rows of a batch or an epoch row
+        by_event: list[int] = []  # rows whose secret is their own memory_event_keys row
         for i, r in enumerate(rows):
             if r[9] is None:
                 continue
-            if r[10].startswith(BATCH_PREFIX):
-                if len(r) > 14 and not lock:
-                    found[i] = (r[14], bytes(r[15])) if r[14] is not None else None
-                else:
-                    batches.setdefault((r[2], r[10]), []).append(i)
+            epoch = r[10].startswith(EPOCH_PREFIX)
+            if not epoch and not r[10].startswith(BATCH_PREFIX):
+                by_event.append(i)
+            elif len(r) <= 14 or lock:
+                named.setdefault((r[2], r[10]), []).append(i)
+            elif r[14] is not None:
+                found[i] = (_EPOCH if epoch else _SLOT, r[14], bytes(r[15]))
+            elif epoch:
+                by_event.append(i)  # a destroyed epoch: its events' keys were kept
             else:
-                legacy.append(i)
-        if not found and not batches and not legacy:
-            return out
-        if batches:
-            tenants, names = zip(*batches, strict=True)
-            for tenant, batch, key_id, first, secrets in conn.exec_driver_sql(
+                found[i] = None  # the actor (and its batches) was forgotten
+        if named:
+            tenants, names = zip(*named, strict=True)
+            for tenant, name, key_id, first, secrets in conn.exec_driver_sql(
                     LOOKUP_BATCHES + (" FOR SHARE OF s" if lock else ""),
                     (list(tenants), list(names))):
-                for i in batches.pop((tenant, batch)):
-                    at = (rows[i][5] - first) * 32
-                    found[i] = (key_id, bytes(secrets[at:at + 32]))
-            for missing in batches.values():  # the actor (and its batches) was forgotten
-                found.update(dict.fromkeys(missing))
-        if legacy:
+                for i in named.pop((tenant, name)):
+                    if name.startswith(EPOCH_PREFIX):
+                        found[i] = (_EPOCH, key_id, bytes(secrets))
+                    else:
+                        at = (rows[i][5] - first) * 32
+                        found[i] = (_SLOT, key_id, bytes(secrets[at:at + 32]))
+            for (_, name), missing in named.items():
+                if name.startswith(EPOCH_PREFIX):
+                    by_event.extend(missing)
+                else:
+                    found.update(dict.fromkeys(missing))
+        if by_event:
             for n, key_id, secret in conn.exec_driver_sql(
                     LOOKUP + (" FOR SHARE OF ek" if lock else ""),
-                    ([rows[i][2] for i in legacy],
-                     b"".join(rows[i][1].bytes for i in legacy))).fetchall():
-                i = legacy[n - 1]
-                found[i] = (key_id, bytes(secret)) if secret is not None else None
+                    ([rows[i][2] for i in by_event],
+                     b"".join(rows[i][1].bytes for i in by_event))).fetchall():
+                i = by_event[n - 1]
+                how = _MASKED if rows[i][10].startswith(EPOCH_PREFIX) else _SLOT
+                found[i] = (how, key_id, bytes(secret)) if secret is not None else None
         self._load_keys(conn, rows, found)
         for i, f in found.items():
             out[i] = self._open_one(rows[i], f)
-        for i in legacy:
+        for i in by_event:
             if i not in found:
                 out[i] = FORGOTTEN
         return out
 
     def _load_keys(self, conn: sa.Connection, rows: Sequence[Sequence[Any]],
-                   found: dict[int, tuple[str, bytes] | None]) -> None:
+                   found: dict[int, tuple[int, str, bytes] | None]) -> None:
         """Unwrap the actor keys of ``found`` that are not cached yet (one statement)."""
-        missing = {(rows[i][2], f[0]) for i, f in found.items()
-                   if f is not None and f[0] not in self._by_id and f[1] != _ZERO}
+        missing = {(rows[i][2], f[1]) for i, f in found.items()
+                   if f is not None and f[1] not in self._by_id and f[2] != _ZERO}
         if missing:
             tenants, key_ids = zip(*missing, strict=True)
             for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
                     KEYS, (list(tenants), list(key_ids))):
                 self._unwrap(t, actor_id, kid, wrapped, master_id)
 
-    def _open_one(self, r: Sequence[Any], found: tuple[str, bytes] | None) -> Opened:
+    def _open_one(self, r: Sequence[Any], found: tuple[int, str, bytes] | None) -> Opened:
         """One sealed row; FORGOTTEN when its secret or its actor key is gone."""
-        if found is None or found[1] == _ZERO or len(found[1]) != 32:
+        if found is None or found[2] == _ZERO or len(found[2]) != 32:
             return FORGOTTEN
+        how, actor_key_id, secret = found
         tenant, event_id, key_id = r[2], r[1], r[10]
-        actor = self._by_id.get(found[0])
-        if actor is None or (found[0] != key_id and not key_id.startswith(BATCH_PREFIX)):
+        actor = self._by_id.get(actor_key_id)
+        if actor is None or (how == _SLOT and actor_key_id != key_id
+                             and not key_id.startswith(BATCH_PREFIX)):
             return FORGOTTEN
         blob = bytes(r[9])
         raw_id = event_id.bytes  # once: UUID.bytes is slow, and both need it
-        h = actor.event_prf.copy()
-        h.update(found[1] + raw_id)
+        if how == _MASKED:
+            h = actor.mask_prf.copy()
+            h.update(raw_id)
+            event_key = _xor(secret, h.digest())
+        else:
+            h = (actor.epoch_prf if how == _EPOCH else actor.event_prf).copy()
+            h.update(secret + raw_id)
+            event_key = h.digest()
         try:
-            plain = AESGCM(h.digest()).decrypt(
+            plain = AESGCM(event_key).decrypt(
                 blob[1:1 + _NONCE], blob[1 + _NONCE:],
                 b"memory event v1\x1f" + tenant.encode() + b"\x1f" + raw_id
                 + key_id.encode())
@@ -443,6 +561,10 @@ class Crypto:
                 f"event {event_id} of tenant {tenant!r} failed authentication") from None
         body = orjson.loads(plain)
         return Opened(body["p"], body["m"])
+
+
+# How an event key derives from what open_rows found (see the module docstring).
+_SLOT, _EPOCH, _MASKED = 1, 2, 3
 
 
 def rotate_master_key(engine: sa.Engine, master: MasterKeys, *, batch: int = 1000) -> int:

@@ -5,10 +5,11 @@ everything derived from it.
 instead (crypto-shredding, see memory/crypto.py), then follows the lineage:
 
 1. **One transaction** records the request (``memory_forget_requests``, pending),
-   destroys the keys (an actor: its key row and every batch of event secrets under it;
-   events: their 32 bytes in their batch's secrets row, zeroed), and deletes what every
-   projection derived (``memory.projections.forget``: chunks with their vectors and full
-   text, summaries).
+   destroys the keys (an actor: its key row and every epoch and secrets row under it;
+   events: their epochs, whose other events' keys are kept one row each, or for older
+   formats their own secrets; memory/crypto.py), and deletes what every projection
+   derived (``memory.projections.forget``: chunks with their vectors and full text,
+   summaries).
    Recorded contexts (``context_assembled`` events) are sealed like any event: an actor's
    own go with its key, and a context of *another* actor that cited a forgotten event is
    forgotten with it (its query and the hash of its messages would otherwise remain).
@@ -169,8 +170,10 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                     "DELETE FROM memory_event_keys WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))
         if targets:
+            destroyed += _destroy_epochs(log, conn, tenant, targets)
             # Each event's 32 bytes in its batch's secrets row are zeroed (the other
-            # events of the batch stay readable); alembic/versions/0005.
+            # events of the batch stay readable; alembic/versions/0005), and a key kept
+            # for an event of an epoch destroyed before is nulled.
             destroyed += conn.exec_driver_sql(
                 "SELECT memory_forget_secrets(%s, %s::uuid[])",
                 (tenant, targets)).scalar_one()
@@ -189,6 +192,44 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                         actor_events=len(found) if actor_id is not None else 0,
                         event_ids=tuple(targets), derived_rows=derived,
                         already_forgotten=not destroyed)
+
+
+def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
+                    targets: Sequence[uuid.UUID]) -> int:
+    """Destroy the epochs that sealed any of ``targets``, keeping the keys of their
+    other events (one ``memory_event_keys`` row each, masked under the actor key:
+    memory/crypto.py). Returns how many targets lost their key here.
+
+    Each epoch row is locked first (``FOR UPDATE``): appends under it hold it until they
+    commit and projection runners while they derive from its events, so this waits for
+    them, and then sees every event the epoch sealed. An append that comes later finds the
+    epoch gone and seals again under a new one."""
+    destroyed = 0
+    forgotten = set(targets)
+    for name, actor_id in conn.exec_driver_sql(
+            "SELECT DISTINCT key_id, actor_id FROM memory_events WHERE tenant = %s "
+            "AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%'",
+            (tenant, list(targets))).fetchall():
+        row = conn.exec_driver_sql(
+            "SELECT key_id, secrets FROM memory_event_secrets WHERE tenant = %s "
+            "AND batch = %s FOR UPDATE", (tenant, name)).first()
+        if row is None:
+            continue  # destroyed by an earlier forget: its kept keys are nulled below
+        sealed = [r[0] for r in conn.exec_driver_sql(
+            "SELECT event_id FROM memory_events WHERE tenant = %s AND actor_id = %s "
+            "AND key_id = %s", (tenant, actor_id, name))]
+        kept = log.crypto.epoch_keys(conn, tenant, row[0], bytes(row[1]),
+                                     [e for e in sealed if e not in forgotten])
+        if kept:
+            ids, keys = zip(*kept, strict=True)
+            conn.exec_driver_sql(
+                "INSERT INTO memory_event_keys (tenant, event_id, key_id, secret) "
+                "SELECT %s, e, %s, k FROM unnest(%s::uuid[], %s::bytea[]) AS x(e, k)",
+                (tenant, row[0], list(ids), list(keys)))
+        conn.exec_driver_sql("DELETE FROM memory_event_secrets WHERE tenant = %s "
+                             "AND batch = %s", (tenant, name))
+        destroyed += len(set(sealed) & forgotten)
+    return destroyed
 
 
 def complete_pending(log: Log, tenant: str, *, only: uuid.UUID | None = None) -> int:

@@ -136,10 +136,10 @@ class Log:
         combiner = self._appender.combiner(tenant)
         for attempt in range(2):
             if self.encrypt:
-                # Sealed under the actor's key; the append checks that key still exists
-                # and writes the batch's secrets row with the events (memory/crypto.py).
-                key = self.crypto.actor_key(self.engine, tenant, actor_id)
-                batch = self.crypto.seal(tenant, key, prepared)
+                # Sealed under the actor's current epoch, which the append checks and
+                # holds until commit (memory/crypto.py, alembic/versions/0007).
+                epoch = self.crypto.epoch(self.engine, tenant, actor_id, len(prepared))
+                batch = self.crypto.seal(tenant, epoch, prepared)
                 params: tuple[Any, ...] = (
                     actor_id, session_id, expected_version,
                     log_sql.events_json(prepared, batch.blobs, batch.hashes), batch.key_id,
@@ -157,7 +157,8 @@ class Log:
                     primary = exc.diag.message_primary or str(exc)
                     detail = exc.diag.message_detail or ""
                 if state == log_sql.SQLSTATE_STALE_KEY and attempt == 0:
-                    # The actor was forgotten since its key was cached: a new key.
+                    # The actor, or an event of its epoch, was forgotten since its key
+                    # and epoch were cached: new ones.
                     self.crypto.forget_cached(tenant, actor_id)
                     continue
                 typed = log_sql.typed_error(state, primary, detail, session_id=session_id,

@@ -274,11 +274,15 @@ class Combiner:
         an event id seen before (MM020: a retry, or an id re-used), nothing was written
         and the group goes again request by request (``memory_append_group``), which
         gives each request its own outcome. A broken connection is replaced once."""
+        # Appends sealed under epochs check them first (the *_EPOCH(S) statements).
+        epochs = log_sql.epochs_of([r.params for r in group])
+        checked: tuple[Any, ...] = (self.tenant, epochs) if epochs else (self.tenant,)
         if len(group) == 1:
-            statement, params = log_sql.APPEND, (self.tenant, *group[0].params)
+            statement = log_sql.APPEND_EPOCH if epochs else log_sql.APPEND
+            params = (*checked, *group[0].params)
         else:
-            statement = log_sql.APPEND_SET
-            params = (self.tenant, log_sql.group_json([r.params for r in group]))
+            statement = log_sql.APPEND_SET_EPOCHS if epochs else log_sql.APPEND_SET
+            params = (*checked, log_sql.group_json([r.params for r in group]))
         reconnected = False
         held = self.connections.acquire(self.tenant)
         try:
@@ -286,9 +290,8 @@ class Combiner:
                 try:
                     rows = held.cursor.execute(statement, params).fetchall()
                 except psycopg.Error as exc:
-                    if exc.sqlstate == log_sql.SQLSTATE_RESEND and \
-                            statement is log_sql.APPEND_SET:
-                        statement = log_sql.APPEND_GROUP
+                    if exc.sqlstate == log_sql.SQLSTATE_RESEND and statement in _RESEND:
+                        statement = _RESEND[statement]
                         continue
                     if not reconnected and (held.conn.closed or held.conn.broken):
                         held.conn.close()
@@ -316,6 +319,11 @@ class Combiner:
                 r.error = GroupedError(*mine[0][6:10])
             else:
                 r.rows = [row[1:6] for row in mine]
+
+
+# Where a set-based group goes when it meets an event id seen before (MM020).
+_RESEND = {log_sql.APPEND_SET: log_sql.APPEND_GROUP,
+           log_sql.APPEND_SET_EPOCHS: log_sql.APPEND_GROUP_EPOCHS}
 
 
 class GroupedError(Exception):

@@ -64,7 +64,8 @@ SQLSTATE_STALE_KEY = "MM004"
 # unpacked on the server. Building Postgres array literals of 1,000 escaped JSON payloads in
 # Python cost several times more than the insert itself; one orjson document costs ~1 ms.
 # Parameters: tenant, actor, session, expected version, events, then for sealed events
-# the actor key id to check, the batch (the events' key id) and its packed secrets.
+# the actor key id to check, the batch (the events' key id) and its packed secrets; for
+# events sealed under an epoch (memory/crypto.py): no key id, the epoch, no secrets.
 APPEND = """
 SELECT event_id, position, version, recorded_at, duplicate
   FROM memory_append_request(%s, %s, %s, %s, %s::jsonb, %s, %s, %s)
@@ -86,6 +87,24 @@ SELECT req, event_id, position, version, recorded_at, duplicate,
   FROM memory_append_group(%s, %s::jsonb)
 """
 
+# The same three for appends sealed under epochs: ``memory_check_epochs`` (alembic 0007)
+# first holds the epochs (their names: one more parameter after the tenant) until commit,
+# or raises SQLSTATE_STALE_KEY; the append takes the tenant from its result, so it runs
+# after the check.
+_CHECKED = "memory_check_epochs(%s, %s) AS c(tenant)\n CROSS JOIN LATERAL "
+APPEND_EPOCH = APPEND.replace("memory_append_request(%s,", _CHECKED
+                              + "memory_append_request(c.tenant,")
+APPEND_SET_EPOCHS = APPEND_SET.replace("memory_append_set(%s,", _CHECKED
+                                       + "memory_append_set(c.tenant,")
+APPEND_GROUP_EPOCHS = APPEND_GROUP.replace("memory_append_group(%s,", _CHECKED
+                                           + "memory_append_group(c.tenant,")
+
+
+def epochs_of(requests: Sequence[Sequence[Any]]) -> list[str]:
+    """The distinct epochs of appends given as :data:`APPEND`'s parameters less the tenant
+    (the batch of a request with no actor key id)."""
+    return list(dict.fromkeys(p[5] for p in requests if p[4] is None and p[5] is not None))
+
 _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
        payload, payload_enc, key_id, metadata, occurred_at, recorded_at"""
 
@@ -100,7 +119,9 @@ _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, s
 # page of 5 events with 15k secrets rows, follower lag p95 3 s in benchmarks/append.py).
 _E_COLUMNS = ", ".join("e." + c.strip() for c in _COLUMNS.split(","))
 _WITH_SECRETS = f"""{_E_COLUMNS},
-       s.key_id, substring(s.secrets FROM (e.version - s.first_version) * 32 + 1 FOR 32)
+       s.key_id, CASE WHEN e.key_id LIKE 'e:%%' THEN s.secrets
+                      ELSE substring(s.secrets FROM (e.version - s.first_version) * 32 + 1
+                                     FOR 32) END
   FROM memory_events e
   LEFT JOIN LATERAL (SELECT s.key_id, s.secrets, s.first_version
                        FROM memory_event_secrets s
