@@ -1,7 +1,9 @@
-"""Event secrets one row per appended batch (alembic/versions/0005, memory/crypto.py):
-forgetting one event zeroes only its 32 bytes, forgetting an actor deletes its batch rows,
-events sealed before 0005 (one ``memory_event_keys`` row each) stay readable and
-forgettable, and the inlined sealing agrees with the formulas opening relies on."""
+"""Events sealed the ways of earlier revisions stay readable and forgettable: one secrets
+row per appended batch (alembic/versions/0005-0006, before epochs): forgetting one event
+zeroes only its 32 bytes, forgetting an actor deletes its batch rows; one
+``memory_event_keys`` row per event (0004). The library seals under epochs now
+(tests/test_forget_epochs.py), so these tests write the old formats themselves, with the
+formulas memory/crypto.py opens them by."""
 
 from __future__ import annotations
 
@@ -36,26 +38,48 @@ def secrets_rows(admin: sa.Engine) -> list[tuple[str, str, int, bytes]]:
             "ORDER BY first_version")]
 
 
-def test_inline_sealing_agrees_with_the_formulas(store: memory.Store) -> None:
+def seal_batch(store: memory.Store, actor: str, events: list[memory.NewEvent]
+               ) -> tuple[list[Any], crypto.Sealed]:
+    """Seal the way revisions 0005-0006 did: a fresh secret per event, all of them in one
+    secrets row named by the batch (``s:``), which the events' ``key_id`` names."""
     log = store.log
-    key = log.crypto.actor_key(log.engine, store.tenant, "alice")
-    prepared = log.prepare("alice", [note("one"), note("two")])
-    sealed = log.crypto.seal(store.tenant, key, prepared)
-    assert sealed.batch.startswith(crypto.BATCH_PREFIX) and len(sealed.secrets) == 64
-    for i, (event, blob) in enumerate(zip(prepared, sealed.blobs, strict=True)):
-        event_key = crypto._event_key(key.key, sealed.secrets[32 * i:32 * i + 32],
-                                      event.event_id)
-        plain = AESGCM(event_key).decrypt(
-            blob[1:13], blob[13:], crypto._seal_aad(store.tenant, event.event_id,
-                                                    sealed.batch))
-        assert orjson.loads(plain) == {"m": {}, "p": {"text": ["one", "two"][i]}}
-        assert sealed.hashes[i] == crypto._keyed_hash(key.hash_key, event.content_hash)
+    key = log.crypto.actor_key(log.engine, store.tenant, actor)
+    prepared = log.prepare(actor, events)
+    batch = crypto.BATCH_PREFIX + os.urandom(16).hex()
+    secrets = os.urandom(32 * len(prepared))
+    blobs = []
+    for i, e in enumerate(prepared):
+        nonce = os.urandom(12)
+        plain = orjson.dumps({"m": orjson.loads(e.metadata_json),
+                              "p": orjson.loads(e.payload_json)})
+        event_key = crypto._event_key(key.key, secrets[32 * i:32 * i + 32], e.event_id)
+        blobs.append(crypto.FORMAT + nonce + AESGCM(event_key).encrypt(
+            nonce, plain, crypto._seal_aad(store.tenant, e.event_id, batch)))
+    hashes = [crypto._keyed_hash(key.hash_key, e.content_hash) for e in prepared]
+    return prepared, crypto.Sealed(key.key_id, batch, blobs, hashes, secrets)
+
+
+def batch_params(store: memory.Store, actor: str, session: str,
+                 events: list[memory.NewEvent]) -> tuple[Any, ...]:
+    """log_sql.APPEND's parameters for ``events`` sealed as one 0005 batch."""
+    prepared, sealed = seal_batch(store, actor, events)
+    return (store.tenant, actor, session, None,
+            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), sealed.key_id,
+            sealed.batch, sealed.secrets)
+
+
+def batch_append(store: memory.Store, admin: sa.Engine, session: str,
+                 events: list[memory.NewEvent], actor: str) -> list[Any]:
+    with admin.begin() as conn:
+        return conn.exec_driver_sql(log_sql.APPEND, batch_params(
+            store, actor, session, events)).fetchall()
 
 
 def test_one_row_per_batch_and_forgetting_one_event_zeroes_its_bytes(
         store: memory.Store, admin: sa.Engine) -> None:
-    store.append("s", note("first batch"), actor="alice")
-    out = store.append("s", [note(f"turn {i}") for i in range(50)], actor="alice")
+    batch_append(store, admin, "s", [note("first batch")], actor="alice")
+    out = batch_append(store, admin, "s", [note(f"turn {i}") for i in range(50)],
+                       actor="alice")
     rows = secrets_rows(admin)
     assert [(r[2], len(r[3])) for r in rows] == [(1, 32), (2, 32 * 50)]
     with admin.connect() as conn:
@@ -64,7 +88,7 @@ def test_one_row_per_batch_and_forgetting_one_event_zeroes_its_bytes(
         log_before = conn.exec_driver_sql(
             "SELECT xmin::text, ctid::text FROM memory_events ORDER BY position").fetchall()
     assert key_ids == {rows[1][0]}  # every event of the batch names its row
-    result = store.forget(event_ids=[out[7].event_id])
+    result = store.forget(event_ids=[out[7][0]])
     assert not result.already_forgotten
     after = secrets_rows(admin)[1][3]
     assert after[7 * 32:8 * 32] == bytes(32)
@@ -76,13 +100,14 @@ def test_one_row_per_batch_and_forgetting_one_event_zeroes_its_bytes(
         assert conn.exec_driver_sql(
             "SELECT xmin::text, ctid::text FROM memory_events ORDER BY position LIMIT %s",
             (len(log_before),)).fetchall() == log_before  # the log was not rewritten
-    assert store.forget(event_ids=[out[7].event_id]).already_forgotten
+    assert store.forget(event_ids=[out[7][0]]).already_forgotten
 
 
 def test_forgetting_an_actor_deletes_its_batch_rows(store: memory.Store,
                                                     admin: sa.Engine) -> None:
-    store.append("a", [note("a1"), note("a2")], actor="alice")
-    store.append("b", [note("b1")], actor="bob")
+    batch_append(store, admin, "a", [note("a1"), note("a2")], actor="alice")
+    store.append("a", [note("a3")], actor="alice")  # under an epoch: a row of its own
+    batch_append(store, admin, "b", [note("b1")], actor="bob")
     store.forget(actor="alice")
     with admin.connect() as conn:
         alive = conn.exec_driver_sql(
@@ -92,7 +117,7 @@ def test_forgetting_an_actor_deletes_its_batch_rows(store: memory.Store,
             "SELECT count(*) FROM memory_event_secrets s WHERE NOT EXISTS ("
             "SELECT FROM memory_keys k WHERE k.tenant = s.tenant AND k.key_id = s.key_id)"
         ).scalar_one()
-    assert [r[0] for r in alive] == ["bob"]  # the tombstone is in clear
+    assert [r[0] for r in alive] == ["bob"]  # the tombstones are in clear
     assert orphans == 0
     assert all(e.forgotten for e in store.read(actor="alice") if e.type == "note")
     assert [e.payload for e in store.read(actor="bob")] == [{"text": "b1"}]
@@ -142,22 +167,18 @@ def test_events_sealed_before_0005_stay_readable_and_forgettable(
 
 def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                                                 admin: sa.Engine) -> None:
-    """Both orders of an append and a forget of the same actor (alembic/versions/0005:
-    the append holds the actor's key row FOR KEY SHARE, so a DELETE of that row waits
-    for it). An append in flight first: the forget waits for its commit, then deletes
-    its secrets too. A key deletion in flight first: the append
-    waits, finds the key gone, writes nothing, and the library retries with a new key."""
+    """Both orders of an append and a forget of the same actor. A batch append holds the
+    actor's key row FOR KEY SHARE (alembic/versions/0005), so the forget's DELETE of that
+    row waits for it, then deletes its secrets too. An epoch's append holds its epoch row
+    (0007): a forget in flight first (its DELETE of the actor's secrets rows not yet
+    committed) makes the append wait, find the epoch gone, write nothing, and the library
+    retry under a new key and epoch."""
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.
-    key = log.crypto.actor_key(log.engine, store.tenant, "racer")
-    prepared = log.prepare("racer", [note("in flight")])
-    sealed = log.crypto.seal(store.tenant, key, prepared)
+    params = batch_params(store, "racer", "race", [note("in flight")])
     forgot: list[Any] = []
     with admin.connect() as conn:
-        conn.exec_driver_sql(log_sql.APPEND, (
-            store.tenant, "racer", "race", None,
-            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), sealed.key_id,
-            sealed.batch, sealed.secrets)).fetchall()
+        conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
         forget = threading.Thread(target=lambda: forgot.append(store.forget(actor="racer")))
         forget.start()
         forget.join(0.5)
@@ -168,16 +189,18 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
     with admin.connect() as conn:
         assert conn.exec_driver_sql(
             "SELECT count(*) FROM memory_event_secrets WHERE batch = %s",
-            (sealed.batch,)).scalar_one() == 0
+            (params[6],)).scalar_one() == 0
     assert [e.forgotten for e in store.read_session("race")] == [True]
 
-    # 2. A key deletion in flight: the append waits for it, then uses a new key.
+    # 2. A forget in flight: the append waits for it, then uses a new key and epoch.
     store.append("race2", note("before"), actor="racer2")
     old = log.crypto.actor_key(log.engine, store.tenant, "racer2")  # cached
     appended: list[Any] = []
     with admin.connect() as conn:
         conn.exec_driver_sql("DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s",
                              (store.tenant, "racer2"))
+        conn.exec_driver_sql("DELETE FROM memory_event_secrets WHERE tenant = %s "
+                             "AND key_id = %s", (store.tenant, old.key_id))
         append = threading.Thread(target=lambda: appended.append(
             store.append("race2", note("after"), actor="racer2")))
         append.start()
@@ -189,4 +212,5 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
     new = log.crypto.actor_key(log.engine, store.tenant, "racer2")
     assert new.key_id != old.key_id
     events = store.read_session("race2")
-    assert [e.payload for e in events[1:]] == [{"text": "after"}]
+    assert [e.forgotten for e in events] == [True, False]
+    assert events[1].payload == {"text": "after"}

@@ -38,7 +38,8 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     sent: list[str] = []
     execute = psycopg.Cursor.execute
     names = {id(log_sql.APPEND): "request", id(log_sql.APPEND_SET): "set",
-             id(log_sql.APPEND_GROUP): "group"}
+             id(log_sql.APPEND_GROUP): "group", id(log_sql.APPEND_EPOCH): "request",
+             id(log_sql.APPEND_SET_EPOCHS): "set", id(log_sql.APPEND_GROUP_EPOCHS): "group"}
 
     def recording(self: psycopg.Cursor[Any], query: Any, *a: Any, **k: Any) -> Any:
         if id(query) in names:
@@ -211,7 +212,7 @@ def test_a_group_of_common_appends_is_one_set_based_statement(
         with store.engine.connect() as conn:
             batches = conn.exec_driver_sql(
                 "SELECT count(*) FROM memory_event_secrets").scalar_one()
-        assert batches == (5 if encrypt else 0)  # one secrets row per sealed append
+        assert batches == (3 if encrypt else 0)  # one epoch per actor, none per append
 
 
 def test_a_retry_in_a_group_is_sent_again_request_by_request(
@@ -283,8 +284,9 @@ def test_two_groups_in_flight(store: memory.Store, database_url: str, groups: li
 
 def test_sealed_group_of_several_actors_reads_back_and_forgets_one_event(
         store: memory.Store, database_url: str, groups: list[int]) -> None:
-    """Sealed appends of three actors in one group: one secrets row per append; each
-    reads back; forgetting one event of a batch leaves its neighbours readable."""
+    """Sealed appends of three actors in one group: one epoch per actor, no secrets row
+    per append; each reads back; forgetting one event of a batch leaves its neighbours
+    readable."""
     _, results = run_grouped(
         store, database_url, lambda: store.append("w", memory.note("w"), actor="w"),
         [lambda k=k: store.append(f"s{k}", [memory.note(f"actor {k} note {i}")
@@ -295,7 +297,7 @@ def test_sealed_group_of_several_actors_reads_back_and_forgets_one_event(
     with store.engine.connect() as conn:
         rows = conn.exec_driver_sql(
             "SELECT count(*), sum(length(secrets)) FROM memory_event_secrets").one()
-    assert tuple(rows) == (4, 32 * 10)
+    assert tuple(rows) == (4, 32 * 4)
     for k in range(3):
         assert [e.payload["text"] for e in store.read_session(f"s{k}")] == \
             [f"actor {k} note {i}" for i in range(3)]
@@ -309,8 +311,9 @@ def test_sealed_group_of_several_actors_reads_back_and_forgets_one_event(
 def test_a_key_destroyed_while_queued_is_renewed(store: memory.Store, database_url: str,
                                                  groups: list[int]) -> None:
     """The actor is forgotten (its key deleted) after its append was sealed but before
-    the group ran: that request fails on the key check alone and is retried with a new
-    key; the other request of the group is unaffected."""
+    the group ran: the group's epoch check fails (dave's epoch went with his key),
+    nothing is written, and each request is sealed again and retried, dave's under a new
+    key and epoch; both land."""
     store.append("old", memory.note("before the forget"), actor="dave")
     with memory.Store.open(database_url, migrate=False) as other:
         other.forget(actor="dave")  # dave's key is gone; store still caches it
@@ -338,17 +341,18 @@ def test_a_dropped_connection_is_retried_once(store: memory.Store,
     assert [e.payload["text"] for e in store.read_session("s")] == ["first", "second"]
 
 
-def lose_the_answer_once(monkeypatch: pytest.MonkeyPatch, statement: str) -> dict[str, int]:
-    """The first ``statement`` executed commits, then its connection breaks before the
-    answer is read (as when the server or the network fails at that moment). Returns a
-    counter of how often that happened."""
+def lose_the_answer_once(monkeypatch: pytest.MonkeyPatch, *statements: str
+                         ) -> dict[str, int]:
+    """The first of ``statements`` executed commits, then its connection breaks before
+    the answer is read (as when the server or the network fails at that moment). Returns
+    a counter of how often that happened."""
     execute = psycopg.Cursor.execute
     broken = {"n": 0}
 
     def commit_then_break(self: psycopg.Cursor[Any], query: Any, *a: Any,
                           **k: Any) -> Any:
         cursor = execute(self, query, *a, **k)
-        if query is statement and broken["n"] == 0:
+        if any(query is s for s in statements) and broken["n"] == 0:
             broken["n"] += 1
             cursor.fetchall()
             self.connection.close()  # the answer is lost with the connection
@@ -364,7 +368,7 @@ def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
     """The case the reconnect-and-retry relies on: the statement committed, then the
     connection broke before the answer arrived. The retry sends the same events and gets
     their original positions, marked duplicate; nothing is written twice."""
-    calls = lose_the_answer_once(monkeypatch, log_sql.APPEND)
+    calls = lose_the_answer_once(monkeypatch, log_sql.APPEND, log_sql.APPEND_EPOCH)
     out = store.append("s", memory.note("once"), actor="a")
     monkeypatch.undo()
     assert calls["n"] == 1
@@ -376,10 +380,10 @@ def test_a_group_resent_after_its_answer_was_lost_is_all_duplicates(
         store: memory.Store, database_url: str, groups: list[int],
         statements: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A sealed group committed by the set-based statement, then the connection broke
-    before the answer came: the resent group (the same events and secrets rows) meets
-    its own ids (MM020), goes request by request, and every caller gets its original
-    position marked duplicate; no event or secrets row is written twice."""
-    broken = lose_the_answer_once(monkeypatch, log_sql.APPEND_SET)
+    before the answer came: the resent group (the same events) meets its own ids (MM020),
+    goes request by request, and every caller gets its original position marked
+    duplicate; no event is written twice."""
+    broken = lose_the_answer_once(monkeypatch, log_sql.APPEND_SET, log_sql.APPEND_SET_EPOCHS)
     _, results = run_grouped(
         store, database_url, lambda: store.append("x", memory.note("first"), actor="x"),
         [lambda k=k: store.append(f"s{k}", [memory.note(f"{k}.{i}") for i in range(2)],
@@ -394,7 +398,7 @@ def test_a_group_resent_after_its_answer_was_lost_is_all_duplicates(
     with store.engine.connect() as conn:
         batches = conn.exec_driver_sql(
             "SELECT count(*) FROM memory_event_secrets").scalar_one()
-    assert batches == 4  # "first" and the three of the group, once each
+    assert batches == 2  # the epochs of x and a: the group wrote no secrets row
 
 
 # -- the combiner alone (no database): callers that leave while waiting -----------------
