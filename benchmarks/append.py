@@ -17,7 +17,8 @@ runs alternate for ``--rounds`` rounds (raw first in even rounds, library first 
 ones) and the median of each is reported, so a noisy neighbour on a shared machine hits
 both sides alike. Each ratio comes with a 90 % bootstrap interval over the rounds
 (``90% int.``, ``ratio_interval_90``): on this machine one run's ratio moves by about
-±0.05 from the next, and a ratio is only called met or missed by its interval.
+±0.05 from the next (benchmarks/RESULTS.md), so a ratio whose interval spans its target is
+not settled by one run.
 
 The follower: ``Store.subscribe`` tails the log while 4 writers append single events as fast
 as they can; the lag of an event is the time from its writer's commit acknowledgement to its

@@ -4,12 +4,12 @@ The public API is what this module exports; everything else is internal.
 """
 
 from .config import Limits
-from .crypto import DecryptionError
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import (
     AppendOnlyViolation,
     ConcurrencyError,
     ConfigurationError,
+    DecryptionError,
     Error,
     IdempotencyConflict,
     PayloadTooLarge,

@@ -3,11 +3,7 @@ append-only log.
 
 Key hierarchy
 -------------
-* **master key** (32 bytes, never in the database): ``MEMORY_MASTER_KEY`` (url-safe
-  base64; a comma-separated list during a rotation, the first one current), else the file
-  named by ``MEMORY_MASTER_KEY_FILE``, else ``<MEMORY_HOME>/master.key``, created (mode
-  0600) on first use. Lose it and every sealed payload is lost: back it up apart from the
-  database.
+* **master key** (never in the database): memory/master_key.py.
 * **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
   master key (AES-256-GCM, bound to tenant, key id and actor).
 * **epoch** (alembic/versions/0007): 32 random bytes in one row of
@@ -50,12 +46,9 @@ and metadata: readers and projections skip it, so replays never resurrect it.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hashlib
 import hmac
 import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
@@ -68,108 +61,10 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .config import memory_home
-from .errors import ConfigurationError, Error
+from .errors import DecryptionError, Error
 from .events import PreparedEvent
+from .master_key import FORMAT, NONCE, MasterKeys, wrap_aad
 from .rand import random_bytes
-
-ENV_KEY = "MEMORY_MASTER_KEY"
-ENV_KEY_FILE = "MEMORY_MASTER_KEY_FILE"
-KEY_FILE_NAME = "master.key"
-FORMAT = b"\x01"
-_NONCE = 12
-
-
-class DecryptionError(Error):
-    """A sealed payload or a wrapped key failed authentication (wrong master key or
-    tampered data): never silently treated as forgotten."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(text.strip().encode("ascii") + b"==")
-    except (ValueError, UnicodeEncodeError):
-        raise ConfigurationError("the master key is not url-safe base64") from None
-    if len(raw) != 32:
-        raise ConfigurationError(f"a master key is 32 bytes, this one is {len(raw)}")
-    return raw
-
-
-def generate_master_key() -> str:
-    """A new master key, as url-safe base64 (what MEMORY_MASTER_KEY takes)."""
-    return _b64(os.urandom(32))
-
-
-def master_key_id(key: bytes) -> str:
-    """A fingerprint naming a master key (stored beside each key it wrapped)."""
-    return hashlib.sha256(b"memory master key id\x1f" + key).hexdigest()[:16]
-
-
-def _create_key_file(path: Path) -> None:
-    """Write a new master key to ``path`` unless it exists, so that no reader ever sees
-    the file half-written: the key goes to a private temporary file first, which is then
-    linked to ``path`` (atomic, and refused if another thread or process got there
-    first: theirs is the key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".master-key-")  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(generate_master_key() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):  # theirs is the key
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-
-
-class MasterKeys:
-    """The current master key and, during a rotation, older ones still able to unwrap."""
-
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        if not keys:
-            raise ConfigurationError("no master key")
-        self.keys = {master_key_id(k): AESGCM(k) for k in keys}
-        self.current_id = master_key_id(keys[0])
-
-    @classmethod
-    def from_text(cls, text: str) -> MasterKeys:
-        return cls([_unb64(part) for part in text.split(",") if part.strip()])
-
-    @classmethod
-    def from_environment(cls, home: Path | None = None, *, create: bool = True) -> MasterKeys:
-        """``MEMORY_MASTER_KEY``, else ``MEMORY_MASTER_KEY_FILE``, else the key file in
-        the data folder (created with a new key if missing and ``create``)."""
-        text = os.environ.get(ENV_KEY)
-        if text:
-            return cls.from_text(text)
-        path = Path(os.environ.get(ENV_KEY_FILE) or (home or memory_home()) / KEY_FILE_NAME)
-        if not path.exists():
-            if not create:
-                raise ConfigurationError(f"no master key: set {ENV_KEY} or create {path}")
-            _create_key_file(path)
-        return cls.from_text(path.read_text())
-
-    def wrap(self, data_key: bytes, aad: bytes) -> tuple[bytes, str]:
-        nonce = os.urandom(_NONCE)
-        return (FORMAT + nonce + self.keys[self.current_id].encrypt(nonce, data_key, aad),
-                self.current_id)
-
-    def unwrap(self, wrapped: bytes, master_id: str, aad: bytes) -> bytes:
-        aead = self.keys.get(master_id)
-        if aead is None:
-            raise ConfigurationError(
-                f"a data key is wrapped by master key {master_id}, which is not configured "
-                f"(configured: {', '.join(self.keys)}); set {ENV_KEY} to the right key")
-        wrapped = bytes(wrapped)
-        try:
-            return aead.decrypt(wrapped[1:1 + _NONCE], wrapped[1 + _NONCE:], aad)
-        except InvalidTag:
-            raise DecryptionError("a wrapped data key failed authentication") from None
 
 
 @dataclass(frozen=True)
@@ -203,10 +98,6 @@ class Epoch:
     key: ActorKey
     prf: Any
     left: int
-
-
-def _wrap_aad(tenant: str, key_id: str, actor_id: str) -> bytes:
-    return "\x1f".join(("memory key v1", tenant, key_id, actor_id)).encode("utf-8")
 
 
 # The formulas of sealing. Crypto.seal and Crypto._open_one inline them (they run once per
@@ -349,7 +240,7 @@ class Crypto:
         cached = self._by_id.get(key_id)
         if cached is not None:
             return cached
-        key = self.master.unwrap(wrapped, master_id, _wrap_aad(tenant, key_id, actor_id))
+        key = self.master.unwrap(wrapped, master_id, wrap_aad(tenant, key_id, actor_id))
         hash_key = hmac.digest(key, b"memory content hash v1", "sha256")
         return self._remember(tenant, actor_id, ActorKey(key_id, key, hash_key))
 
@@ -367,7 +258,7 @@ class Crypto:
                     if row is None:
                         key_id = uuid.uuid4().hex
                         wrapped, master_id = self.master.wrap(
-                            os.urandom(32), _wrap_aad(tenant, key_id, actor_id))
+                            os.urandom(32), wrap_aad(tenant, key_id, actor_id))
                         conn.exec_driver_sql(CREATE_KEY, (tenant, key_id, actor_id, wrapped,
                                                           master_id))
                         row = conn.exec_driver_sql(GET_KEY, (tenant, actor_id)).first()
@@ -411,14 +302,14 @@ class Crypto:
         work is inlined (the formulas are :func:`_epoch_key`, :func:`_seal_aad` and
         :func:`_keyed_hash`; tests/test_forget_epochs.py checks the two agree): it runs
         for every event appended."""
-        nonces = random_bytes(_NONCE * len(events))
+        nonces = random_bytes(NONCE * len(events))
         aad_head = b"memory event v1\x1f" + tenant.encode() + b"\x1f"
         aad_tail = epoch.name.encode()
         prf, hash_prf = epoch.prf, epoch.key.hash_prf
         blobs, hashes = [], []
         for i, e in enumerate(events):
             event_id = e.event_id.bytes
-            nonce = nonces[_NONCE * i:_NONCE * (i + 1)]
+            nonce = nonces[NONCE * i:NONCE * (i + 1)]
             h = prf.copy()
             h.update(event_id)
             plain = ('{"m":' + e.metadata_json + ',"p":' + e.payload_json + "}").encode()
@@ -553,7 +444,7 @@ class Crypto:
             event_key = h.digest()
         try:
             plain = AESGCM(event_key).decrypt(
-                blob[1:1 + _NONCE], blob[1 + _NONCE:],
+                blob[1:1 + NONCE], blob[1 + NONCE:],
                 b"memory event v1\x1f" + tenant.encode() + b"\x1f" + raw_id
                 + key_id.encode())
         except InvalidTag:
@@ -565,25 +456,3 @@ class Crypto:
 
 # How an event key derives from what open_rows found (see the module docstring).
 _SLOT, _EPOCH, _MASKED = 1, 2, 3
-
-
-def rotate_master_key(engine: sa.Engine, master: MasterKeys, *, batch: int = 1000) -> int:
-    """Re-wrap every data key under ``master.current_id`` (the old master key must still be
-    in ``master``). Only ``memory_keys`` changes; run it on a connection that sees every
-    tenant (the maintenance role or the owner). Returns the number of keys re-wrapped."""
-    done = 0
-    while True:
-        with engine.begin() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT tenant, key_id, actor_id, wrapped, master_id FROM memory_keys "
-                "WHERE master_id <> %s LIMIT %s FOR UPDATE SKIP LOCKED",
-                (master.current_id, batch)).fetchall()
-            for tenant, key_id, actor_id, wrapped, master_id in rows:
-                aad = _wrap_aad(tenant, key_id, actor_id)
-                new, new_id = master.wrap(master.unwrap(wrapped, master_id, aad), aad)
-                conn.exec_driver_sql(
-                    "UPDATE memory_keys SET wrapped = %s, master_id = %s, rotated_at = now() "
-                    "WHERE tenant = %s AND key_id = %s", (new, new_id, tenant, key_id))
-            done += len(rows)
-        if len(rows) < batch:
-            return done

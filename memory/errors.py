@@ -68,3 +68,8 @@ class SessionOwnershipError(Error):
 
 class AppendOnlyViolation(Error):
     """Something tried to change or remove history in the event log."""
+
+
+class DecryptionError(Error):
+    """A sealed payload or a wrapped key failed authentication (wrong master key or
+    tampered data): never silently treated as forgotten."""

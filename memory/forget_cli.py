@@ -77,7 +77,7 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
-    from .crypto import generate_master_key
+    from .master_key import generate_master_key
 
     print(generate_master_key())
     return 0
@@ -85,7 +85,7 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 def _keys_rotate(args: argparse.Namespace) -> int:
     from . import db
-    from .crypto import MasterKeys, rotate_master_key
+    from .master_key import MasterKeys, rotate_master_key
 
     engine = db.make_engine(db.resolve_url(args.url))
     try:

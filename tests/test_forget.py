@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 import memory
-from memory import crypto, message, note
 from memory import forget as forget_mod
+from memory import master_key, message, note
 from memory.events import hash_parts
 
 MARKER = "qzvmarker" + uuid.uuid4().hex[:10]
@@ -246,23 +246,23 @@ def test_clear_payloads_cannot_be_forgotten(database_url: str) -> None:
 
 def test_master_key_rotation_leaves_the_log_alone(database_url: str, admin: sa.Engine,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    old, new = crypto.generate_master_key(), crypto.generate_master_key()
-    monkeypatch.setenv(crypto.ENV_KEY, old)
+    old, new = master_key.generate_master_key(), master_key.generate_master_key()
+    monkeypatch.setenv(master_key.ENV_KEY, old)
     with memory.Store.open(database_url, migrate=False) as s:
         s.append("s", [note("one"), note("two")], actor="frank")
     with admin.connect() as conn:
         log_before = conn.exec_driver_sql(
             "SELECT xmin::text, payload_enc FROM memory_events ORDER BY position").fetchall()
-    rotated = crypto.rotate_master_key(admin, crypto.MasterKeys.from_text(f"{new},{old}"))
+    rotated = master_key.rotate_master_key(admin, master_key.MasterKeys.from_text(f"{new},{old}"))
     assert rotated == 1
     with admin.connect() as conn:
         assert conn.exec_driver_sql(
             "SELECT xmin::text, payload_enc FROM memory_events ORDER BY position"
         ).fetchall() == log_before
-    monkeypatch.setenv(crypto.ENV_KEY, new)  # the old key is no longer needed
+    monkeypatch.setenv(master_key.ENV_KEY, new)  # the old key is no longer needed
     with memory.Store.open(database_url, migrate=False) as s:
         assert [e.payload["text"] for e in s.read()] == ["one", "two"]
-    monkeypatch.setenv(crypto.ENV_KEY, old)  # ... and no longer opens anything
+    monkeypatch.setenv(master_key.ENV_KEY, old)  # ... and no longer opens anything
     with memory.Store.open(database_url, migrate=False) as s, \
             pytest.raises(memory.ConfigurationError, match="not configured"):
         list(s.read())
@@ -282,7 +282,7 @@ def test_a_tampered_ciphertext_is_an_error_not_a_forget(store: memory.Store,
             "schema_version, payload, payload_enc, key_id, metadata, occurred_at, recorded_at "
             "FROM t ORDER BY position").fetchall()
         swapped = [(*rows[0][:9], rows[1][9], *rows[0][10:])]
-        with pytest.raises(crypto.DecryptionError):
+        with pytest.raises(memory.DecryptionError):
             store.log.crypto.open_rows(conn, swapped)
     engine.dispose()
 
@@ -292,7 +292,7 @@ def test_threads_creating_the_master_key_file_at_once_share_one_key(
     """The embedded default creates the master key file on first use; threads (or
     processes) doing so at the same moment never read it half-written, and all end up
     with the one key that was linked into place."""
-    from memory.crypto import ENV_KEY, ENV_KEY_FILE, MasterKeys
+    from memory.master_key import ENV_KEY, ENV_KEY_FILE, MasterKeys
 
     monkeypatch.delenv(ENV_KEY, raising=False)
     monkeypatch.setenv(ENV_KEY_FILE, str(tmp_path / "keys" / "master.key"))

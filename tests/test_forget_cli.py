@@ -8,7 +8,7 @@ import io
 import pytest
 
 import memory
-from memory import forget_cli, note
+from memory import forget_cli, master_key, note
 
 
 class Terminal(io.StringIO):
@@ -51,4 +51,4 @@ def test_keys_generate_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -
     args = parse("keys", "generate")
     assert args.func(args) == 0
     key = capsys.readouterr().out.strip()
-    assert memory.crypto.MasterKeys.from_text(key).current_id
+    assert master_key.MasterKeys.from_text(key).current_id
