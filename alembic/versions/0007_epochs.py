@@ -27,6 +27,10 @@ The append functions of 0005 and 0006 are unchanged: an epoch request carries no
 id (so no key check and no secrets row there) and its epoch as the batch, which is what
 its events' ``key_id`` records. The statements (memory/log_sql.py) call the check first
 and pass its result on, so the check runs before the append it guards.
+
+Downgrading below 0007 drops the check only; the code of earlier revisions cannot open
+events sealed under epochs (it would read them as forgotten), so downgrade the code with
+the schema only on a database that has none.
 """
 
 from alembic import op
