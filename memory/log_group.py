@@ -273,8 +273,10 @@ class Combiner:
         raises its error. A group goes set-based (``memory_append_set``); when that meets
         an event id seen before (MM020: a retry, or an id re-used), nothing was written
         and the group goes again request by request (``memory_append_group``), which
-        gives each request its own outcome. A broken connection is replaced once."""
-        # Appends sealed under epochs check them first (the *_EPOCH(S) statements).
+        gives each request its own outcome. Appends sealed under epochs are sent by
+        the ``*_EPOCH(S)`` statements, which check the epochs first; one destroyed
+        (MM004) fails the whole group, writing nothing, and each caller seals again
+        (Log.append). A broken connection is replaced once."""
         epochs = log_sql.epochs_of([r.params for r in group])
         checked: tuple[Any, ...] = (self.tenant, epochs) if epochs else (self.tenant,)
         if len(group) == 1:
