@@ -200,9 +200,10 @@ class Sealed:
 
 
 class Crypto:
-    """Seals and opens payloads for one store. Actor keys are cached unwrapped in memory
-    (a key destroyed elsewhere is noticed at the next append, which fails before writing
-    anything, and :meth:`forget_cached` drops it before the retry)."""
+    """Seals and opens payloads for one store. Actor keys are cached unwrapped in memory,
+    and each actor's current epoch with them (a key or epoch destroyed elsewhere is
+    noticed at the next append, which fails before writing anything, and
+    :meth:`forget_cached` drops both before the retry)."""
 
     def __init__(self, master: MasterKeys) -> None:
         self.master = master
@@ -219,9 +220,10 @@ class Crypto:
 
     def _remember(self, tenant: str, actor_id: str, key: ActorKey) -> ActorKey:
         with self._lock:
-            if len(self._by_id) > 100_000:
+            if len(self._by_id) > 100_000:  # bounded: the next use reads them again
                 self._by_actor.clear()
                 self._by_id.clear()
+                self._epochs.clear()
             self._by_actor[(tenant, actor_id)] = key
             self._by_id[key.key_id] = key
         return key
