@@ -157,12 +157,18 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
         destroyed = 0
         if actor_id is not None:
             # The key first: an append holding it (FOR KEY SHARE) is waited for, one
-            # starting now finds it gone; then every secret under it, that append's too.
+            # starting now finds it gone; then every secret under it, that append's too,
+            # the epochs once the appends holding them are done (their advisory locks).
             keys = [r[0] for r in conn.exec_driver_sql(
                 "DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s "
                 "RETURNING key_id", (tenant, actor_id))]
             destroyed += len(keys)
             if keys:
+                conn.exec_driver_sql(
+                    "SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) FROM ("
+                    "SELECT batch FROM memory_event_secrets WHERE tenant = %s AND "
+                    "key_id = ANY(%s) AND batch LIKE 'e:%%' ORDER BY batch) e",
+                    (tenant, keys)).fetchall()
                 conn.exec_driver_sql(
                     "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))
@@ -200,16 +206,19 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
     other events (one ``memory_event_keys`` row each, masked under the actor key:
     memory/crypto.py). Returns how many targets lost their key here.
 
-    Each epoch row is locked first (``FOR UPDATE``): appends under it hold it until they
-    commit and projection runners while they derive from its events, so this waits for
-    them, and then sees every event the epoch sealed. An append that comes later finds the
-    epoch gone and seals again under a new one."""
+    Each epoch is locked first, both ways its users hold it: exclusively its advisory
+    lock, which appends under it hold (shared) until they commit (alembic/versions/0007),
+    and its row ``FOR UPDATE``, which projection runners hold (``FOR SHARE``) while they
+    derive from its events. So this waits for them, and then sees every event the epoch
+    sealed; an append that comes later finds the epoch gone and seals again under a new
+    one. Epochs are locked in name order, so two forgets cannot deadlock."""
     destroyed = 0
     forgotten = set(targets)
     for name, actor_id in conn.exec_driver_sql(
             "SELECT DISTINCT key_id, actor_id FROM memory_events WHERE tenant = %s "
-            "AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%'",
+            "AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%' ORDER BY key_id",
             (tenant, list(targets))).fetchall():
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))", (name,))
         row = conn.exec_driver_sql(
             "SELECT key_id, secrets FROM memory_event_secrets WHERE tenant = %s "
             "AND batch = %s FOR UPDATE", (tenant, name)).first()

@@ -169,10 +169,10 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                                                 admin: sa.Engine) -> None:
     """Both orders of an append and a forget of the same actor. A batch append holds the
     actor's key row FOR KEY SHARE (alembic/versions/0005), so the forget's DELETE of that
-    row waits for it, then deletes its secrets too. An epoch's append holds its epoch row
-    (0007): a forget in flight first (its DELETE of the actor's secrets rows not yet
-    committed) makes the append wait, find the epoch gone, write nothing, and the library
-    retry under a new key and epoch."""
+    row waits for it, then deletes its secrets too. An epoch's append holds its epoch's
+    advisory lock (shared, 0007): a forget in flight first (holding the lock exclusively,
+    its deletions not yet committed) makes the append wait, find the epoch gone, write
+    nothing, and the library retry under a new key and epoch."""
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.
     params = batch_params(store, "racer", "race", [note("in flight")])
@@ -196,9 +196,12 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
     store.append("race2", note("before"), actor="racer2")
     old = log.crypto.actor_key(log.engine, store.tenant, "racer2")  # cached
     appended: list[Any] = []
-    with admin.connect() as conn:
+    with admin.connect() as conn:  # what forget(actor) does, left uncommitted
         conn.exec_driver_sql("DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s",
                              (store.tenant, "racer2"))
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) "
+                             "FROM memory_event_secrets WHERE tenant = %s AND key_id = %s "
+                             "AND batch LIKE 'e:%%'", (store.tenant, old.key_id)).fetchall()
         conn.exec_driver_sql("DELETE FROM memory_event_secrets WHERE tenant = %s "
                              "AND key_id = %s", (store.tenant, old.key_id))
         append = threading.Thread(target=lambda: appended.append(

@@ -165,3 +165,29 @@ def test_a_forget_waits_for_an_append_holding_the_epoch(store: memory.Store,
     assert [e.forgotten for e in events] == [True, False]
     assert events[1].payload == {"text": "in flight"}
     assert set(kept_keys(admin)) == {prepared[0].event_id}
+
+
+def test_a_forget_of_the_actor_waits_for_an_append_holding_its_epoch(
+        store: memory.Store, admin: sa.Engine) -> None:
+    """The same with a forget of the whole actor: it waits for the append in flight, then
+    deletes the epoch with everything else, so the append's event goes with the actor."""
+    log = store.log
+    store.append("s", note("committed"), actor="fay")
+    epoch = log.crypto.epoch(log.engine, store.tenant, "fay", 1)
+    prepared = log.prepare("fay", [note("in flight")])
+    sealed = log.crypto.seal(store.tenant, epoch, prepared)
+    forgot: list[Any] = []
+    with admin.connect() as conn:
+        conn.exec_driver_sql(log_sql.APPEND_EPOCH, (
+            store.tenant, [epoch.name], "fay", "s", None,
+            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), None,
+            sealed.batch, None)).fetchall()
+        forget = threading.Thread(target=lambda: forgot.append(store.forget(actor="fay")))
+        forget.start()
+        forget.join(0.5)
+        assert forget.is_alive()  # waiting for the append's transaction
+        conn.commit()
+    forget.join(10)
+    assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
+    assert [e.forgotten for e in store.read_session("s")] == [True, True]
+    assert epochs(admin) == []
