@@ -167,7 +167,7 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                 conn.exec_driver_sql(
                     "SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) FROM ("
                     "SELECT batch FROM memory_event_secrets WHERE tenant = %s AND "
-                    "key_id = ANY(%s) AND batch LIKE 'e:%%' ORDER BY batch) e",
+                    "key_id = ANY(%s) AND batch LIKE 'e:%%' ORDER BY batch COLLATE \"C\") e",
                     (tenant, keys)).fetchall()
                 conn.exec_driver_sql(
                     "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
@@ -211,12 +211,14 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
     and its row ``FOR UPDATE``, which projection runners hold (``FOR SHARE``) while they
     derive from its events. So this waits for them, and then sees every event the epoch
     sealed; an append that comes later finds the epoch gone and seals again under a new
-    one. Epochs are locked in name order, so two forgets cannot deadlock."""
+    one. Epochs are locked in name order (bytewise), as appends lock them
+    (log_sql.epochs_of), so no two of these deadlock."""
     destroyed = 0
     forgotten = set(targets)
     for name, actor_id in conn.exec_driver_sql(
-            "SELECT DISTINCT key_id, actor_id FROM memory_events WHERE tenant = %s "
-            "AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%' ORDER BY key_id",
+            "SELECT DISTINCT key_id COLLATE \"C\", actor_id FROM memory_events "
+            "WHERE tenant = %s AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%' "
+            "ORDER BY 1",
             (tenant, list(targets))).fetchall():
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))", (name,))
         row = conn.exec_driver_sql(

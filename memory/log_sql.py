@@ -102,8 +102,9 @@ APPEND_GROUP_EPOCHS = APPEND_GROUP.replace("memory_append_group(%s,", _CHECKED
 
 def epochs_of(requests: Sequence[Sequence[Any]]) -> list[str]:
     """The distinct epochs of appends given as :data:`APPEND`'s parameters less the tenant
-    (the batch of a request with no actor key id)."""
-    return list(dict.fromkeys(p[5] for p in requests if p[4] is None and p[5] is not None))
+    (the batch of a request with no actor key id), in name order: the order a forget
+    locks them in too (memory/forget.py), so the two cannot deadlock."""
+    return sorted({p[5] for p in requests if p[4] is None and p[5] is not None})
 
 _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
        payload, payload_enc, key_id, metadata, occurred_at, recorded_at"""

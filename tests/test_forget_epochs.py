@@ -191,3 +191,14 @@ def test_a_forget_of_the_actor_waits_for_an_append_holding_its_epoch(
     assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
     assert [e.forgotten for e in store.read_session("s")] == [True, True]
     assert epochs(admin) == []
+
+
+def test_appends_hold_their_epochs_in_the_order_forgets_lock_them() -> None:
+    """Bytewise name order on both sides, so a group holding two epochs and a forget
+    destroying both cannot wait for each other."""
+    requests = [("a", "s", None, "[]", None, "e:f0", None),
+                ("b", "t", None, "[]", None, "e:0a", None),
+                ("c", "u", None, "[]", "key", "s:batch", b"x"),  # a 0005 batch: no epoch
+                ("d", "v", None, "[]", None, None, None),  # clear
+                ("a", "w", None, "[]", None, "e:f0", None)]
+    assert log_sql.epochs_of(requests) == ["e:0a", "e:f0"]
