@@ -106,6 +106,7 @@ def epochs_of(requests: Sequence[Sequence[Any]]) -> list[str]:
     locks them in too (memory/forget.py), so the two cannot deadlock."""
     return sorted({p[5] for p in requests if p[4] is None and p[5] is not None})
 
+
 _COLUMNS = """position, event_id, tenant, actor_id, session_id, version, type, schema_version,
        payload, payload_enc, key_id, metadata, occurred_at, recorded_at"""
 
