@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -54,3 +56,21 @@ def shared_store(server_url: str, template_url: str, tag: str) -> Iterator[memor
     assert template_url
     with new_store(server_url, f"test_{tag}") as store:
         yield store
+
+
+def forget_during_open_append(admin: sa.Engine, statement: str, params: Any,
+                              forget: Callable[[], Any]) -> Any:
+    """Run an append ``statement`` in a transaction left open, start ``forget`` in a
+    thread, check that it waits for that transaction, commit, and return what the forget
+    returned."""
+    forgot: list[Any] = []
+    with admin.connect() as conn:
+        conn.exec_driver_sql(statement, params).fetchall()
+        thread = threading.Thread(target=lambda: forgot.append(forget()))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waiting for the append's transaction
+        conn.commit()
+    thread.join(10)
+    assert not thread.is_alive() and forgot
+    return forgot[0]

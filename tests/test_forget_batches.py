@@ -18,6 +18,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from support import forget_during_open_append
 
 import memory
 from memory import crypto, log_sql, note
@@ -176,16 +177,9 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.
     params = batch_params(store, "racer", "race", [note("in flight")])
-    forgot: list[Any] = []
-    with admin.connect() as conn:
-        conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
-        forget = threading.Thread(target=lambda: forgot.append(store.forget(actor="racer")))
-        forget.start()
-        forget.join(0.5)
-        assert forget.is_alive()  # waiting for the append's transaction
-        conn.commit()
-    forget.join(10)
-    assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
+    result = forget_during_open_append(admin, log_sql.APPEND, params,
+                                       lambda: store.forget(actor="racer"))
+    assert not result.already_forgotten
     with admin.connect() as conn:
         assert conn.exec_driver_sql(
             "SELECT count(*) FROM memory_event_secrets WHERE batch = %s",

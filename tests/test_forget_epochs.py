@@ -5,7 +5,6 @@ a store whose cached epoch was destroyed seals again under a new one."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from support import forget_during_open_append
 
 import memory
 from memory import crypto, log_sql, note
@@ -136,59 +136,43 @@ def test_a_cached_epoch_destroyed_elsewhere_is_replaced(store: memory.Store,
     assert len(epochs(admin)) == 1
 
 
+def epoch_append(store: memory.Store, actor: str, session: str, text: str
+                 ) -> tuple[Any, tuple[Any, ...]]:
+    """An event sealed under the actor's epoch and log_sql.APPEND_EPOCH's parameters."""
+    log = store.log
+    epoch = log.crypto.epoch(log.engine, store.tenant, actor, 1)
+    prepared = log.prepare(actor, [note(text)])
+    sealed = log.crypto.seal(store.tenant, epoch, prepared)
+    return prepared[0], (store.tenant, [epoch.name], actor, session, None,
+                         log_sql.events_json(prepared, sealed.blobs, sealed.hashes), None,
+                         sealed.batch, None)
+
+
 def test_a_forget_waits_for_an_append_holding_the_epoch(store: memory.Store,
                                                         admin: sa.Engine) -> None:
     """An append under the epoch is in flight (its transaction open) when one event of
     the epoch is forgotten: the forget waits for it, then keeps its key too."""
-    log = store.log
     done = store.append("s", note("committed"), actor="erin")
-    epoch = log.crypto.epoch(log.engine, store.tenant, "erin", 1)
-    prepared = log.prepare("erin", [note("in flight")])
-    sealed = log.crypto.seal(store.tenant, epoch, prepared)
-    forgot: list[Any] = []
-    with admin.connect() as conn:
-        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, false)",
-                             (store.tenant,))
-        conn.exec_driver_sql(log_sql.APPEND_EPOCH, (
-            store.tenant, [epoch.name], "erin", "s", None,
-            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), None,
-            sealed.batch, None)).fetchall()
-        forget = threading.Thread(target=lambda: forgot.append(
-            store.forget(event_ids=[done[0].event_id])))
-        forget.start()
-        forget.join(0.5)
-        assert forget.is_alive()  # waiting for the append's transaction
-        conn.commit()
-    forget.join(10)
-    assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
+    event, params = epoch_append(store, "erin", "s", "in flight")
+    result = forget_during_open_append(
+        admin, log_sql.APPEND_EPOCH, params,
+        lambda: store.forget(event_ids=[done[0].event_id]))
+    assert not result.already_forgotten
     events = store.read_session("s")
     assert [e.forgotten for e in events] == [True, False]
     assert events[1].payload == {"text": "in flight"}
-    assert set(kept_keys(admin)) == {prepared[0].event_id}
+    assert set(kept_keys(admin)) == {event.event_id}
 
 
 def test_a_forget_of_the_actor_waits_for_an_append_holding_its_epoch(
         store: memory.Store, admin: sa.Engine) -> None:
     """The same with a forget of the whole actor: it waits for the append in flight, then
     deletes the epoch with everything else, so the append's event goes with the actor."""
-    log = store.log
     store.append("s", note("committed"), actor="fay")
-    epoch = log.crypto.epoch(log.engine, store.tenant, "fay", 1)
-    prepared = log.prepare("fay", [note("in flight")])
-    sealed = log.crypto.seal(store.tenant, epoch, prepared)
-    forgot: list[Any] = []
-    with admin.connect() as conn:
-        conn.exec_driver_sql(log_sql.APPEND_EPOCH, (
-            store.tenant, [epoch.name], "fay", "s", None,
-            log_sql.events_json(prepared, sealed.blobs, sealed.hashes), None,
-            sealed.batch, None)).fetchall()
-        forget = threading.Thread(target=lambda: forgot.append(store.forget(actor="fay")))
-        forget.start()
-        forget.join(0.5)
-        assert forget.is_alive()  # waiting for the append's transaction
-        conn.commit()
-    forget.join(10)
-    assert not forget.is_alive() and forgot and not forgot[0].already_forgotten
+    _, params = epoch_append(store, "fay", "s", "in flight")
+    result = forget_during_open_append(admin, log_sql.APPEND_EPOCH, params,
+                                       lambda: store.forget(actor="fay"))
+    assert not result.already_forgotten
     assert [e.forgotten for e in store.read_session("s")] == [True, True]
     assert epochs(admin) == []
 
