@@ -273,16 +273,15 @@ class Combiner:
         raises its error. A group goes set-based (``memory_append_set``); when that meets
         an event id seen before (MM020: a retry, or an id re-used), nothing was written
         and the group goes again request by request (``memory_append_group``), which
-        gives each request its own outcome. Appends sealed under epochs are sent by
-        the ``*_EPOCH(S)`` statements, which check the epochs first; one destroyed
-        (MM004) fails the whole group, writing nothing, and each caller seals again
-        (Log.append). A broken connection is replaced once."""
-        epochs = log_sql.epochs_of([r.params for r in group])
-        checked: tuple[Any, ...] = (self.tenant, epochs) if epochs else (self.tenant,)
+        gives each request its own outcome. A group holding appends sealed under
+        epochs goes by the ``*_EPOCHS`` statements, which check the epochs first (a lone
+        request checks its own); one destroyed (MM004) fails the whole group, writing
+        nothing, and each caller seals again (Log.append). A broken connection is replaced once."""
         if len(group) == 1:
-            statement = log_sql.APPEND_EPOCH if epochs else log_sql.APPEND
-            params = (*checked, *group[0].params)
+            statement, params = log_sql.APPEND, (self.tenant, *group[0].params)
         else:
+            epochs = log_sql.epochs_of([r.params for r in group])
+            checked: tuple[Any, ...] = (self.tenant, epochs) if epochs else (self.tenant,)
             statement = log_sql.APPEND_SET_EPOCHS if epochs else log_sql.APPEND_SET
             params = (*checked, log_sql.group_json([r.params for r in group]))
         reconnected = False

@@ -87,13 +87,12 @@ SELECT req, event_id, position, version, recorded_at, duplicate,
   FROM memory_append_group(%s, %s::jsonb)
 """
 
-# The same three for appends sealed under epochs: ``memory_check_epochs`` (alembic 0007)
-# first holds the epochs (their names: one more parameter after the tenant) until commit,
-# or raises SQLSTATE_STALE_KEY; the append takes the tenant from its result, so it runs
-# after the check.
+# The two group statements for appends sealed under epochs: ``memory_check_epochs``
+# (alembic 0007) first holds the epochs (their names: one more parameter after the
+# tenant) until commit, or raises SQLSTATE_STALE_KEY; the append takes the tenant from its
+# result, so it runs after the check. A lone append under an epoch is plain APPEND:
+# memory_append_request checks its epoch itself (alembic 0008).
 _CHECKED = "memory_check_epochs(%s, %s) AS c(tenant)\n CROSS JOIN LATERAL "
-APPEND_EPOCH = APPEND.replace("memory_append_request(%s,", _CHECKED
-                              + "memory_append_request(c.tenant,")
 APPEND_SET_EPOCHS = APPEND_SET.replace("memory_append_set(%s,", _CHECKED
                                        + "memory_append_set(c.tenant,")
 APPEND_GROUP_EPOCHS = APPEND_GROUP.replace("memory_append_group(%s,", _CHECKED

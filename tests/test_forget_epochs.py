@@ -5,6 +5,7 @@ a store whose cached epoch was destroyed seals again under a new one."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,12 +139,13 @@ def test_a_cached_epoch_destroyed_elsewhere_is_replaced(store: memory.Store,
 
 def epoch_append(store: memory.Store, actor: str, session: str, text: str
                  ) -> tuple[Any, tuple[Any, ...]]:
-    """An event sealed under the actor's epoch and log_sql.APPEND_EPOCH's parameters."""
+    """An event sealed under the actor's epoch and log_sql.APPEND's parameters: a lone
+    append, which checks its epoch itself (alembic/versions/0008)."""
     log = store.log
     epoch = log.crypto.epoch(log.engine, store.tenant, actor, 1)
     prepared = log.prepare(actor, [note(text)])
     sealed = log.crypto.seal(store.tenant, epoch, prepared)
-    return prepared[0], (store.tenant, [epoch.name], actor, session, None,
+    return prepared[0], (store.tenant, actor, session, None,
                          log_sql.events_json(prepared, sealed.blobs, sealed.hashes), None,
                          sealed.batch, None)
 
@@ -155,7 +157,7 @@ def test_a_forget_waits_for_an_append_holding_the_epoch(store: memory.Store,
     done = store.append("s", note("committed"), actor="erin")
     event, params = epoch_append(store, "erin", "s", "in flight")
     result = forget_during_open_append(
-        admin, log_sql.APPEND_EPOCH, params,
+        admin, log_sql.APPEND, params,
         lambda: store.forget(event_ids=[done[0].event_id]))
     assert not result.already_forgotten
     events = store.read_session("s")
@@ -170,7 +172,7 @@ def test_a_forget_of_the_actor_waits_for_an_append_holding_its_epoch(
     deletes the epoch with everything else, so the append's event goes with the actor."""
     store.append("s", note("committed"), actor="fay")
     _, params = epoch_append(store, "fay", "s", "in flight")
-    result = forget_during_open_append(admin, log_sql.APPEND_EPOCH, params,
+    result = forget_during_open_append(admin, log_sql.APPEND, params,
                                        lambda: store.forget(actor="fay"))
     assert not result.already_forgotten
     assert [e.forgotten for e in store.read_session("s")] == [True, True]
@@ -186,3 +188,39 @@ def test_appends_hold_their_epochs_in_the_order_forgets_lock_them() -> None:
                 ("d", "v", None, "[]", None, None, None),  # clear
                 ("a", "w", None, "[]", None, "e:f0", None)]
     assert log_sql.epochs_of(requests) == ["e:0a", "e:f0"]
+
+
+def test_a_lone_append_waits_for_a_forget_of_its_epoch_without_holding_up_others(
+        store: memory.Store, admin: sa.Engine) -> None:
+    """A forget destroying the epoch is in flight (its transaction open, the epoch's lock
+    held) when a lone append under that epoch arrives: the append waits for it before
+    taking the append lock, so another actor's append goes through meanwhile; then it
+    finds the epoch gone and fails with MM004, writing nothing."""
+    store.append("s", note("first"), actor="gus")
+    _, params = epoch_append(store, "gus", "s", "late")
+    epoch = params[6]
+    failed: list[BaseException] = []
+
+    def late_append() -> None:
+        with admin.connect() as conn:
+            try:
+                conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
+            except sa.exc.DBAPIError as exc:
+                failed.append(exc.orig)
+
+    with admin.connect() as forget:
+        forget.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))",
+                               (epoch,))
+        forget.exec_driver_sql("DELETE FROM memory_event_secrets WHERE batch = %s", (epoch,))
+        thread = threading.Thread(target=late_append)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waiting for the forget
+        other = store.append("t", note("meanwhile"), actor="hal")
+        assert other[0].version == 1 and thread.is_alive()
+        forget.commit()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [getattr(e, "sqlstate", None) for e in failed] == ["MM004"]
+    # Nothing written: "first" alone (unreadable now: its epoch went without its key kept).
+    assert [e.version for e in store.read_session("s")] == [1]

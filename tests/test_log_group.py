@@ -38,8 +38,8 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     sent: list[str] = []
     execute = psycopg.Cursor.execute
     names = {id(log_sql.APPEND): "request", id(log_sql.APPEND_SET): "set",
-             id(log_sql.APPEND_GROUP): "group", id(log_sql.APPEND_EPOCH): "request",
-             id(log_sql.APPEND_SET_EPOCHS): "set", id(log_sql.APPEND_GROUP_EPOCHS): "group"}
+             id(log_sql.APPEND_GROUP): "group", id(log_sql.APPEND_SET_EPOCHS): "set",
+             id(log_sql.APPEND_GROUP_EPOCHS): "group"}
 
     def recording(self: psycopg.Cursor[Any], query: Any, *a: Any, **k: Any) -> Any:
         if id(query) in names:
@@ -368,7 +368,7 @@ def test_a_retry_after_a_commit_whose_answer_was_lost_is_a_duplicate(
     """The case the reconnect-and-retry relies on: the statement committed, then the
     connection broke before the answer arrived. The retry sends the same events and gets
     their original positions, marked duplicate; nothing is written twice."""
-    calls = lose_the_answer_once(monkeypatch, log_sql.APPEND, log_sql.APPEND_EPOCH)
+    calls = lose_the_answer_once(monkeypatch, log_sql.APPEND)
     out = store.append("s", memory.note("once"), actor="a")
     monkeypatch.undo()
     assert calls["n"] == 1

@@ -38,7 +38,7 @@ depends_on = None
 
 APPEND_LOCK_KEY = 7_263_520_011
 
-UPGRADE = f"""
+TABLES = """
 CREATE TABLE memory_event_secrets (
     tenant        text    NOT NULL,
     batch         text    NOT NULL,
@@ -52,7 +52,10 @@ CREATE INDEX memory_event_secrets_key_idx ON memory_event_secrets (tenant, key_i
 -- Random bytes do not compress: skip the attempt, and keep slices cheap to read.
 ALTER TABLE memory_event_secrets ALTER COLUMN secrets SET STORAGE EXTERNAL;
 SELECT memory_secure_table('memory_event_secrets');
+"""
 
+# A constant of its own: 0008 adds the epoch check to it.
+APPEND_REQUEST = f"""
 -- One append request: what memory_append (0001) does for a batch, with the events as one
 -- JSON array (rows of [id, type, schema version, payload, metadata, content hash (hex),
 -- occurred_at, sealed payload (base64) or null]) and, when sealed, the actor key to check
@@ -180,7 +183,9 @@ BEGIN
         PERFORM pg_notify('memory_events', p_tenant);  -- a wake-up for followers
     END IF;
 END $$;
+"""
 
+REST = f"""
 -- The events of p_events that are in the log already, as an idempotent retry sees them:
 -- no rows when none is; their original rows when all are, with the same content in the
 -- same session; MM002 otherwise (an id re-used for other content, or part of a batch).
@@ -324,6 +329,8 @@ BEGIN
     RETURN v_done + v_count;
 END $$;
 """
+
+UPGRADE = TABLES + APPEND_REQUEST + REST
 
 DOWNGRADE = """
 DROP FUNCTION memory_forget_secrets(text, uuid[]);
