@@ -119,6 +119,7 @@ class Recipe:
     # dense side
     strip_names: bool = True        # remove the speakers' names from the query (dense only)
     doc_prefix: bool = True         # embed turns as "Speaker: text"
+    query_mix: float = 0.0          # + this x the vector of the question with its names
     doc_other_mix: float = 0.0      # + this x the turn's other embedding (with the prefix
                                     # when doc_prefix is off, without it when on)
     dense_turn: float = 1.0
@@ -355,6 +356,15 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
         elif r.dense_window == "embed":
             w1, w2 = cd.emb["w1"], cd.emb["w2"]
+        elif r.dense_window in ("embed_w1", "embed_w2"):
+            # One window width embedded as text, the other the mean of the turn vectors.
+            w1, w2 = W1 @ docs, W2 @ docs
+            w1 /= np.linalg.norm(w1, axis=1, keepdims=True)
+            w2 /= np.linalg.norm(w2, axis=1, keepdims=True)
+            if r.dense_window == "embed_w1":
+                w1 = cd.emb["w1"]
+            else:
+                w2 = cd.emb["w2"]
         elif r.dense_window == "embed_done":
             # Windows embedded as text where the window is complete (its last turn is in
             # the log: a projection can write it once, when that turn arrives); the mean
@@ -382,6 +392,9 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
         emb_sess /= np.linalg.norm(emb_sess, axis=1, keepdims=True)
         years = sorted({datetime.fromtimestamp(d * 86400.0, UTC).year for d in cd.days})
         qv_all = cd.emb["q_stripped" if r.strip_names else "q"]
+        if r.query_mix:
+            qv_all = qv_all + r.query_mix * cd.emb["q"]
+            qv_all = qv_all / np.linalg.norm(qv_all, axis=1, keepdims=True)
         lower_names = [nm.lower() for nm in cd.names]
 
         def bm25w(tfm, weights: dict[int, float], dfv, ndocs, b):
@@ -493,7 +506,7 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                     qv2 = qv2 / np.linalg.norm(qv2)
                 else:
                     qv2 = qv
-                w2 = dict(weights)
+                weights2 = dict(weights)
                 if r.prf_terms and r.prf_term_weight:
                     idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
                     mass = (cd.tf[top] > 0).sum(0) * idf
@@ -504,8 +517,8 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                     best = np.argsort(-mass, kind="stable")[:r.prf_terms]
                     for t in best:
                         if mass[t] > 0:
-                            w2[int(t)] = r.prf_term_weight
-                s = score(qv2, w2, q)
+                            weights2[int(t)] = r.prf_term_weight
+                s = score(qv2, weights2, q)
             if r.length_prior:
                 nlex = (cd.tf > 0).sum(1)
                 s = s + r.length_prior * np.log1p(nlex) / np.log1p(nlex.max())
@@ -853,7 +866,21 @@ def r3_textwin() -> list[Recipe]:
             replace(DEFAULT, name="~ turn vector + .6 x 'Name: text' vector", doc_other_mix=0.6)]
 
 
-ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
+def r4_cheap() -> list[Recipe]:
+    """Session 5: cheaper forms of the text-embedded windows, and query-side ideas."""
+    d = DEFAULT
+    return [d,
+            replace(d, name="~ +-1 windows embedded as text only", dense_window="embed_w1"),
+            replace(d, name="~ +-2 windows embedded as text only", dense_window="embed_w2"),
+            replace(d, name="+ .3 x the question's vector with names", query_mix=0.3),
+            replace(d, name="~ neighbour: best of +-1, half best +-2", neighbour_mode="best2"),
+            replace(d, name="+ dense PRF (Rocchio k5 b.3)", prf_k=5, prf_dense=0.3),
+            replace(d, name="+ dense PRF (Rocchio k10 b.2)", prf_k=10, prf_dense=0.2),
+            replace(d, name="+ lexical +-1 window .5", bm25_w1=0.5)]
+
+
+ROUND3 = {"cheap": r4_cheap, "diversify": r3_diversify, "aggregate": r3_aggregate,
+          "general": r3_general,
           "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin}
 
 

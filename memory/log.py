@@ -137,7 +137,7 @@ class Log:
         for attempt in range(2):
             if self.encrypt:
                 # Sealed under the actor's current epoch, which the append checks and
-                # holds until commit (memory/crypto.py, alembic/versions/0007).
+                # holds until commit (memory/crypto.py, alembic/versions/0007-0008).
                 epoch = self.crypto.epoch(self.engine, tenant, actor_id, len(prepared))
                 batch = self.crypto.seal(tenant, epoch, prepared)
                 params: tuple[Any, ...] = (
