@@ -185,6 +185,8 @@ class Recipe:
     tail_keep: int = 0              # every question: below the first tail_keep turns, the
     tail_cap: int = 0               # k-th turn of a session (k >= tail_cap, counted over
     tail_weight: float = 0.0        # the whole list) loses tail_weight x (k - tail_cap + 1)
+    tail_near: float = 0.0          # below tail_keep: + this for turns within +-2 turns (same
+                                    # session) of one of the first tail_keep turns
 
 
 @dataclass
@@ -546,6 +548,8 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                 top = diversify(s, cd.sess, r, cd.tf, idf_q)[:DEPTH]
             if r.tail_weight:
                 top = tail_cap(top, s, cd.sess, r)[:DEPTH]
+            if r.tail_near:
+                top = tail_near(top, s, cd.sess, r)[:DEPTH]
             ranked = [cd.conv.turns[i].dia_id for i in top]
             m = score_question(ranked, q.evidence)
             rows.append((q.category, m))
@@ -565,6 +569,19 @@ def tail_cap(top: np.ndarray, s: np.ndarray, sess: np.ndarray, r: Recipe) -> np.
     adj = s[order] - r.tail_weight * np.maximum(0.0, rank_in - r.tail_cap + 1)
     head, tail, tadj = order[: r.tail_keep], order[r.tail_keep:], adj[r.tail_keep:]
     return np.r_[head, tail[np.argsort(-tadj, kind="stable")]]
+
+
+def tail_near(top: np.ndarray, s: np.ndarray, sess: np.ndarray, r: Recipe) -> np.ndarray:
+    """``top`` with the turns below ``r.tail_keep`` re-ordered by score plus
+    ``r.tail_near`` for turns near (+-2, same session) one of the first ``r.tail_keep``."""
+    head = top[: r.tail_keep]
+    near = np.zeros(len(s), dtype=bool)
+    for i in head:
+        for j in range(max(0, i - 2), min(len(s), i + 3)):
+            near[j] |= sess[j] == sess[i]
+    rest = np.setdiff1d(np.argsort(-s, kind="stable")[: r.div_depth], head)
+    adj = s[rest] + r.tail_near * near[rest]
+    return np.r_[head, rest[np.argsort(-adj, kind="stable")]]
 
 
 def diversify(s: np.ndarray, sess: np.ndarray, r: Recipe, tf: np.ndarray,
@@ -879,7 +896,19 @@ def r4_cheap() -> list[Recipe]:
             replace(d, name="+ lexical +-1 window .5", bm25_w1=0.5)]
 
 
-ROUND3 = {"cheap": r4_cheap, "diversify": r3_diversify, "aggregate": r3_aggregate,
+def r4_tail() -> list[Recipe]:
+    """Session 5: the tail of the list (below the first turns) re-ordered by session:
+    capped per session (diversity), or pulled toward the first turns' neighbours."""
+    d = DEFAULT
+    return [d,
+            *[replace(d, name=f"+ tail below {keep}: cap {cap} -{w}", tail_keep=keep,
+                      tail_cap=cap, tail_weight=w)
+              for keep in (10, 25) for cap in (3, 5) for w in (0.05, 0.1)],
+            *[replace(d, name=f"+ tail below {keep}: near +{w}", tail_keep=keep, tail_near=w)
+              for keep in (5, 10, 25) for w in (0.05, 0.1)]]
+
+
+ROUND3 = {"cheap": r4_cheap, "tail4": r4_tail, "diversify": r3_diversify, "aggregate": r3_aggregate,
           "general": r3_general,
           "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin}
 
