@@ -1,4 +1,5 @@
 import memory
+from memory import db
 
 
 def test_append_and_read_back(store: memory.Store) -> None:
@@ -8,3 +9,18 @@ def test_append_and_read_back(store: memory.Store) -> None:
     events = store.read_session("s1")
     assert [e.type for e in events] == ["message", "note"]
     assert events[0].payload == {"role": "user", "content": "hello"}
+
+
+def test_json_from_the_server_is_parsed_whatever_its_numbers(database_url: str) -> None:
+    """jsonb values come back through orjson (memory/db.py); a number orjson refuses (an
+    integer beyond 64 bits, which jsonb holds) falls back to the standard library."""
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT '{\"small\": 1.5, \"big\": 1e30, \"text\": \"é\"}'::jsonb, "
+                "'[1, 2]'::json").one()
+    finally:
+        engine.dispose()
+    assert row[0] == {"small": 1.5, "big": 10**30, "text": "é"}
+    assert row[1] == [1, 2]
