@@ -908,9 +908,9 @@ def r4_tail() -> list[Recipe]:
               for keep in (5, 10, 25) for w in (0.05, 0.1)]]
 
 
-ROUND3 = {"cheap": r4_cheap, "tail4": r4_tail, "diversify": r3_diversify, "aggregate": r3_aggregate,
-          "general": r3_general,
-          "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin}
+ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
+          "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin,
+          "cheap": r4_cheap, "tail4": r4_tail}  # the last two: session 5
 
 
 def main() -> None:
