@@ -63,14 +63,27 @@ def forget_during_open_append(admin: sa.Engine, statement: str, params: Any,
     """Run an append ``statement`` in a transaction left open, start ``forget`` in a
     thread, check that it waits for that transaction, commit, and return what the forget
     returned."""
-    forgot: list[Any] = []
+    return waits_for_open_transaction(
+        admin, lambda conn: conn.exec_driver_sql(statement, params).fetchall(), forget)
+
+
+def waits_for_open_transaction(admin: sa.Engine, hold: Callable[[sa.Connection], Any],
+                               action: Callable[[], Any],
+                               meanwhile: Callable[[], Any] | None = None) -> Any:
+    """Run ``hold`` in a transaction left open, start ``action`` in a thread, check that
+    it waits for that transaction (running ``meanwhile`` while it does), commit, and
+    return what ``action`` returned."""
+    done: list[Any] = []
     with admin.connect() as conn:
-        conn.exec_driver_sql(statement, params).fetchall()
-        thread = threading.Thread(target=lambda: forgot.append(forget()))
+        hold(conn)
+        thread = threading.Thread(target=lambda: done.append(action()))
         thread.start()
         thread.join(0.5)
-        assert thread.is_alive()  # waiting for the append's transaction
+        assert thread.is_alive()  # waiting for the open transaction
+        if meanwhile is not None:
+            meanwhile()
+            assert thread.is_alive()
         conn.commit()
     thread.join(10)
-    assert not thread.is_alive() and forgot
-    return forgot[0]
+    assert not thread.is_alive() and done
+    return done[0]

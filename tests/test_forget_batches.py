@@ -8,7 +8,6 @@ formulas memory/crypto.py opens them by."""
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from support import forget_during_open_append
+from support import forget_during_open_append, waits_for_open_transaction
 
 import memory
 from memory import crypto, log_sql, note
@@ -189,8 +188,8 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
     # 2. A forget in flight: the append waits for it, then uses a new key and epoch.
     store.append("race2", note("before"), actor="racer2")
     old = log.crypto.actor_key(log.engine, store.tenant, "racer2")  # cached
-    appended: list[Any] = []
-    with admin.connect() as conn:  # what forget(actor) does, left uncommitted
+
+    def forget_left_open(conn: sa.Connection) -> None:  # what forget(actor) does
         conn.exec_driver_sql("DELETE FROM memory_keys WHERE tenant = %s AND actor_id = %s",
                              (store.tenant, "racer2"))
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) "
@@ -198,14 +197,10 @@ def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                              "AND batch LIKE 'e:%%'", (store.tenant, old.key_id)).fetchall()
         conn.exec_driver_sql("DELETE FROM memory_event_secrets WHERE tenant = %s "
                              "AND key_id = %s", (store.tenant, old.key_id))
-        append = threading.Thread(target=lambda: appended.append(
-            store.append("race2", note("after"), actor="racer2")))
-        append.start()
-        append.join(0.5)
-        assert append.is_alive()  # waiting for the deletion's transaction
-        conn.commit()
-    append.join(10)
-    assert not append.is_alive() and appended
+
+    waits_for_open_transaction(
+        admin, forget_left_open,
+        lambda: store.append("race2", note("after"), actor="racer2"))
     new = log.crypto.actor_key(log.engine, store.tenant, "racer2")
     assert new.key_id != old.key_id
     events = store.read_session("race2")

@@ -5,7 +5,6 @@ a store whose cached epoch was destroyed seals again under a new one."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from support import forget_during_open_append
+from support import forget_during_open_append, waits_for_open_transaction
 
 import memory
 from memory import crypto, log_sql, note
@@ -199,28 +198,25 @@ def test_a_lone_append_waits_for_a_forget_of_its_epoch_without_holding_up_others
     store.append("s", note("first"), actor="gus")
     _, params = epoch_append(store, "gus", "s", "late")
     epoch = params[6]
-    failed: list[BaseException] = []
 
-    def late_append() -> None:
+    def forget_left_open(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))",
+                             (epoch,))
+        conn.exec_driver_sql("DELETE FROM memory_event_secrets WHERE batch = %s", (epoch,))
+
+    def late_append() -> str | None:
         with admin.connect() as conn:
             try:
                 conn.exec_driver_sql(log_sql.APPEND, params).fetchall()
             except sa.exc.DBAPIError as exc:
-                failed.append(exc.orig)
+                return getattr(exc.orig, "sqlstate", None)
+        return None
 
-    with admin.connect() as forget:
-        forget.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))",
-                               (epoch,))
-        forget.exec_driver_sql("DELETE FROM memory_event_secrets WHERE batch = %s", (epoch,))
-        thread = threading.Thread(target=late_append)
-        thread.start()
-        thread.join(0.5)
-        assert thread.is_alive()  # waiting for the forget
+    def meanwhile() -> None:
         other = store.append("t", note("meanwhile"), actor="hal")
-        assert other[0].version == 1 and thread.is_alive()
-        forget.commit()
-    thread.join(10)
-    assert not thread.is_alive()
-    assert [getattr(e, "sqlstate", None) for e in failed] == ["MM004"]
+        assert other[0].version == 1
+
+    assert waits_for_open_transaction(admin, forget_left_open, late_append,
+                                      meanwhile) == "MM004"
     # Nothing written: "first" alone (unreadable now: its epoch went without its key kept).
     assert [e.version for e in store.read_session("s")] == [1]
