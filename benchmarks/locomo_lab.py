@@ -187,6 +187,14 @@ class Recipe:
     tail_weight: float = 0.0        # the whole list) loses tail_weight x (k - tail_cap + 1)
     tail_near: float = 0.0          # below tail_keep: + this for turns within +-2 turns (same
                                     # session) of one of the first tail_keep turns
+    # session 6: the turn's sentences (and its image caption) embedded one by one
+    sent_mix: float = 0.0           # + this x the best cosine among the turn's pieces
+    sent_mode: str = "add"          # add: the turn's cosine plus sent_mix x the best piece;
+                                    # max: the larger of the turn's and the best piece's
+    # session 6: lexical query expansion by word vectors (each word embedded alone)
+    qexp_weight: float = 0.0        # an added term weighs this x its cosine to the query word
+    qexp_tau: float = 0.6           # words at least this close to a query word
+    qexp_k: int = 3                 # at most this many per query word
 
 
 @dataclass
@@ -227,6 +235,56 @@ def window_texts(turns, sess, w: int, prefix: bool) -> list[str]:
     return out
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'])")
+
+
+def turn_pieces(t) -> list[str]:
+    """A turn's sentences and its image caption, each to embed alone; none when the turn
+    is one piece (its own vector is the piece)."""
+    pieces = [p for p in SENTENCE_END.split(t.text.strip()) if p.strip()]
+    if t.caption:
+        pieces.append(t.caption)
+    return pieces if len(pieces) > 1 else []
+
+
+WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]")
+
+
+def word_vectors(cd, feats: Features) -> None:
+    """Each lexeme of the conversation's turns as a vector (the mean of its surface words,
+    each embedded alone), and each question's words with their lexeme and vector."""
+    turn_words = sorted({w for t in cd.conv.turns for w in WORD_RE.findall(t.content.lower())})
+    q_words = [WORD_RE.findall(q.question.lower()) for q in cd.conv.questions]
+    words = sorted(set(turn_words) | {w for ws in q_words for w in ws})
+    lex = feats.lexemes(words)
+    vec = feats.embed(words)
+    one = {w: next(iter(c)) for w, c in zip(words, lex, strict=True) if len(c) == 1}
+    row = {w: i for i, w in enumerate(words)}
+    lv = np.zeros((len(cd.lex_index), vec.shape[1]), dtype=np.float32)
+    for w in turn_words:
+        if one.get(w) in cd.lex_index:
+            lv[cd.lex_index[one[w]]] += vec[row[w]]
+    norms = np.linalg.norm(lv, axis=1, keepdims=True)
+    cd.lex_vec = lv / np.maximum(norms, 1e-9)
+    cd.q_words = [[(one[w], vec[row[w]]) for w in ws if w in one] for ws in q_words]
+
+
+def expand(weights: dict[int, float], cd, qi: int, r) -> dict[int, float]:
+    """``weights`` plus the turn lexemes closest to each of the question's words."""
+    out = dict(weights)
+    names = {cd.lex_index[t] for t in cd.name_lex if t in cd.lex_index}
+    for lexeme, v in cd.q_words[qi]:
+        if lexeme in cd.name_lex:
+            continue
+        sims = cd.lex_vec @ v
+        for t in np.argsort(-sims)[:r.qexp_k + 1]:
+            t = int(t)
+            if sims[t] < r.qexp_tau or t in weights or t in names:
+                continue
+            out[t] = max(out.get(t, 0.0), r.qexp_weight * float(sims[t]))
+    return out
+
+
 # Boilerplate of questions: no model, just the words a question is made of.
 REWRITE_DROP = {"when", "what", "whi", "which", "where", "who", "how", "why", "mani", "much",
                 "kind", "type", "did", "doe", "would", "like", "time", "year",
@@ -257,6 +315,14 @@ def prepare(convs: list[Conversation], feats: Features) -> list[ConvData]:
                 tf[i, vocab[w]] = n
         cd = ConvData(c, sess, [t.speaker for t in c.turns], emb, tfs, vocab, tf, names)
         cd.days = np.array([_day(parse_date(t.date)) for t in c.turns], dtype=np.float64)
+        owner, pieces = [], []
+        for i, t in enumerate(c.turns):
+            for piece in turn_pieces(t):
+                owner.append(i)
+                pieces.append(piece)
+        cd.piece_owner = np.array(owner)  # type: ignore[attr-defined]
+        word_vectors(cd, feats)
+        emb["pieces"] = feats.embed(pieces) if pieces else np.zeros((0, 384), np.float32)
         cd.q_lex = feats.lexemes([q.question for q in c.questions])  # type: ignore[attr-defined]
         cd.name_lex = {w for cnt in feats.lexemes(names) for w in cnt}  # type: ignore[attr-defined]
         out.append(cd)
@@ -413,6 +479,17 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
 
         def score(qv, weights, q):
             dense = r.dense_turn * (docs @ qv)
+            if r.sent_mix:
+                best = cd.emb["plain"] @ qv
+                if len(cd.piece_owner):
+                    pc = cd.emb["pieces"] @ qv
+                    multi = np.full(n, -np.inf, dtype=np.float32)
+                    np.maximum.at(multi, cd.piece_owner, pc)
+                    best = np.where(np.isfinite(multi), multi, best)
+                if r.sent_mode == "max":
+                    dense = r.dense_turn * np.maximum(docs @ qv, best)
+                else:
+                    dense = dense + r.sent_mix * best
             if r.dense_window == "avgsim":
                 sims = docs @ qv
                 if r.dense_w1:
@@ -499,6 +576,8 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
                 terms = [cd.lex_index[w] for w in qcount
                          if w in cd.lex_index and w not in REWRITE_DROP]
             weights = dict.fromkeys(terms, 1.0)
+            if r.qexp_weight:
+                weights = expand(weights, cd, qi, r)
             s = score(qv, weights, q)
             if r.prf_k:
                 top = np.argsort(-s, kind="stable")[:r.prf_k]
@@ -641,11 +720,12 @@ def diversify(s: np.ndarray, sess: np.ndarray, r: Recipe, tf: np.ndarray,
     raise ValueError(r.div)
 
 
-def line(name: str, agg: dict) -> str:
+def line(name: str, agg: dict, digits: int = 3) -> str:
     bc = agg["by_category"]
-    return (f"{name:38s} " + " ".join(f"{agg[f'recall@{k}']:.3f}" for k in KS)
-            + f" {agg['session_recall_any@5']:.3f} {agg['mrr']:.3f}"
-            + f" | mh {bc['multi-hop']['recall@10']:.3f} od {bc['open-domain']['recall@10']:.3f}")
+    f = f".{digits}f"
+    return (f"{name:38s} " + " ".join(f"{agg[f'recall@{k}']:{f}}" for k in KS)
+            + f" {agg['session_recall_any@5']:{f}} {agg['mrr']:{f}}"
+            + f" | mh {bc['multi-hop']['recall@10']:{f}} od {bc['open-domain']['recall@10']:{f}}")
 
 
 BASE_BM25 = Recipe("bm25 (b=.75)", dense_weight=0.0, strip_names=False)
@@ -908,9 +988,75 @@ def r4_tail() -> list[Recipe]:
               for keep in (5, 10, 25) for w in (0.05, 0.1)]]
 
 
+def r6_sentences() -> list[Recipe]:
+    """Session 6: each turn's sentences and image caption embedded one by one, the best
+    of them added to (or in place of) the turn's own cosine."""
+    d = DEFAULT
+    return [d,
+            *[replace(d, name=f"+ best sentence {w}", sent_mix=w) for w in (0.2, 0.35, 0.5, 1.0)],
+            replace(d, name="~ max(turn, best sentence)", sent_mix=1.0, sent_mode="max")]
+
+
+def r6_expand() -> list[Recipe]:
+    """Session 6: the lexical query expanded with the turns' words closest to its words
+    (MiniLM vectors of single words; no model beyond the one the library ships)."""
+    d = DEFAULT
+    return [d, *[replace(d, name=f"+ expansion w{w} tau{tau} k{k}", qexp_weight=w,
+                         qexp_tau=tau, qexp_k=k)
+                 for w, tau, k in ((0.3, 0.6, 3), (0.5, 0.6, 3), (0.3, 0.5, 3),
+                                   (0.5, 0.7, 2), (0.2, 0.5, 5))]]
+
+
+def r6_grid() -> list[Recipe]:
+    """Session 6: the expansion's neighbourhood."""
+    d = DEFAULT
+    out = [d]
+    for w, tau, k in ((0.2, 0.5, 5), (0.2, 0.55, 5), (0.25, 0.5, 8), (0.15, 0.5, 8),
+                      (0.2, 0.45, 5), (0.1, 0.5, 5)):
+        out.append(replace(d, name=f"+ expansion w{w} tau{tau} k{k}", qexp_weight=w,
+                           qexp_tau=tau, qexp_k=k))
+    for qp in (0.1, 0.125):
+        out.append(replace(d, name=f"+ expansion w0.2 tau0.5 k5, qpen {qp}", qexp_weight=0.2,
+                           qexp_tau=0.5, qexp_k=5, question_penalty=qp))
+    out.append(replace(d, name="+ expansion w0.2 tau0.5 k5, max sentence", qexp_weight=0.2,
+                       qexp_tau=0.5, qexp_k=5, sent_mix=1.0, sent_mode="max"))
+    return out
+
+
+def r6_combo() -> list[Recipe]:
+    """Session 6: the expansion with the sentence vectors and the weights nearest R@50."""
+    e = replace(DEFAULT, name="expansion w.2 tau.5 k5", qexp_weight=0.2, qexp_tau=0.5, qexp_k=5)
+    m = replace(e, name="+ max sentence", sent_mix=1.0, sent_mode="max")
+    return [DEFAULT, e, m,
+            replace(m, name="+ max sentence, qpen .1", question_penalty=0.1),
+            replace(m, name="+ max sentence, speaker .2", speaker_boost=0.2),
+            replace(m, name="+ max sentence, prior .1", session_prior=0.1),
+            replace(m, name="+ max sentence, neighbour .2", neighbour_share=0.2),
+            replace(m, name="+ max sentence, dense .65", dense_weight=0.65),
+            replace(m, name="+ max sentence, dense .55", dense_weight=0.55),
+            replace(e, name="+ best sentence x.5", sent_mix=0.5),
+            replace(m, name="+ max sentence, lex w1 .5", bm25_w1=0.5)]
+
+
+def r6_sent_only() -> list[Recipe]:
+    """Session 6: the sentence vectors without the expansion."""
+    m = replace(DEFAULT, name="max sentence", sent_mix=1.0, sent_mode="max")
+    return [DEFAULT, m,
+            replace(m, name="max sentence, qpen .1", question_penalty=0.1),
+            replace(m, name="max sentence, qpen .125", question_penalty=0.125),
+            replace(m, name="max sentence, qpen .1, speaker .2", question_penalty=0.1,
+                    speaker_boost=0.2),
+            replace(m, name="max sentence, neighbour .2", neighbour_share=0.2),
+            replace(m, name="max sentence, dense .65", dense_weight=0.65),
+            replace(DEFAULT, name="best sentence x1, qpen .1", sent_mix=1.0,
+                    question_penalty=0.1)]
+
+
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
           "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin,
-          "cheap": r4_cheap, "tail4": r4_tail}  # the last two: session 5
+          "cheap": r4_cheap, "tail4": r4_tail,  # session 5
+          "sentences": r6_sentences, "expand": r6_expand, "grid6": r6_grid,  # session 6
+          "combo6": r6_combo, "sent6": r6_sent_only}
 
 
 def main() -> None:
@@ -922,6 +1068,10 @@ def main() -> None:
     ap.add_argument("--round3", choices=sorted(ROUND3),
                     help="the third round (issue 5): session-aware diversification and "
                          "the recipe it shipped with, with per-conversation deltas")
+    ap.add_argument("--tail-mix", action="store_true",
+                    help="where recall@50's misses rank, and the list's last places given "
+                         "to one component alone (session 6)")
+    ap.add_argument("--digits", type=int, default=3, help="decimals in the table")
     ap.add_argument("--new-ideas", action="store_true",
                     help="the second round of ideas, with the per-conversation spread")
     args = ap.parse_args()
@@ -931,6 +1081,9 @@ def main() -> None:
     print(f"prepared {sum(len(c.turns) for c in convs)} turns, "
           f"{sum(len(c.questions) for c in convs)} questions "
           f"({sum(c.excluded for c in convs)} excluded) in {time.perf_counter() - t0:.1f}s")
+    if args.tail_mix:
+        tail_mix(data)
+        return
     print(f"{'system':38s} R@5   R@10  R@25  R@50  S@5   MRR")
     recipes = [BASE_BM25, BASE_DENSE, BASE_RRF, DEFAULT]
     if args.ablation:
@@ -955,7 +1108,46 @@ def main() -> None:
                 d = [conv[c][k] - base[c][k] for c in conv]
                 extra += (f" R@{k} {min(d):+.3f}..{max(d):+.3f}"
                           f" ({sum(x > 1e-9 for x in d)}+/{sum(x < -1e-9 for x in d)}-)")
-        print(line(r.name, agg) + f" | {ms:.1f} ms/q" + extra, flush=True)
+        print(line(r.name, agg, args.digits) + f" | {ms:.1f} ms/q" + extra, flush=True)
+
+
+def tail_mix(data: list[ConvData]) -> None:
+    """Session 6: where recall@50's misses rank, and recall@50 when the last places of the
+    list go to the best turns of one component alone (dense or BM25, same recipe)."""
+    global DEPTH
+    depth, DEPTH = DEPTH, 100_000  # the whole ranking
+    try:
+        recipes = {"fused": DEFAULT, "dense": replace(DEFAULT, dense_weight=1.0),
+                   "lex": replace(DEFAULT, dense_weight=0.0)}
+        ranked = {n: [x[2] for x in run(data, r)[1]] for n, r in recipes.items()}
+        questions = [x[1] for x in run(data, DEFAULT)[1]]
+    finally:
+        DEPTH = depth
+    rank = {n: [{d: i for i, d in enumerate(lst)} for lst in ls] for n, ls in ranked.items()}
+    missed = [(qi, e) for qi, q in enumerate(questions) for e in q.evidence
+              if rank["fused"][qi].get(e, 10**9) >= 50]
+    print(f"evidence turns below 50: {len(missed)}; ranked 51-75: "
+          f"{sum(rank['fused'][qi].get(e, 10**9) < 75 for qi, e in missed)}; in the top 50 "
+          f"of dense alone: {sum(rank['dense'][qi].get(e, 10**9) < 50 for qi, e in missed)}, "
+          f"of BM25 alone: {sum(rank['lex'][qi].get(e, 10**9) < 50 for qi, e in missed)}")
+    for keep in (35, 40, 45):
+        for specs in (["dense"], ["lex"], ["dense", "lex"]):
+            total = 0.0
+            for qi, q in enumerate(questions):
+                top = ranked["fused"][qi][:keep]
+                seen = set(top)
+                sources = [iter(ranked[n][qi]) for n in specs] + [iter(ranked["fused"][qi])]
+                j = 0
+                while len(top) < 50:
+                    for d in sources[j % len(sources)]:
+                        if d not in seen:
+                            top.append(d)
+                            seen.add(d)
+                            break
+                    j += 1
+                total += sum(e in seen for e in q.evidence) / len(q.evidence)
+            print(f"first {keep} fused, then {'/'.join(specs)} alternating with fused: "
+                  f"recall@50 {total / len(questions):.4f}")
 
 
 def per_conversation(per_q: list) -> dict[str, dict[int, float]]:
