@@ -23,8 +23,8 @@ from .schemas import SchemaRegistry
 if TYPE_CHECKING:
     from .embedding import Embedder
     from .projections import Projector, RunSummary
-    from .retrieval.context import Context
     from .retrieval.ranking import Ranker
+    from .retrieval.result import Context
     from .retrieval.settings import RetrievalSettings
     from .retrieval.tokens import TokenCounter
 

@@ -2,12 +2,14 @@
 
 ``search.py`` finds candidates (pgvector cosine and Postgres full text, scope first),
 ``ranking.py`` fuses and orders them (a replaceable seam), ``context.py`` packs recent
-turns, the session summary and memories under the budget, ``render.py`` renders the result
-for chat APIs, ``tokens.py`` counts tokens offline. Entry point: :meth:`memory.Store.context`.
+turns, the session summary and memories under the budget into the values of ``result.py``,
+``render.py`` renders them for chat APIs, ``tokens.py`` counts tokens offline. Entry
+point: :meth:`memory.Store.context`.
 """
 
-from .context import Context, Memory, Source, Summary, Turn, build_context, replay
+from .context import build_context, replay
 from .ranking import Ranked, RankRequest, rank
+from .result import Context, Memory, Source, Summary, Turn
 from .search import Hit
 from .settings import DEFAULT_SETTINGS, RetrievalSettings
 from .tokens import CharCounter, TokenCounter, WordPieceCounter, default_counter

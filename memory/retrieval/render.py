@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .context import Context, Memory
+    from .result import Context, Memory
 
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 MEMORIES_HEADER = "Relevant memories (date, speaker: text):"
