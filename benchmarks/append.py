@@ -20,6 +20,12 @@ both sides alike. Each ratio comes with a 90 % bootstrap interval over the round
 ±0.05 from the next (benchmarks/RESULTS.md), so a ratio whose interval spans its target is
 not settled by one run.
 
+CPU: each run also reports, per event, the CPU time of this process (the writers' threads,
+``client_us``) and of the whole machine (busy time from ``/proc/stat``, ``machine_us``: the
+client, the server's backends and its background processes; Linux only, else null). The
+machine figure is what bounds several writers on few cores; the client figure is what the
+library's Python costs over a raw INSERT's.
+
 The follower: ``Store.subscribe`` tails the log while 4 writers append single events as fast
 as they can; the lag of an event is the time from its writer's commit acknowledgement to its
 delivery by the subscription (same clock, same process).
@@ -46,6 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,8 +161,29 @@ class RawWriter:
         self.conn.close()
 
 
-def run(make: Callable[[int], Any], writers: int, duration: float) -> float:
-    """Events per second for ``writers`` threads writing for ``duration`` seconds."""
+@dataclass(frozen=True)
+class Run:
+    rate: float
+    """Events per second."""
+    client_us: float
+    """CPU time of this process (all its threads) per event, in microseconds."""
+    machine_us: float | None
+    """Busy CPU time of the whole machine per event, in microseconds (None off Linux)."""
+
+
+def machine_ticks() -> tuple[int, int] | None:
+    """(all, idle) clock ticks of every CPU since boot, from /proc/stat; None if absent."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+
+def run(make: Callable[[int], Any], writers: int, duration: float) -> Run:
+    """Events per second for ``writers`` threads writing for ``duration`` seconds, with
+    the CPU they and the machine spent per event (warm-up excluded)."""
     ws = [make(i) for i in range(writers)]
     for w in ws:  # warm up: connections open, statements prepared
         for _ in range(6 if w.batch == 1 else 1):
@@ -176,16 +204,33 @@ def run(make: Callable[[int], Any], writers: int, duration: float) -> float:
     threads = [threading.Thread(target=loop, args=(k,)) for k in range(writers)]
     for t in threads:
         t.start()
+    ticks = machine_ticks()
+    cpu = time.process_time()
     barrier.wait()
     start = time.perf_counter()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    ticks_after = machine_ticks()
     for w in ws:
         w.close()
     if errors:
         raise errors[0]
-    return sum(counts) / elapsed
+    events = max(sum(counts), 1)
+    machine_us = None
+    if ticks is not None and ticks_after is not None:
+        all_ticks, idle = (b - a for a, b in zip(ticks, ticks_after, strict=True))
+        busy_s = (all_ticks - idle) / os.sysconf("SC_CLK_TCK")
+        machine_us = busy_s / events * 1e6
+    return Run(sum(counts) / elapsed, cpu / events * 1e6, machine_us)
+
+
+def cpu_medians(runs: list[Run]) -> dict[str, float | None]:
+    """The medians over rounds of the CPU per event (see :class:`Run`), rounded."""
+    machine = [r.machine_us for r in runs if r.machine_us is not None]
+    return {"client": round(statistics.median(r.client_us for r in runs), 1),
+            "machine": round(statistics.median(machine), 1) if machine else None}
 
 
 def ratio_interval(a: list[float], b: list[float], draws: int = 2000) -> tuple[float, float]:
@@ -274,7 +319,7 @@ def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
             for enc in (False, True) if r % 2 == 0 else (True, False):
                 tag = f"enc{int(enc)}-{batch}-{writers}-{r}"
                 runs[enc].append(run(lambda k, b=batch, t=tag, e=enc: LibraryWriter(
-                    stores[e], f"{t}-{k}", b, pool, actor=t), writers, duration))
+                    stores[e], f"{t}-{k}", b, pool, actor=t), writers, duration).rate)
         on, off = statistics.median(runs[True]), statistics.median(runs[False])
         low, high = ratio_interval(runs[True], runs[False])
         shapes.append({"batch": batch, "writers": writers, "sealed_per_s": round(on, 1),
@@ -388,17 +433,20 @@ def main(argv: list[str] | None = None) -> int:
         print(header)
         shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
         for batch, writers in shapes:
-            lib_runs, raw_runs = [], []
+            measured: dict[str, list[Run]] = {"raw": [], "lib": []}
             stats_before = store.log.group_stats()
             for r in range(args.rounds):
                 tag = f"{batch}-{writers}-{r}"
                 for side in ("raw", "lib") if r % 2 == 0 else ("lib", "raw"):
                     if side == "raw":
-                        raw_runs.append(run(lambda k, b=batch, t=tag: RawWriter(
+                        measured[side].append(run(lambda k, b=batch, t=tag: RawWriter(
                             raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
                     else:
-                        lib_runs.append(run(lambda k, b=batch, t=tag: LibraryWriter(
+                        measured[side].append(run(lambda k, b=batch, t=tag: LibraryWriter(
                             store, f"lib-{t}-{k}", b, pool), writers, args.duration))
+            lib_runs = [m.rate for m in measured["lib"]]
+            raw_runs = [m.rate for m in measured["raw"]]
+            cpu = {side: cpu_medians(ms) for side, ms in measured.items()}
             lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
             low, high = ratio_interval(lib_runs, raw_runs)
             stats = [b - a for a, b in zip(stats_before, store.log.group_stats(), strict=True)]
@@ -410,12 +458,17 @@ def main(argv: list[str] | None = None) -> int:
                    "target_ratio": target,
                    "appends_per_statement": round(per_statement, 2),
                    "runs": {"library": [round(x, 1) for x in lib_runs],
-                            "raw": [round(x, 1) for x in raw_runs]}}
+                            "raw": [round(x, 1) for x in raw_runs]},
+                   "cpu_us_per_event": {"library": cpu["lib"], "raw": cpu["raw"]}}
             results.append(row)
             print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
                   f"{f'{low:.2f}-{high:.2f}':>10} "
                   f"{'' if target is None else f'>={target}':>6} {per_statement:>8.2f}",
                   flush=True)
+            print(f"{'':>14} cpu per event (us, medians): library client "
+                  f"{cpu['lib']['client']:.0f}, machine {cpu['lib']['machine'] or 0:.0f}; "
+                  f"raw client {cpu['raw']['client']:.0f}, "
+                  f"machine {cpu['raw']['machine'] or 0:.0f}", flush=True)
         lag = follower_lag(store, args.lag_duration)
         print(f"follower behind 4 writers: {lag['events']} events "
               f"({lag['events_per_s']:,.0f}/s), lag p50 {lag['p50_ms']:.1f} ms, "
