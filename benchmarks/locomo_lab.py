@@ -1125,8 +1125,9 @@ def tail_mix(data: list[ConvData]) -> None:
     try:
         recipes = {"fused": DEFAULT, "dense": replace(DEFAULT, dense_weight=1.0),
                    "lex": replace(DEFAULT, dense_weight=0.0)}
-        ranked = {n: [x[2] for x in run(data, r)[1]] for n, r in recipes.items()}
-        questions = [x[1] for x in run(data, DEFAULT)[1]]
+        per_q = {n: run(data, r)[1] for n, r in recipes.items()}
+        ranked = {n: [x[2] for x in rows] for n, rows in per_q.items()}
+        questions = [x[1] for x in per_q["fused"]]
     finally:
         DEPTH = depth
     rank = {n: [{d: i for i, d in enumerate(lst)} for lst in ls] for n, ls in ranked.items()}
@@ -1186,7 +1187,8 @@ def cross_validate(data: list[ConvData], names: list[str]) -> None:
         held_out += [(q.category, m) for cv, q, _r, m in runs[best] if cv == c]
     f = _figures(held_out)
     print("held-out, pooled: " + " ".join(f"{k} {v:.4f}" for k, v in f.items()))
-    shipped = _figures([(q.category, m) for _cv, q, _r, m in run(data, DEFAULT)[1]])
+    shipped_rows = runs.get(DEFAULT.name) or run(data, DEFAULT)[1]
+    shipped = _figures([(q.category, m) for _cv, q, _r, m in shipped_rows])
     print("shipped recipe:   " + " ".join(f"{k} {v:.4f}" for k, v in shipped.items()))
 
 
