@@ -116,7 +116,8 @@ BM25_ONLY = DEFAULT_SETTINGS.replace(vector_weight=0.0, text_weight=1.0, text_wi
                                      vector_windows=(), speaker_boost=0.0,
                                      neighbour_share=0.0, strip_author_names=False,
                                      session_prior=0.0, date_boost=0.0,
-                                     question_penalty=0.0, aggregate_session_penalty=0.0)
+                                     question_penalty=0.0, aggregate_session_penalty=0.0,
+                                     sentence_max=False, expansion_weight=0.0)
 
 
 def dia_ids(hits: list[search.Hit], where: dict[int, str]) -> list[str]:
@@ -157,8 +158,9 @@ class Retriever:
     def __init__(self, store: memory.Store) -> None:
         self.store = store
 
-    def run(self, actor: str, q: Question, raw_vec: np.ndarray, embed: Callable[[str],
-            np.ndarray], where: dict[int, str]) -> dict[str, tuple[list[str], float]]:
+    def run(self, actor: str, q: Question, raw_vec: np.ndarray,
+            embed: Callable[[list[str]], np.ndarray], where: dict[int, str]
+            ) -> dict[str, tuple[list[str], float]]:
         out: dict[str, tuple[list[str], float]] = {}
         with tenant_scope(self.store.tenant), self.store.engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -208,15 +210,23 @@ class Retriever:
                 if s.strip_author_names:
                     vquery = ranking.vector_query(q.question, wholescope.scope_authors(f))
                 t_embed = time.perf_counter()
-                qvec = raw_vec if vquery == q.question else embed(vquery)
-                embed_s = time.perf_counter() - t_embed
+                qvec = raw_vec if vquery == q.question else embed([vquery])[0]
+                embed_s = [time.perf_counter() - t_embed]
+
+                def embed_words(words: Sequence[str]) -> np.ndarray:
+                    t0 = time.perf_counter()  # query words the vocabulary lacks
+                    vectors = embed(list(words))
+                    embed_s.append(time.perf_counter() - t0)
+                    return vectors
+
                 hits = LazyHits(lambda f=f, qvec=qvec: search.merge(f.vector(qvec),
                                                                     f.text(q.question)))
                 ranked = ranking.rank(ranking.RankRequest(
                     query=q.question, hits=hits, neighbours=f.neighbours, settings=s,
-                    now=datetime.now(UTC), embeddings=f.embeddings, query_vec=qvec, finder=f))
+                    now=datetime.now(UTC), embeddings=f.embeddings, query_vec=qvec, finder=f,
+                    embed=embed_words))
                 out["default"] = (dia_ids([r.hit for r in ranked], where),
-                                  time.perf_counter() - t - embed_s)
+                                  time.perf_counter() - t - sum(embed_s))
         return out
 
 
@@ -369,9 +379,6 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
                       for actor, q in questions])
         embed_s += time.perf_counter() - t
 
-        def embed(text: str) -> np.ndarray:
-            return cached.embed([text])[0]
-
         retriever = Retriever(store)
         rows: dict[str, list[tuple[int, dict[str, float]]]] = {s: [] for s in SYSTEMS}
         times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
@@ -379,7 +386,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
         try:
             for (actor, q), vec in tqdm(list(zip(questions, raw, strict=True)),
                                         desc="questions", unit="q"):
-                found = retriever.run(actor, q, vec, embed, where[actor])
+                found = retriever.run(actor, q, vec, cached.embed, where[actor])
                 back = where[actor]
                 ctx: dict[tuple[str, int], float] = {}
                 for name in SYSTEMS:

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomo_metrics import KS, Conversation, aggregate, load, score_question
 
+from memory.projections.chunking import split_sentences
 from memory.retrieval.ranking import date_match, query_dates  # the library's own
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,6 +192,8 @@ class Recipe:
     sent_mix: float = 0.0           # + this x the best cosine among the turn's pieces
     sent_mode: str = "add"          # add: the turn's cosine plus sent_mix x the best piece;
                                     # max: the larger of the turn's and the best piece's
+    sent_split: str = "lab"         # lab: turn_pieces; library: chunking.split_sentences of
+                                    # the ingested text (the caption as "[image: ...]")
     # session 6: lexical query expansion by word vectors (each word embedded alone)
     qexp_weight: float = 0.0        # an added term weighs this x its cosine to the query word
     qexp_tau: float = 0.6           # words at least this close to a query word
@@ -323,6 +326,14 @@ def prepare(convs: list[Conversation], feats: Features) -> list[ConvData]:
         cd.piece_owner = np.array(owner)  # type: ignore[attr-defined]
         word_vectors(cd, feats)
         emb["pieces"] = feats.embed(pieces) if pieces else np.zeros((0, 384), np.float32)
+        owner, pieces = [], []
+        for i, t in enumerate(c.turns):
+            split = split_sentences(t.content)
+            for piece in split if len(split) > 1 else []:
+                owner.append(i)
+                pieces.append(piece)
+        cd.lib_piece_owner = np.array(owner)  # type: ignore[attr-defined]
+        emb["lib_pieces"] = feats.embed(pieces) if pieces else np.zeros((0, 384), np.float32)
         cd.q_lex = feats.lexemes([q.question for q in c.questions])  # type: ignore[attr-defined]
         cd.name_lex = {w for cnt in feats.lexemes(names) for w in cnt}  # type: ignore[attr-defined]
         out.append(cd)
@@ -481,10 +492,11 @@ def run(data: list[ConvData], r: Recipe) -> tuple[dict, list]:
             dense = r.dense_turn * (docs @ qv)
             if r.sent_mix:
                 best = cd.emb["plain"] @ qv
-                if len(cd.piece_owner):
-                    pc = cd.emb["pieces"] @ qv
+                owner = cd.piece_owner if r.sent_split == "lab" else cd.lib_piece_owner
+                if len(owner):
+                    pc = cd.emb["pieces" if r.sent_split == "lab" else "lib_pieces"] @ qv
                     multi = np.full(n, -np.inf, dtype=np.float32)
-                    np.maximum.at(multi, cd.piece_owner, pc)
+                    np.maximum.at(multi, owner, pc)
                     best = np.where(np.isfinite(multi), multi, best)
                 if r.sent_mode == "max":
                     dense = r.dense_turn * np.maximum(docs @ qv, best)
@@ -1052,11 +1064,20 @@ def r6_sent_only() -> list[Recipe]:
                     question_penalty=0.1)]
 
 
+def r7_library() -> list[Recipe]:
+    """Session 7: the combination as the library would build it (pieces split by
+    memory.projections.chunking.split_sentences of the ingested text)."""
+    e = replace(DEFAULT, name="expansion w.2 tau.5 k5, max sentence, qpen .1", qexp_weight=0.2,
+                qexp_tau=0.5, qexp_k=5, sent_mix=1.0, sent_mode="max", question_penalty=0.1)
+    return [DEFAULT, e, replace(e, name="the same, library pieces", sent_split="library")]
+
+
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
           "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin,
           "cheap": r4_cheap, "tail4": r4_tail,  # session 5
           "sentences": r6_sentences, "expand": r6_expand, "grid6": r6_grid,  # session 6
-          "combo6": r6_combo, "sent6": r6_sent_only}
+          "combo6": r6_combo, "sent6": r6_sent_only,
+          "library7": r7_library}  # session 7
 
 
 def main() -> None:

@@ -104,3 +104,21 @@ class Chunker:
         if current:
             chunks.append(" ".join(current))
         return chunks
+
+
+def sentence_pieces(text: str) -> list[str]:
+    """The sentences of a chunk, each to be embedded alone; none for a chunk of one
+    sentence (its own vector is the piece). A bracketed aside after a sentence, such as
+    an image's caption, is a sentence of its own."""
+    pieces = split_sentences(text)
+    return pieces if len(pieces) > 1 else []
+
+
+WORD_RE = re.compile(r"[a-z][a-z'-]*[a-z]")
+"""A word of the vocabulary (memory_words): lower-case letters, inner apostrophes and
+hyphens; one-letter words and numbers are left out."""
+
+
+def words_of(text: str) -> list[str]:
+    """The distinct words of ``text`` (lower-cased), in order of first appearance."""
+    return list(dict.fromkeys(WORD_RE.findall(text.lower())))

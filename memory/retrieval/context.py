@@ -173,8 +173,16 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                     if s.strip_author_names:
                         vquery = vector_query(query, wholescope.scope_authors(finder))
                         t_embed = time.perf_counter()
-                    qvec = _embed_query(store, embedder, chunks_gen, vquery)
+                    model = _query_embedder(store, embedder, chunks_gen)
+                    qvec = model.embed([vquery])[0]
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
+
+                    def embed_words(words: Sequence[str], model: Embedder = model) -> Any:
+                        t0 = time.perf_counter()  # query embedding: timed as such
+                        out = model.embed(list(words))
+                        timings["embed_ms"] += (time.perf_counter() - t0) * 1000
+                        return out
+
                     exact = _exact_path(finder, s, _pins)
                     finder.plan["vector"] = "exact" if exact else "hnsw"
                     pins["vector"] = finder.plan["vector"]
@@ -184,7 +192,7 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                     ranked = ranker(RankRequest(
                         query=query, hits=hits, neighbours=finder.neighbours, settings=s,
                         now=now, embeddings=finder.embeddings,
-                        query_vec=qvec, finder=finder))
+                        query_vec=qvec, finder=finder, embed=embed_words))
                     used = _take_memories(parts, ranked, finder, s, counter, budget, used,
                                           system_cost)
                 plan.update(finder.plan)
@@ -315,8 +323,7 @@ def _truncate_turn(turn: Turn, limit: int, counter: TokenCounter) -> Turn | None
                 turn.occurred_at, counter.count(text), truncated=True)
 
 
-def _embed_query(store: Store, embedder: Embedder | None, gen: Generation, query: str
-                 ) -> Any:
+def _query_embedder(store: Store, embedder: Embedder | None, gen: Generation) -> Embedder:
     if embedder is None:
         embedder = getattr(store, "embedder", None)
     if embedder is None:
@@ -328,7 +335,7 @@ def _embed_query(store: Store, embedder: Embedder | None, gen: Generation, query
             f"the query embedder {embedder.name!r} has {embedder.dim} dimensions, the live "
             f"chunks generation {gen.generation} has {gen.dim}: use the model it was built "
             "with, or re-project (memory reproject chunks --model PATH)")
-    return embedder.embed([query])[0]
+    return embedder
 
 
 BOUND_TIME = "SELECT occurred_at FROM memory_events WHERE tenant = %s AND position <= %s " \

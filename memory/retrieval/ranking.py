@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import search, wholescope
+from . import expansion, search, wholescope
 from .search import Hit, NeighbourLookup
 from .settings import RetrievalSettings
 
@@ -56,6 +56,9 @@ class RankRequest:
     """The query's embedding (of :func:`vector_query`), for whole-scope ranking."""
     finder: ChunkSearch | None = None
     """The scope's search, for whole-scope ranking; without it, only the hits are ranked."""
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None
+    """The query's embedder, for query words the scope's vocabulary lacks (the query
+    expansion); without it those words are not expanded."""
 
 
 Ranker = Callable[[RankRequest], list[Ranked]]
@@ -229,6 +232,7 @@ def _norm(x: np.ndarray) -> np.ndarray:
 
 def _bm25(tf: np.ndarray, idf: np.ndarray, lengths: np.ndarray, k1: float, b: float
           ) -> np.ndarray:
+    """BM25 of each row; ``idf`` carries each term's weight too (1 for a query term)."""
     if tf.shape[1] == 0:
         return np.zeros(tf.shape[0])
     avg = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
@@ -318,7 +322,7 @@ def date_match(days: np.ndarray, intervals: Sequence[tuple[float, float]], tau: 
 
 
 def _session_prior(sims: np.ndarray, tf: np.ndarray, session: np.ndarray,
-                   s: RetrievalSettings) -> np.ndarray:
+                   s: RetrievalSettings, weights: np.ndarray | None = None) -> np.ndarray:
     """Per chunk, its session scored as one document: the session's mean cosine and the
     BM25 (b = 0) of the session's summed term frequencies, with document frequencies
     counted over sessions, each min-max normalised over the sessions, mixed by
@@ -331,6 +335,8 @@ def _session_prior(sims: np.ndarray, tf: np.ndarray, session: np.ndarray,
         np.add.at(stf, session, tf)
         sdf = (stf > 0).sum(0)
         sidf = np.log(1 + (k - sdf + 0.5) / (sdf + 0.5))
+        if weights is not None:  # the query terms' weights (expansion)
+            sidf = sidf * weights
         lexical = _bm25(stf, sidf, np.ones(k), s.bm25_k1, 0.0)
     else:
         lexical = np.zeros(k)
@@ -389,6 +395,9 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
     sims = np.asarray(rows.sims, dtype=np.float64)
     dense = sims.copy()
+    if s.sentence_max and rows.pieces is not None and len(rows.pieces) == n:
+        best = np.asarray(rows.pieces, dtype=np.float64)
+        dense = np.where(np.isnan(best), sims, np.maximum(sims, best))
     if s.vector_window_kind not in ("mean_vector", "mean_cosine"):
         raise ValueError(f"unknown vector_window_kind {s.vector_window_kind!r} "
                          "(mean_vector or mean_cosine)")
@@ -403,9 +412,13 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
 
     authors = sorted({a for a in rows.authors if a})
     terms = search.query_lexemes(f, req.query)
+    name_terms: set[str] = set()
     if s.strip_author_names and authors:
         name_terms = set(search.query_lexemes(f, " ".join(authors)))
         terms = [t for t in terms if t not in name_terms] or terms
+    added = expansion.expand(f, req.query, terms, name_terms, s, req.embed)
+    weights = np.array([1.0] * len(terms) + list(added.values()))
+    terms = [*terms, *added]
     index = {k: i for i, k in enumerate(zip(rows.positions, rows.indexes, strict=True))}
     col = {t: j for j, t in enumerate(terms)}
     tf = np.zeros((n, len(terms)))
@@ -414,7 +427,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         if i is not None:
             tf[i, col[lexeme]] = freq
     df = (tf > 0).sum(0)
-    idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5)) * weights
     lengths = np.asarray(rows.lengths, dtype=np.float64)
     lexical = _bm25(tf, idf, lengths, s.bm25_k1, s.bm25_b)
     if s.text_window > 0 and s.text_window_weight:
@@ -426,7 +439,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     score = vec_part + txt_part
     sess_part = np.zeros(n)
     if s.session_prior:
-        sess_part = s.session_prior * _session_prior(sims, tf, session, s)
+        sess_part = s.session_prior * _session_prior(sims, tf, session, s, weights)
         score = score + sess_part
     fused = score.copy()
     nb_part = np.zeros(n)
@@ -484,6 +497,9 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
+        near = [t for t, j in col.items() if t in added and tf[i, j] > 0]
+        if near:
+            reasons.append(f"holds words near the query's ({', '.join(near)})")
         if nb_part[i] > 0:
             reasons.append("next to a strong turn")
         if sp_part[i] > 0:

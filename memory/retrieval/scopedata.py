@@ -77,6 +77,24 @@ SELECT c.event_position, c.chunk_index, t.lexeme, coalesce(array_length(t.positi
    AND c.event_position > %s AND c.event_position <= %s
 """
 
+# The sentence vectors of the entry's chunks (chunks of one sentence have none)
+LOAD_PIECES = """
+SELECT c.event_position, c.chunk_index, vector_send(p)
+  FROM memory_chunks c CROSS JOIN LATERAL unnest(c.pieces) AS p
+ WHERE c.tenant = %s AND c.generation = %s AND c.actor_id = ANY(%s)
+   AND c.pieces IS NOT NULL AND c.event_position > %s AND c.event_position <= %s
+"""
+
+# The scope's vocabulary (memory/projections/words.py): rows of a word first held at or
+# below upto are all there in the snapshot that read upto (written with the chunks).
+LOAD_WORDS = """
+SELECT w.word, w.lexeme, w.event_position, vector_send(w.embedding)
+  FROM memory_words w
+ WHERE w.tenant = %s AND w.generation = %s AND w.actor_id = ANY(%s)
+   AND w.event_position > %s AND w.event_position <= %s
+ ORDER BY w.word, w.event_position
+"""
+
 # The check a call makes when the start-of-call statement did not make it (replay, or a
 # ChunkSearch used on its own): same counts as in search.STATE.
 CHECK = """
@@ -164,6 +182,9 @@ class ScopeData:
             self.key_index[(p, i)] = r
         self.max_position = int(self.positions.max()) if self.n else 0
         self.terms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.pieces: Pieces | None = None
+        self.words: Words | None = None
+        """Read with the rows, before the entry is cached (:meth:`attach`)."""
         self.derived: dict[str, Any] = {}
         """Values computed from this entry's rows alone, kept with it (search.py)."""
         self._text_bytes += sum(len(t) for t in cols["texts"])
@@ -179,23 +200,70 @@ class ScopeData:
         """Cosine similarity of each row (all, or ``rows``) to the query, as pgvector's
         ``1 - (a <=> b)`` computes it (float32 dot products, then float64); a zero vector
         scores 0 instead of pgvector's NaN."""
-        q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
         m = self.matrix if rows is None else self.matrix[rows]
         norms = self.norms if rows is None else self.norms[rows]
-        if m.shape[1] != q.shape[0]:
-            raise ValueError(f"query has {q.shape[0]} dimensions, the scope's vectors "
-                             f"{m.shape[1]}")
-        dots = np.einsum("ij,j->i", m, q).astype(np.float64)
-        denom = norms.astype(np.float64) * float(np.sqrt(np.dot(q.astype(np.float64),
-                                                                q.astype(np.float64))))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(denom > 0, dots / denom, 0.0)
-        return np.clip(out, -1.0, 1.0)
+        return cosines(m, norms, query_vec)
+
+    def attach(self, pieces: Pieces, words: Words) -> None:
+        """Set the entry's sentence vectors and vocabulary (and count their bytes)."""
+        self.pieces, self.words = pieces, words
+        self.nbytes += int(pieces.matrix.nbytes + words.matrix.nbytes + 60 * len(words.words))
 
     def grow(self, cols: dict[str, list[Any]], matrix: np.ndarray, upto: int) -> ScopeData:
         """A new entry with ``cols`` appended (rows above this entry's ``upto``)."""
         return ScopeData(self.key, self.generation, self.created, upto, cols, matrix,
                          base=self)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Sentence vectors: the entry row each belongs to, the vectors, their norms."""
+
+    rows: np.ndarray
+    matrix: np.ndarray
+    norms: np.ndarray
+
+    def __add__(self, other: Pieces) -> Pieces:
+        return Pieces(np.concatenate([self.rows, other.rows]),
+                      _stack(self.matrix, other.matrix),
+                      np.concatenate([self.norms, other.norms]))
+
+
+@dataclass(frozen=True)
+class Words:
+    """The vocabulary rows: word, lexeme, first position, (unit) vector."""
+
+    words: list[str]
+    lexemes: list[str]
+    positions: np.ndarray
+    matrix: np.ndarray
+
+    def __add__(self, other: Words) -> Words:
+        return Words(self.words + other.words, self.lexemes + other.lexemes,
+                     np.concatenate([self.positions, other.positions]),
+                     _stack(self.matrix, other.matrix))
+
+
+def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not len(a):
+        return b
+    return a if not len(b) else np.concatenate([a, b])
+
+
+def cosines(matrix: np.ndarray, norms: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
+    """Cosine of each row to the query, as :meth:`ScopeData.sims` computes it."""
+    q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
+    if len(matrix) == 0:
+        return np.zeros(0)
+    if matrix.shape[1] != q.shape[0]:
+        raise ValueError(f"query has {q.shape[0]} dimensions, the scope's vectors "
+                         f"{matrix.shape[1]}")
+    dots = np.einsum("ij,j->i", matrix, q).astype(np.float64)
+    denom = norms.astype(np.float64) * float(np.sqrt(np.dot(q.astype(np.float64),
+                                                            q.astype(np.float64))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(denom > 0, dots / denom, 0.0)
+    return np.clip(out, -1.0, 1.0)
 
 
 class _Buffer:
@@ -253,16 +321,48 @@ def _read(conn: sa.Connection, tenant: str, generation: int, actors: Sequence[st
         cols["occurred"].append(r[7])
         cols["texts"].append(r[8])
         cols["lengths"].append(int(r[9] or 0))
-    if not rows:
-        return cols, np.zeros((0, 0), dtype=np.float32)
-    blobs = [bytes(r[10]) for r in rows]
-    width = len(blobs[0])
-    if any(len(b) != width for b in blobs):
-        raise ValueError("chunks of one generation have vectors of different dimensions")
+    return cols, _decode([r[10] for r in rows])
+
+
+def _decode(blobs: Sequence[Any]) -> np.ndarray:
+    """pgvector's binary send format, one blob per row, as one float32 matrix."""
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    raw = [bytes(b) for b in blobs]
+    width = len(raw[0])
+    if any(len(b) != width for b in raw):
+        raise ValueError("vectors of one generation have different dimensions")
     dim = (width - _HEADER_BYTES) // 4
-    flat = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(rows), width)
+    flat = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), width)
     matrix = flat[:, _HEADER_BYTES:].copy().view(">f4").astype(np.float32)
-    return cols, matrix.reshape(len(rows), dim)
+    return matrix.reshape(len(raw), dim)
+
+
+def read_pieces(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
+                after: int = -1) -> Pieces:
+    """The sentence vectors of the entry's chunks above ``after``."""
+    raw = conn.connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(LOAD_PIECES, (tenant, data.generation, list(actors), after, data.upto))
+        rows = cur.fetchall()
+    found = [(data.key_index.get((r[0], r[1])), r[2]) for r in rows]
+    found = [f for f in found if f[0] is not None]
+    matrix = _decode([f[1] for f in found])
+    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) if len(matrix) else \
+        np.zeros(0, dtype=np.float32)
+    return Pieces(np.asarray([f[0] for f in found], dtype=np.int64), matrix, norms)
+
+
+def read_words(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
+               after: int = -1) -> Words:
+    """The scope's vocabulary rows first held above ``after`` (at or below ``upto``)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(LOAD_WORDS, (tenant, data.generation, list(actors), after, data.upto))
+        rows = cur.fetchall()
+    return Words([r[0] for r in rows], [r[1] for r in rows],
+                 np.asarray([r[2] for r in rows], dtype=np.int64),
+                 _decode([r[3] for r in rows]))
 
 
 def read_terms(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
@@ -384,15 +484,29 @@ def fetch(conn: sa.Connection, key: tuple[Any, ...], probed: ScopeData | None, t
             if entry.terms is not None:
                 grown.terms = _merge_terms(entry.terms, read_terms(
                     conn, grown, tenant, actors, after=entry.upto))
+            grown.attach(_or_read(entry.pieces, read_pieces, conn, grown, tenant, actors,
+                                  entry.upto),
+                         _or_read(entry.words, read_words, conn, grown, tenant, actors,
+                                  entry.upto))
             CACHE.stats["grown"] += 1
             CACHE.put(grown, max_bytes)
             return grown
     cols, matrix = _read(conn, tenant, generation, actors, -1)
     upto = max([position, *cols["positions"][-1:]])
     fresh = ScopeData(key, generation, check.created, upto, cols, matrix)
+    fresh.attach(read_pieces(conn, fresh, tenant, actors), read_words(conn, fresh, tenant,
+                                                                       actors))
     CACHE.stats["loads"] += 1
     CACHE.put(fresh, max_bytes)
     return fresh
+
+
+def _or_read(old: Any, read: Any, conn: sa.Connection, data: ScopeData, tenant: str,
+             actors: Sequence[str], after: int) -> Any:
+    """``old`` grown by the rows above ``after``; everything when there is no ``old``."""
+    if old is None:
+        return read(conn, data, tenant, actors)
+    return old + read(conn, data, tenant, actors, after=after)
 
 
 def _merge_terms(old: dict[str, tuple[np.ndarray, np.ndarray]],

@@ -30,7 +30,8 @@ SELECT DISTINCT c.author FROM memory_chunks c
 SCOPE_VECTORS = f"""
 SELECT c.event_position, c.chunk_index, c.session_id, c.author, length(c.tsv),
        1 - (c.embedding <=> %(q)s::vector) AS sim, c.occurred_at,
-       right(rtrim(c.text, E' \t\r\n'), 1) = '?'
+       right(rtrim(c.text, E' \t\r\n'), 1) = '?',
+       (SELECT max(1 - (p <=> %(q)s::vector)) FROM unnest(c.pieces) AS p)
   FROM memory_chunks c
  WHERE {SCOPE_WHERE}
  ORDER BY c.session_id, c.event_position, c.chunk_index
@@ -85,6 +86,9 @@ class ScopeRows:
     asks: list[bool] | None = None
     """Whether each chunk's text ends with a question mark (the ranker's question
     penalty); trailing spaces, tabs and line breaks ignored."""
+    pieces: list[float] | None = None
+    """The cosine of each chunk's best sentence (``memory_chunks.pieces``); NaN for a
+    chunk with none (one sentence, or a generation built without them)."""
 
 
 def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
@@ -106,20 +110,34 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
             data.order[data.positions[data.order] <= finder.bound]
         rows = rows[:cap]
         sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
+        pieces = _best_pieces(data, query_vec)[rows].tolist()
         if len(rows) == data.n:  # every row: the columns in that order are kept per entry
             c = _ordered_columns(data)
             return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
                              list(c["authors"]), list(c["lengths"]), sims.tolist(),
-                             list(c["occurred"]), list(c["asks"]))
+                             list(c["occurred"]), list(c["asks"]), pieces)
         c = _columns(data, rows)
         return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
-                         c["lengths"], sims.tolist(), c["occurred"], c["asks"])
+                         c["lengths"], sims.tolist(), c["occurred"], c["asks"], pieces)
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
                      [float(r[5]) for r in rows], [r[6] for r in rows],
-                     [bool(r[7]) for r in rows])
+                     [bool(r[7]) for r in rows],
+                     [float("nan") if r[8] is None else float(r[8]) for r in rows])
+
+
+def _best_pieces(data: scopedata.ScopeData, query_vec: np.ndarray) -> np.ndarray:
+    """Per entry row, the cosine of its best sentence vector (NaN for none)."""
+    best = np.full(data.n, np.nan)
+    p = data.pieces
+    if p is not None and len(p.rows):
+        sims = scopedata.cosines(p.matrix, p.norms, query_vec)
+        top = np.full(data.n, -np.inf)
+        np.maximum.at(top, p.rows, sims)
+        best = np.where(np.isfinite(top), top, np.nan)
+    return best
 
 
 def window_sum(x: np.ndarray, session: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
