@@ -10,7 +10,11 @@ What it does, in one run:
    projection (that would take hours of embedding on this CPU): 200k chunks across 100+
    actors, including actors with 1k, 5k, 10k and 20k chunks. Texts are random sentences
    drawn from a Zipf-weighted vocabulary (so full-text search has realistic posting
-   lists); vectors are **random unit vectors** (384 dims, normal then normalised).
+   lists), cut into sentences of 5 to 14 words; vectors are **random unit vectors** (384
+   dims, normal then normalised), for the chunks and for the sentences of each chunk of
+   several (``pieces``, as the chunks projection writes them). Each actor's vocabulary
+   (``memory_words``: its words, their lexemes from Postgres, random unit vectors) is
+   written as the projection would, so the ranker's query expansion has its real work.
    Random vectors have no cluster structure, which makes HNSW's job harder than on real
    embeddings; exact search does not care. A live ``chunks`` generation is registered,
    then the generation's HNSW index is built exactly as the projection builds it.
@@ -68,6 +72,7 @@ FILLER_ACTORS = 110
 CHUNKS_PER_SESSION = 40
 VOCAB = 3_000
 WORDS_PER_CHUNK = (8, 40)
+WORDS_PER_SENTENCE = (5, 15)
 BUDGET = 2_000
 GENERATION = 1
 SEED = 7
@@ -124,11 +129,39 @@ def actor_sizes() -> dict[str, int]:
     return sizes
 
 
+def word_name(i: int) -> str:
+    """A made-up word of letters only (the vocabulary's words are letters: WORD_RE)."""
+    out = ""
+    i += 26 * 27  # at least three letters
+    while i:
+        i, r = divmod(i, 26)
+        out = "abcdefghijklmnopqrstuvwxyz"[r] + out
+    return "w" + out
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    vecs = rng.standard_normal((n, DIM)).astype(np.float32)
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def sentences(rng: np.random.Generator, picked: list[str]) -> str:
+    """The words as sentences of WORDS_PER_SENTENCE words."""
+    out, i = [], 0
+    while i < len(picked):
+        k = int(rng.integers(*WORDS_PER_SENTENCE))
+        out.append(" ".join(picked[i:i + k]) + ".")
+        i += k
+    return " ".join(out)
+
+
 def generate(url: str, rng: np.random.Generator) -> dict[str, Any]:
-    """COPY the synthetic chunks, register the generation, build the HNSW index."""
+    """COPY the synthetic chunks and vocabularies, register the generation, build the
+    HNSW index."""
     from pgvector.psycopg import register_vector
 
-    words = [f"w{i}" for i in range(VOCAB)]
+    from memory.projections.chunking import sentence_pieces, words_of
+
+    words = [word_name(i) for i in range(VOCAB)]
     # a readable core of real words, so queries hit (and miss) like prose
     core = list(CORE_WORDS)
     words[CORE_RANK: CORE_RANK + len(core)] = core
@@ -137,38 +170,45 @@ def generate(url: str, rng: np.random.Generator) -> dict[str, Any]:
     sizes = actor_sizes()
     engine = sa.create_engine(url)
     t0 = time.perf_counter()
-    rows = 0
+    rows = pieces = 0
+    first_seen: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         register_vector(raw)
         with raw.cursor() as cur, cur.copy(
                 "COPY memory_chunks (generation, tenant, actor_id, session_id, event_position,"
-                " event_id, chunk_index, role, author, occurred_at, text, embedding)"
+                " event_id, chunk_index, role, author, occurred_at, text, embedding, pieces)"
                 " FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types(["int4", "text", "text", "text", "int8", "uuid", "int4", "text",
-                            "text", "timestamptz", "text", "vector"])
+                            "text", "timestamptz", "text", "vector", "vector[]"])
             import uuid
             from datetime import UTC, datetime, timedelta
 
             base = datetime(2024, 1, 1, tzinfo=UTC)
             position = 0
             for actor, n in sizes.items():
-                vecs = rng.standard_normal((n, DIM)).astype(np.float32)
-                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                vecs = unit(rng, n)
                 lengths = rng.integers(*WORDS_PER_CHUNK, size=n)
                 picks = rng.choice(VOCAB, size=int(lengths.sum()), p=weights)
+                seen = first_seen.setdefault(actor, {})
                 start = 0
                 for i in range(n):
                     position += 1
-                    text = " ".join(words[j] for j in picks[start:start + lengths[i]])
+                    text = sentences(rng, [words[j] for j in picks[start:start + lengths[i]]])
                     start += lengths[i]
+                    k = len(sentence_pieces(text))
+                    for w in words_of(text):
+                        seen.setdefault(w, position)
                     copy.write_row((
                         GENERATION, "default", actor, f"{actor}-s{i // CHUNKS_PER_SESSION}",
                         position, uuid.UUID(int=position), 0,
                         "user" if i % 2 == 0 else "assistant", None,
-                        base + timedelta(minutes=position), text, vecs[i]))
+                        base + timedelta(minutes=position), text, vecs[i],
+                        list(unit(rng, k)) if k else None))
                     rows += 1
+                    pieces += k
         raw.commit()  # the COPY ran on the driver connection, outside SQLAlchemy's view
+        vocabulary = write_vocabulary(conn, first_seen, rng)
     copy_s = time.perf_counter() - t0
     with engine.begin() as conn:
         conn.exec_driver_sql(
@@ -186,8 +226,31 @@ def generate(url: str, rng: np.random.Generator) -> dict[str, Any]:
         index_s = time.perf_counter() - t1
         conn.exec_driver_sql("VACUUM ANALYZE memory_chunks")
     engine.dispose()
-    return {"chunks": rows, "actors": len(sizes), "copy_s": round(copy_s, 1),
+    return {"chunks": rows, "pieces": pieces, "vocabulary_rows": vocabulary,
+            "actors": len(sizes), "copy_s": round(copy_s, 1),
             "copy_rows_per_s": round(rows / copy_s), "hnsw_build_s": round(index_s, 1)}
+
+
+def write_vocabulary(conn: sa.Connection, first_seen: dict[str, dict[str, int]],
+                     rng: np.random.Generator) -> int:
+    """Each actor's words as the chunks projection writes them (memory/projections/words.py:
+    one lexeme each, the first position), with random unit vectors."""
+    from memory.projections.words import lexemes_of
+
+    raw = conn.connection.driver_connection
+    lexemes = lexemes_of(conn, {w for seen in first_seen.values() for w in seen})
+    n = 0
+    with raw.cursor() as cur, cur.copy(
+            "COPY memory_words (tenant, generation, actor_id, word, lexeme, event_position,"
+            " embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "int4", "text", "text", "text", "int8", "vector"])
+        for actor, seen in first_seen.items():
+            kept = [w for w in seen if w in lexemes]
+            for w, v in zip(kept, unit(rng, len(kept)), strict=True):
+                copy.write_row(("default", GENERATION, actor, w, lexemes[w], seen[w], v))
+                n += 1
+    raw.commit()
+    return n
 
 
 def actor_vectors(url: str, actor: str) -> tuple[np.ndarray, list[tuple[int, int]]]:

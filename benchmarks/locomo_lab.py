@@ -1072,12 +1072,27 @@ def r7_library() -> list[Recipe]:
     return [DEFAULT, e, replace(e, name="the same, library pieces", sent_split="library")]
 
 
+def r7_ablation() -> list[Recipe]:
+    """Session 7: the shipped recipe (as the library builds it) with each new part taken
+    out in turn."""
+    new = replace(DEFAULT, name="shipped (session 7)", qexp_weight=0.2, qexp_tau=0.5,
+                  qexp_k=5, sent_mix=1.0, sent_mode="max", question_penalty=0.1,
+                  sent_split="library")
+    return [new,
+            replace(new, name="- sentence vectors", sent_mix=0.0),
+            replace(new, name="- query expansion", qexp_weight=0.0),
+            replace(new, name="- both (session 6 recipe, question penalty .1)", sent_mix=0.0,
+                    qexp_weight=0.0),
+            replace(new, name="question penalty .15", question_penalty=0.15),
+            replace(DEFAULT, name="session 6 shipped")]
+
+
 ROUND3 = {"diversify": r3_diversify, "aggregate": r3_aggregate, "general": r3_general,
           "tail": r3_tail, "final": r3_final, "cues": r3_cues, "textwin": r3_textwin,
           "cheap": r4_cheap, "tail4": r4_tail,  # session 5
           "sentences": r6_sentences, "expand": r6_expand, "grid6": r6_grid,  # session 6
           "combo6": r6_combo, "sent6": r6_sent_only,
-          "library7": r7_library}  # session 7
+          "library7": r7_library, "ablation7": r7_ablation}  # session 7
 
 
 def main() -> None:

@@ -11,6 +11,13 @@ which Postgres stems to the one ``lexeme`` (words with no lexeme, i.e. stop word
 with several are left out), first at ``event_position``. That position is kept true
 when chunks go: forgetting moves a word to the next chunk that holds it, or deletes it
 with its last one (:func:`forget_words`), so a rebuild from the log writes the same rows.
+
+One race is left, on purpose: a forget that deletes a word's only chunk while a runner
+batch, not yet committed, writes a later chunk holding the same word (the batch saw the
+row, so it wrote none). The word is then missing from the vocabulary (the query expansion
+cannot reach it; nothing forgotten survives) until the next rebuild. Closing it would mean
+the forget taking the generation's row lock that runner batches hold, after the key
+destruction that a batch reading the forgotten event waits for: a deadlock.
 """
 
 from __future__ import annotations
