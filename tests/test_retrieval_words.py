@@ -204,3 +204,44 @@ def test_recordings_without_the_new_knobs_replay_without_them() -> None:
     s = RetrievalSettings.from_dict(old)
     assert s.sentence_max is False and s.expansion_weight == 0.0
     assert RetrievalSettings.from_dict(RetrievalSettings().to_dict()) == RetrievalSettings()
+
+
+def test_a_projection_without_pieces_and_words_still_ranks(store: memory.Store,
+                                                           embedder: Any) -> None:
+    from memory.projections import ChunksProjection
+
+    chat(store)
+    projector = store.projector(embedder=embedder, projections=[
+        ChunksProjection(embedder, pieces=False, words=False)])
+    projector.catch_up(["chunks"])
+    projector.reproject("chunks", embedder=embedder)  # the options survive a reprojection
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM memory_chunks WHERE pieces IS NOT"
+                                    " NULL").scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM memory_words").scalar_one() == 0
+    ctx = store.context("Which instrument is Ana learning?", actor="ana", session="later",
+                        budget=500, embedder=embedder)
+    assert any("violin" in m.text for m in ctx.memories)
+
+
+def test_an_entry_cached_without_its_parts_reads_them_when_asked(store: memory.Store,
+                                                                 embedder: Any) -> None:
+    from memory.retrieval import scopedata
+
+    chat(store)
+    store.project(["chunks"], embedder=embedder)
+    scopedata.CACHE.clear()
+    qvec = embedder.embed(["Which instrument is Ana learning?"])[0]
+    with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():
+        # a scope above scope_rank_max_chunks is cached without sentence vectors and words
+        big = _finders(store, conn, RetrievalSettings(scope_rank_max_chunks=0), None)[1]
+        data = big.data()
+        assert data is not None and data.pieces is None and data.words is None
+        assert scopedata.CACHE.nbytes == data.nbytes
+        sql, cached = _finders(store, conn, RetrievalSettings(), None)
+        assert cached.data() is data  # the same entry, now asked for its parts
+        a, b = (wholescope.scope_vectors(f, qvec, 1000) for f in (sql, cached))
+        assert data.pieces is not None and data.words is not None
+        assert np.allclose(np.nan_to_num(a.pieces), np.nan_to_num(b.pieces), atol=1e-6)
+        assert vocabulary(cached).lexemes == vocabulary(sql).lexemes
+        assert scopedata.CACHE.nbytes == data.nbytes  # their bytes are counted

@@ -180,7 +180,10 @@ class Projector:
         projector use the new embedder; other projections keep theirs."""
         if embedder is not None:
             if name == "chunks":
-                self._projections[name] = ChunksProjection(embedder, self._chunker)
+                old = self._projections.get(name)
+                keep = ({"pieces": old.pieces, "words": old.words}
+                        if isinstance(old, ChunksProjection) else {})
+                self._projections[name] = ChunksProjection(embedder, self._chunker, **keep)
             elif name == "summaries" and self._summarizer is None:
                 self._projections[name] = SummariesProjection(
                     ExtractiveSummarizer(embedder), every=self._summary_every,

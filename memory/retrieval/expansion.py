@@ -24,7 +24,7 @@ import numpy as np
 
 from ..projections.chunking import words_of
 from ..projections.words import lexemes_of
-from . import scopedata
+from . import scopeparts
 from .search import ChunkSearch
 from .settings import RetrievalSettings
 
@@ -48,7 +48,7 @@ class Vocabulary:
     words: dict[str, tuple[str, np.ndarray]]
 
 
-def build(rows: scopedata.Words) -> Vocabulary:
+def build(rows: scopeparts.Words) -> Vocabulary:
     """From vocabulary rows (a word held by several actors counts once)."""
     if not rows.words:
         return Vocabulary([], np.zeros((0, 0), dtype=np.float32), {})
@@ -67,7 +67,7 @@ def build(rows: scopedata.Words) -> Vocabulary:
 def vocabulary(finder: ChunkSearch) -> Vocabulary:
     """The scope's vocabulary at the finder's bound: from the cached entry (kept with it
     when the bound holds every row), else read in SQL."""
-    data = finder.data()
+    data = finder.data_parts()
     if data is not None and data.words is not None:
         every = finder._rows is None
         found = data.derived.get("vocabulary") if every else None
@@ -75,7 +75,7 @@ def vocabulary(finder: ChunkSearch) -> Vocabulary:
             rows = data.words
             if not every:
                 keep = np.flatnonzero(rows.positions <= finder.bound)
-                rows = scopedata.Words([rows.words[i] for i in keep],
+                rows = scopeparts.Words([rows.words[i] for i in keep],
                                        [rows.lexemes[i] for i in keep],
                                        rows.positions[keep], rows.matrix[keep]
                                        if len(rows.matrix) else rows.matrix)
@@ -87,9 +87,9 @@ def vocabulary(finder: ChunkSearch) -> Vocabulary:
     with raw.cursor(binary=True) as cur:
         cur.execute(VOCABULARY, finder._params)
         found_rows = cur.fetchall()
-    return build(scopedata.Words([r[0] for r in found_rows], [r[1] for r in found_rows],
+    return build(scopeparts.Words([r[0] for r in found_rows], [r[1] for r in found_rows],
                                  np.asarray([r[2] for r in found_rows], dtype=np.int64),
-                                 scopedata._decode([r[3] for r in found_rows])))
+                                 scopeparts.decode([r[3] for r in found_rows])))
 
 
 def expand(finder: ChunkSearch, query: str, terms: Collection[str],

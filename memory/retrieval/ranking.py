@@ -371,7 +371,7 @@ def _minmax_or_zero(x: np.ndarray) -> np.ndarray:
 def rank_scope(req: RankRequest) -> list[Ranked]:
     """Score every chunk of the scope, keep the best ``rank_depth``.
 
-    fused = vector_weight * minmax(cosine + windows' mean cosine)
+    fused = vector_weight * minmax(max(cosine, best sentence's) + windows' mean cosine)
           + text_weight * minmax(BM25(turn) + BM25(window))
           + session_prior * (the turn's session scored as one document)
     score = fused + neighbour_share * best ±neighbour_window fused
@@ -381,7 +381,9 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     For a query that gathers facts over time (``aggregate_pattern``), the best
     ``rank_depth`` are re-ordered by score - aggregate_session_penalty x the chunk's rank
     within its session among them. Windows score by the cosine of their mean vector
-    (``vector_window_kind``).
+    (``vector_window_kind``). The BM25 query (and the session prior's) holds the query's
+    terms, weight 1, and the scope's words nearest the query's (expansion.py), weight
+    ``expansion_weight`` x their cosine; the best sentence is ``sentence_max``'s.
     BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
     other read) and, with b = 0, no lengths. Ties break on the chunk's position.
     """
@@ -398,6 +400,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     if s.sentence_max and rows.pieces is not None and len(rows.pieces) == n:
         best = np.asarray(rows.pieces, dtype=np.float64)
         dense = np.where(np.isnan(best), sims, np.maximum(sims, best))
+    dense_turn = dense.copy()
     if s.vector_window_kind not in ("mean_vector", "mean_cosine"):
         raise ValueError(f"unknown vector_window_kind {s.vector_window_kind!r} "
                          "(mean_vector or mean_cosine)")
@@ -489,12 +492,16 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         if h is None:
             continue
         h.parts.update({"vector_sim": float(sims[i]), "bm25": float(lexical[i])})
+        if dense_turn[i] > sims[i]:
+            h.parts["sentence_sim"] = float(dense_turn[i])
         parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
                  "session": float(sess_part[i]), "fused": float(fused[i]),
                  "neighbour": float(nb_part[i]), "speaker": float(sp_part[i]),
                  "date": float(date_part[i]), "asks": float(ask_part[i]),
                  "session_cap": float(cap_part[i])}
         reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
+        if dense_turn[i] > sims[i]:
+            reasons.append(f"one of its sentences: cosine {dense_turn[i]:.3f}")
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
         near = [t for t, j in col.items() if t in added and tf[i, j] > 0]

@@ -7,7 +7,8 @@ SQL costs ~0.9 microseconds per row of index scan plus pgvector's distance for e
 (~110 ms for a 20k-chunk scope on this machine, benchmarks/RESULTS.md), where numpy over the
 same vectors in memory takes ~2 ms. So the scope's rows (vectors as one float32 matrix,
 positions, sessions, authors, texts, lexeme counts) are kept in memory, per process, and
-every search reads them from here.
+every search reads them from here. The entry also holds the chunks' sentence vectors and
+the scope's vocabulary (scopeparts.py), read and grown with the rows.
 
 What an entry is: **every** chunk row of (database, tenant, actors) in one chunks
 generation whose event position is at or below ``upto``, read in one snapshot. A call
@@ -59,7 +60,7 @@ from uuid import UUID
 import numpy as np
 import sqlalchemy as sa
 
-_HEADER_BYTES = 4  # pgvector's binary send format: int16 dim, int16 unused, then float4s
+from .scopeparts import Pieces, Words, cosines, decode, read_pieces, read_words
 
 LOAD = """
 SELECT c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id, c.role,
@@ -75,24 +76,6 @@ SELECT c.event_position, c.chunk_index, t.lexeme, coalesce(array_length(t.positi
   FROM memory_chunks c CROSS JOIN LATERAL unnest(c.tsv) AS t(lexeme, positions, weights)
  WHERE c.tenant = %s AND c.generation = %s AND c.actor_id = ANY(%s)
    AND c.event_position > %s AND c.event_position <= %s
-"""
-
-# The sentence vectors of the entry's chunks (chunks of one sentence have none)
-LOAD_PIECES = """
-SELECT c.event_position, c.chunk_index, vector_send(p)
-  FROM memory_chunks c CROSS JOIN LATERAL unnest(c.pieces) AS p
- WHERE c.tenant = %s AND c.generation = %s AND c.actor_id = ANY(%s)
-   AND c.pieces IS NOT NULL AND c.event_position > %s AND c.event_position <= %s
-"""
-
-# The scope's vocabulary (memory/projections/words.py): rows of a word first held at or
-# below upto are all there in the snapshot that read upto (written with the chunks).
-LOAD_WORDS = """
-SELECT w.word, w.lexeme, w.event_position, vector_send(w.embedding)
-  FROM memory_words w
- WHERE w.tenant = %s AND w.generation = %s AND w.actor_id = ANY(%s)
-   AND w.event_position > %s AND w.event_position <= %s
- ORDER BY w.word, w.event_position
 """
 
 # The check a call makes when the start-of-call statement did not make it (replay, or a
@@ -184,7 +167,7 @@ class ScopeData:
         self.terms: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.pieces: Pieces | None = None
         self.words: Words | None = None
-        """Read with the rows, before the entry is cached (:meth:`attach`)."""
+        """Read with the rows (:meth:`attach`, :func:`fetch`, :func:`ensure_parts`)."""
         self.derived: dict[str, Any] = {}
         """Values computed from this entry's rows alone, kept with it (search.py)."""
         self._text_bytes += sum(len(t) for t in cols["texts"])
@@ -213,57 +196,6 @@ class ScopeData:
         """A new entry with ``cols`` appended (rows above this entry's ``upto``)."""
         return ScopeData(self.key, self.generation, self.created, upto, cols, matrix,
                          base=self)
-
-
-@dataclass(frozen=True)
-class Pieces:
-    """Sentence vectors: the entry row each belongs to, the vectors, their norms."""
-
-    rows: np.ndarray
-    matrix: np.ndarray
-    norms: np.ndarray
-
-    def __add__(self, other: Pieces) -> Pieces:
-        return Pieces(np.concatenate([self.rows, other.rows]),
-                      _stack(self.matrix, other.matrix),
-                      np.concatenate([self.norms, other.norms]))
-
-
-@dataclass(frozen=True)
-class Words:
-    """The vocabulary rows: word, lexeme, first position, (unit) vector."""
-
-    words: list[str]
-    lexemes: list[str]
-    positions: np.ndarray
-    matrix: np.ndarray
-
-    def __add__(self, other: Words) -> Words:
-        return Words(self.words + other.words, self.lexemes + other.lexemes,
-                     np.concatenate([self.positions, other.positions]),
-                     _stack(self.matrix, other.matrix))
-
-
-def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if not len(a):
-        return b
-    return a if not len(b) else np.concatenate([a, b])
-
-
-def cosines(matrix: np.ndarray, norms: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
-    """Cosine of each row to the query, as :meth:`ScopeData.sims` computes it."""
-    q = np.asarray(query_vec, dtype=np.float32).reshape(-1)
-    if len(matrix) == 0:
-        return np.zeros(0)
-    if matrix.shape[1] != q.shape[0]:
-        raise ValueError(f"query has {q.shape[0]} dimensions, the scope's vectors "
-                         f"{matrix.shape[1]}")
-    dots = np.einsum("ij,j->i", matrix, q).astype(np.float64)
-    denom = norms.astype(np.float64) * float(np.sqrt(np.dot(q.astype(np.float64),
-                                                            q.astype(np.float64))))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(denom > 0, dots / denom, 0.0)
-    return np.clip(out, -1.0, 1.0)
 
 
 class _Buffer:
@@ -321,48 +253,7 @@ def _read(conn: sa.Connection, tenant: str, generation: int, actors: Sequence[st
         cols["occurred"].append(r[7])
         cols["texts"].append(r[8])
         cols["lengths"].append(int(r[9] or 0))
-    return cols, _decode([r[10] for r in rows])
-
-
-def _decode(blobs: Sequence[Any]) -> np.ndarray:
-    """pgvector's binary send format, one blob per row, as one float32 matrix."""
-    if not blobs:
-        return np.zeros((0, 0), dtype=np.float32)
-    raw = [bytes(b) for b in blobs]
-    width = len(raw[0])
-    if any(len(b) != width for b in raw):
-        raise ValueError("vectors of one generation have different dimensions")
-    dim = (width - _HEADER_BYTES) // 4
-    flat = np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), width)
-    matrix = flat[:, _HEADER_BYTES:].copy().view(">f4").astype(np.float32)
-    return matrix.reshape(len(raw), dim)
-
-
-def read_pieces(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
-                after: int = -1) -> Pieces:
-    """The sentence vectors of the entry's chunks above ``after``."""
-    raw = conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(LOAD_PIECES, (tenant, data.generation, list(actors), after, data.upto))
-        rows = cur.fetchall()
-    found = [(data.key_index.get((r[0], r[1])), r[2]) for r in rows]
-    found = [f for f in found if f[0] is not None]
-    matrix = _decode([f[1] for f in found])
-    norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix)) if len(matrix) else \
-        np.zeros(0, dtype=np.float32)
-    return Pieces(np.asarray([f[0] for f in found], dtype=np.int64), matrix, norms)
-
-
-def read_words(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
-               after: int = -1) -> Words:
-    """The scope's vocabulary rows first held above ``after`` (at or below ``upto``)."""
-    raw = conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(LOAD_WORDS, (tenant, data.generation, list(actors), after, data.upto))
-        rows = cur.fetchall()
-    return Words([r[0] for r in rows], [r[1] for r in rows],
-                 np.asarray([r[2] for r in rows], dtype=np.int64),
-                 _decode([r[3] for r in rows]))
+    return cols, decode([r[10] for r in rows])
 
 
 def read_terms(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
@@ -411,6 +302,17 @@ class ScopeCache:
                 return
             self._entries[entry.key] = entry
             self._bytes += entry.nbytes
+            while self._bytes > max_bytes and self._entries:
+                _, gone = self._entries.popitem(last=False)
+                self._bytes -= gone.nbytes
+                self.stats["evicted"] += 1
+
+    def resized(self, entry: ScopeData, before: int, max_bytes: int) -> None:
+        """``entry`` (if cached) now holds ``entry.nbytes`` instead of ``before``."""
+        with self._lock:
+            if self._entries.get(entry.key) is not entry:
+                return
+            self._bytes += entry.nbytes - before
             while self._bytes > max_bytes and self._entries:
                 _, gone = self._entries.popitem(last=False)
                 self._bytes -= gone.nbytes
@@ -467,10 +369,12 @@ def probe_params(entry: ScopeData | None) -> tuple[int, int]:
 
 def fetch(conn: sa.Connection, key: tuple[Any, ...], probed: ScopeData | None, tenant: str,
           actors: Sequence[str], generation: int, position: int, check: Check,
-          max_bytes: int) -> ScopeData:
+          max_bytes: int, parts: bool = True) -> ScopeData:
     """The scope's entry, valid in this snapshot: the probed one, the probed one grown by
     the rows above its ``upto``, or a fresh read (see the module docstring). ``check``
-    must have been counted against ``probed`` (:func:`probe_params`)."""
+    must have been counted against ``probed`` (:func:`probe_params`). ``parts``: read the
+    sentence vectors and the vocabulary too (the whole-scope ranker's; about three times
+    the chunks' vectors), else only when first asked for (:func:`ensure_parts`)."""
     entry = probed
     if (entry is not None and entry.generation == generation
             and entry.created == check.created and check.total == entry.n + check.newer):
@@ -484,21 +388,40 @@ def fetch(conn: sa.Connection, key: tuple[Any, ...], probed: ScopeData | None, t
             if entry.terms is not None:
                 grown.terms = _merge_terms(entry.terms, read_terms(
                     conn, grown, tenant, actors, after=entry.upto))
-            grown.attach(_or_read(entry.pieces, read_pieces, conn, grown, tenant, actors,
-                                  entry.upto),
-                         _or_read(entry.words, read_words, conn, grown, tenant, actors,
-                                  entry.upto))
+            if parts or entry.pieces is not None:
+                grown.attach(_or_read(entry.pieces, read_pieces, conn, grown, tenant, actors,
+                                      entry.upto),
+                             _or_read(entry.words, read_words, conn, grown, tenant, actors,
+                                      entry.upto))
             CACHE.stats["grown"] += 1
             CACHE.put(grown, max_bytes)
             return grown
     cols, matrix = _read(conn, tenant, generation, actors, -1)
     upto = max([position, *cols["positions"][-1:]])
     fresh = ScopeData(key, generation, check.created, upto, cols, matrix)
-    fresh.attach(read_pieces(conn, fresh, tenant, actors), read_words(conn, fresh, tenant,
-                                                                       actors))
+    if parts:
+        fresh.attach(read_pieces(conn, fresh, tenant, actors),
+                     read_words(conn, fresh, tenant, actors))
     CACHE.stats["loads"] += 1
     CACHE.put(fresh, max_bytes)
     return fresh
+
+
+_PARTS_LOCK = threading.Lock()
+
+
+def ensure_parts(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
+                 max_bytes: int) -> None:
+    """Read the entry's sentence vectors and vocabulary if it was loaded without them
+    (valid: the entry was checked in this snapshot, and both are read at or below its
+    ``upto``), and count their bytes in the cache."""
+    with _PARTS_LOCK:
+        if data.pieces is not None:
+            return
+        before = data.nbytes
+        data.attach(read_pieces(conn, data, tenant, actors),
+                    read_words(conn, data, tenant, actors))
+        CACHE.resized(data, before, max_bytes)
 
 
 def _or_read(old: Any, read: Any, conn: sa.Connection, data: ScopeData, tenant: str,

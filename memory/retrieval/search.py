@@ -420,12 +420,22 @@ class ChunkSearch:
             return None
         data = scopedata.fetch(self.conn, key, probed, tenant, actors, self.gen.generation,
                                self.gen.position, check,
-                               int(getattr(self.settings, "scope_cache_bytes", 0)))
+                               int(getattr(self.settings, "scope_cache_bytes", 0)),
+                               parts=check.total <= self.settings.scope_rank_max_chunks)
         self._data = data
         self._rows = data.rows_at(self.bound)
         if "scope_size" not in self.plan:
             self.plan["scope_size"] = data.n if self._rows is None else len(self._rows)
         self.plan["scope_cache"] = True
+        return data
+
+    def data_parts(self) -> scopedata.ScopeData | None:
+        """:meth:`data` with its sentence vectors and vocabulary read (a scope too large
+        for whole-scope ranking is cached without them)."""
+        data = self.data()
+        if data is not None and data.pieces is None:
+            scopedata.ensure_parts(self.conn, data, self.scope.tenant, self.scope.actors,
+                                   int(getattr(self.settings, "scope_cache_bytes", 0)))
         return data
 
     def rows(self) -> np.ndarray:

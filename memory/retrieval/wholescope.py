@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import scopedata
+from . import scopedata, scopeparts
 from .search import _HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, _hit, vector_literal
 
 SCOPE_AUTHORS = f"""
@@ -110,7 +110,8 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
             data.order[data.positions[data.order] <= finder.bound]
         rows = rows[:cap]
         sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
-        pieces = _best_pieces(data, query_vec)[rows].tolist()
+        pieces = (_best_pieces(finder, query_vec)[rows].tolist()
+                  if getattr(finder.settings, "sentence_max", False) else None)
         if len(rows) == data.n:  # every row: the columns in that order are kept per entry
             c = _ordered_columns(data)
             return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
@@ -128,12 +129,15 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
                      [float("nan") if r[8] is None else float(r[8]) for r in rows])
 
 
-def _best_pieces(data: scopedata.ScopeData, query_vec: np.ndarray) -> np.ndarray:
-    """Per entry row, the cosine of its best sentence vector (NaN for none)."""
+def _best_pieces(finder: ChunkSearch, query_vec: np.ndarray) -> np.ndarray:
+    """Per row of the cached entry, the cosine of its best sentence vector (NaN for
+    none)."""
+    data = finder.data_parts()
+    assert data is not None
     best = np.full(data.n, np.nan)
     p = data.pieces
     if p is not None and len(p.rows):
-        sims = scopedata.cosines(p.matrix, p.norms, query_vec)
+        sims = scopeparts.cosines(p.matrix, p.norms, query_vec)
         top = np.full(data.n, -np.inf)
         np.maximum.at(top, p.rows, sims)
         best = np.where(np.isfinite(top), top, np.nan)
