@@ -108,12 +108,37 @@ def expand(finder: ChunkSearch, query: str, terms: Collection[str],
         if lexeme in exclude:
             continue
         sims = vocab.matrix @ np.asarray(vec, dtype=np.float32)
-        for t in np.argsort(-sims, kind="stable")[: s.expansion_per_word + 1].tolist():
+        for t in _top(sims, s.expansion_per_word + 1):
             near = vocab.lexemes[t]
             if sims[t] < s.expansion_min_cosine or near in terms or near in exclude:
                 continue
             out[near] = max(out.get(near, 0.0), s.expansion_weight * float(sims[t]))
     return out
+
+
+def _top(sims: np.ndarray, k: int) -> list[int]:
+    """The ``k`` best rows, best first (ties: the lower row first)."""
+    if k < len(sims):
+        part = np.argpartition(-sims, k - 1)[:k]
+        return part[np.lexsort((part, -sims[part]))].tolist()
+    return np.lexsort((np.arange(len(sims)), -sims)).tolist()
+
+
+_LEXEMES: dict[tuple[str, str], str | None] = {}
+_LEXEMES_MAX = 8192
+"""Query words the vocabulary lacked -> their one lexeme (None: none, or several), per
+database: Postgres is asked once per word, not at every call."""
+
+
+def _lexemes(finder: ChunkSearch, words: list[str]) -> dict[str, str]:
+    db = finder.conn.engine.url.render_as_string(hide_password=True)
+    todo = [w for w in words if (db, w) not in _LEXEMES]
+    if todo:
+        found = lexemes_of(finder.conn, todo)
+        if len(_LEXEMES) + len(todo) > _LEXEMES_MAX:
+            _LEXEMES.clear()
+        _LEXEMES.update({(db, w): found.get(w) for w in todo})
+    return {w: lx for w in words if (lx := _LEXEMES.get((db, w))) is not None}
 
 
 def _query_words(finder: ChunkSearch, query: str, vocab: Vocabulary, embed: Embed | None
@@ -123,7 +148,7 @@ def _query_words(finder: ChunkSearch, query: str, vocab: Vocabulary, embed: Embe
     unseen = [w for w in words if w not in vocab.words]
     found: dict[str, tuple[str, np.ndarray]] = {}
     if unseen and embed is not None:
-        lexemes = lexemes_of(finder.conn, unseen)
+        lexemes = _lexemes(finder, unseen)
         todo = [w for w in unseen if w in lexemes]
         if todo:
             found = {w: (lexemes[w], v) for w, v in zip(todo, embed(todo), strict=True)}

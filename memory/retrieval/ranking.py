@@ -393,8 +393,10 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     n = len(rows.positions)
     if n == 0:
         return []
-    codes: dict[str, int] = {}
-    session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
+    session = rows.session_codes
+    if session is None or len(session) != n:
+        codes: dict[str, int] = {}
+        session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
     sims = np.asarray(rows.sims, dtype=np.float64)
     dense = sims.copy()
     if s.sentence_max and rows.pieces is not None and len(rows.pieces) == n:

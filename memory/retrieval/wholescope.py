@@ -89,6 +89,9 @@ class ScopeRows:
     pieces: list[float] | None = None
     """The cosine of each chunk's best sentence (``memory_chunks.pieces``); NaN for a
     chunk with none (one sentence, or a generation built without them)."""
+    session_codes: np.ndarray | None = None
+    """A number per session, per chunk (from the cache; the ranker numbers them itself
+    otherwise). Only which chunks share a session matters, not the numbers."""
 
 
 def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
@@ -116,10 +119,12 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
             c = _ordered_columns(data)
             return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
                              list(c["authors"]), list(c["lengths"]), sims.tolist(),
-                             list(c["occurred"]), list(c["asks"]), pieces)
+                             list(c["occurred"]), list(c["asks"]), pieces,
+                             data.session_codes[rows])
         c = _columns(data, rows)
         return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
-                         c["lengths"], sims.tolist(), c["occurred"], c["asks"], pieces)
+                         c["lengths"], sims.tolist(), c["occurred"], c["asks"], pieces,
+                         data.session_codes[rows])
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
