@@ -105,7 +105,9 @@ class Check:
 
 class ScopeData:
     """Every chunk of one scope in one generation up to ``upto``; immutable once built
-    (a grown entry is a new object; the vector buffer may be shared, see :meth:`grow`)."""
+    (a grown entry is a new object; the vector buffer may be shared, see :meth:`grow`),
+    except that its sentence vectors and vocabulary may be attached once, later, under a
+    lock (:func:`ensure_parts`; a reader that sees them missing reads SQL instead)."""
 
     def __init__(self, key: tuple[Any, ...], generation: int, created: str, upto: int,
                  cols: dict[str, list[Any]], matrix: np.ndarray, *,

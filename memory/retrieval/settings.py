@@ -134,19 +134,20 @@ class RetrievalSettings:
     it often echoes the topic words of the turn it answers). LoCoMo: 0.1 gave +0.008
     recall@10, +0.021 MRR on top of the rest; 0.15 with the aggregate-question session cap
     +0.009 recall@5 over 0.1, and 0.1 again with the sentence vectors and the query
-    expansion (+0.0025 recall@50 over 0.15, "Session 6"). 0 = off."""
+    expansion (recall@50 .951 against .949 at 0.15, "Session 7"). 0 = off."""
     sentence_max: bool = True
     """A chunk's own cosine (before its windows') is the larger of its vector's and its
     best sentence's (``memory_chunks.pieces``, chunks of several sentences): the sentence
-    that answers scores higher alone than blurred into its turn. LoCoMo ("Session 6"):
-    recall@5 +.008, multi-hop recall@10 +.017. Needs a chunks generation built with
-    pieces; without them the chunk's own cosine is used."""
+    that answers scores higher alone than blurred into its turn. LoCoMo (ablation,
+    "Session 7"): without it recall@5 .773 -> .767, recall@50 .951 -> .948, multi-hop
+    recall@10 .570 -> .560. Needs a chunks generation built with pieces; without them the
+    chunk's own cosine is used."""
     expansion_weight: float = 0.2
     """Query expansion by word vectors (memory/retrieval/expansion.py): each query word
     adds the scope's ``expansion_per_word`` lexemes nearest to it (single-word vectors,
     cosine at least ``expansion_min_cosine``) to the BM25 query, each weighing this x its
-    cosine (a query term weighs 1). LoCoMo ("Session 6"): open-domain recall@10 +.010;
-    with the sentence vectors recall@50 .948 -> .951. 0 = off."""
+    cosine (a query term weighs 1). LoCoMo (ablation, "Session 7"): without it
+    open-domain recall@10 .553 -> .528, recall@50 .951 -> .947. 0 = off."""
     expansion_min_cosine: float = 0.5
     expansion_per_word: int = 5
     aggregate_session_penalty: float = 0.05
