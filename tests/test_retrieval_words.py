@@ -245,3 +245,28 @@ def test_an_entry_cached_without_its_parts_reads_them_when_asked(store: memory.S
         assert np.allclose(np.nan_to_num(a.pieces), np.nan_to_num(b.pieces), atol=1e-6)
         assert vocabulary(cached).lexemes == vocabulary(sql).lexemes
         assert scopedata.CACHE.nbytes == data.nbytes  # their bytes are counted
+
+
+def test_a_store_projected_before_pieces_and_words_is_told_to_reproject(
+        store: memory.Store, embedder: Any) -> None:
+    import json
+
+    import pytest
+
+    from memory.projections import ProjectionConfigMismatch
+
+    chat(store)
+    store.project(["chunks"], embedder=embedder)
+    with store.maintenance_engine.begin() as conn:  # as a version-1 generation recorded it
+        config = conn.exec_driver_sql("SELECT config FROM memory_projections"
+                                      " WHERE name = 'chunks'").scalar_one()
+        old = {k: v for k, v in config.items() if k not in ("pieces", "words")}
+        conn.exec_driver_sql("UPDATE memory_projections SET config = %s WHERE name = 'chunks'",
+                             (json.dumps({**old, "version": 1}),))
+    with pytest.raises(ProjectionConfigMismatch) as err:
+        store.project(["chunks"], embedder=embedder)
+    message = str(err.value)
+    assert "version 1 -> 2" in message and "pieces (none) -> true" in message
+    assert "`memory reproject chunks`" in message and "--model" not in message
+    store.projector(embedder=embedder).reproject("chunks")
+    assert words_table(store.engine, live(store.engine))

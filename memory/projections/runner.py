@@ -228,6 +228,17 @@ def describe_config(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What differs between two configurations, e.g. ``version 1 -> 2, pieces (none) ->
+    true``: the model alone does not say why two generations differ."""
+    def show(config: dict[str, Any], key: str) -> str:
+        return json.dumps(config[key], sort_keys=True) if key in config else "(none)"
+
+    keys = sorted(k for k in set(old) | set(new)
+                  if k not in old or k not in new or old[k] != new[k])
+    return ", ".join(f"{k} {show(old, k)} -> {show(new, k)}" for k in keys)
+
+
 class _Progress:
     """A tqdm bar over log positions (events/s, ETA), or nothing."""
 
@@ -356,10 +367,12 @@ class Runner:
             raise ProjectionConfigMismatch(
                 f"projection {self.name!r}: the live generation {gen.generation} was built "
                 f"with {describe_config(gen.config)}, this runner has "
-                f"{describe_config(want)}. Rows of two configurations are never mixed: "
-                f"re-project to build the new one beside the old and switch when done "
+                f"{describe_config(want)} (what differs: "
+                f"{config_changes(gen.config, want)}). Rows of two configurations are never "
+                f"mixed: re-project to build the new one beside the old and switch when done "
                 f"(`memory reproject {self.name}"
-                + (" --model PATH`)" if "model" in want else "`)")
+                + (" --model PATH`)" if gen.config.get("model") != want.get("model")
+                   else "`)")
                 + ", or use the configuration the live generation was built with.")
 
     def _prepare_building(self) -> Generation:
