@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from ..errors import ConfigurationError, Error, ValidationError
 from ..events import NewEvent, RecordedEvent, check_id
 from ..security import tenant_scope
-from . import render, search, wholescope
+from . import expansion, render, search, wholescope
 from .ranking import Ranked, Ranker, RankRequest, rank, vector_query
 from .result import Context, Memory, Source, Summary, Turn
 from .search import ChunkSearch, Generation, Hit, Scope
@@ -179,7 +179,7 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
 
                     def embed_words(words: Sequence[str], model: Embedder = model) -> Any:
                         t0 = time.perf_counter()  # query embedding: timed as such
-                        out = model.embed(list(words))
+                        out = expansion.word_vectors(model, words)
                         timings["embed_ms"] += (time.perf_counter() - t0) * 1000
                         return out
 

@@ -17,8 +17,10 @@ asked of Postgres), which needs the call's embedder.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +29,9 @@ from ..projections.words import lexemes_of
 from . import scopeparts
 from .search import ChunkSearch
 from .settings import RetrievalSettings
+
+if TYPE_CHECKING:
+    from ..embedding import Embedder
 
 VOCABULARY = """
 SELECT w.word, w.lexeme, w.event_position, vector_send(w.embedding)
@@ -90,6 +95,30 @@ def vocabulary(finder: ChunkSearch) -> Vocabulary:
     return build(scopeparts.Words([r[0] for r in found_rows], [r[1] for r in found_rows],
                                  np.asarray([r[2] for r in found_rows], dtype=np.int64),
                                  scopeparts.decode([r[3] for r in found_rows])))
+
+
+_WORD_VECTORS: dict[tuple[str, int, str], Any] = {}
+_WORD_VECTORS_MAX = 20_000  # ~30 MB of 384-dim vectors
+_WORD_LOCK = threading.Lock()
+
+
+def word_vectors(model: Embedder, words: Sequence[str]) -> np.ndarray:
+    """The query expansion's vectors of query words the scope's vocabulary lacks. Each
+    word is embedded alone (so its vector never depends on which words came with it, and
+    a recorded context replays bit for bit) and remembered per model in this process: a
+    question's words recur, and a model call costs far more than the ranking."""
+    out = []
+    for w in words:
+        key = (model.name, int(model.dim), w)
+        vec = _WORD_VECTORS.get(key)
+        if vec is None:
+            vec = model.embed([w])[0]
+            with _WORD_LOCK:
+                if len(_WORD_VECTORS) >= _WORD_VECTORS_MAX:
+                    _WORD_VECTORS.clear()
+                _WORD_VECTORS[key] = vec
+        out.append(vec)
+    return np.stack(out) if out else np.zeros((0, int(model.dim)), dtype=np.float32)
 
 
 def expand(finder: ChunkSearch, query: str, terms: Collection[str],

@@ -424,13 +424,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
     added = expansion.expand(f, req.query, terms, name_terms, s, req.embed)
     weights = np.array([1.0] * len(terms) + list(added.values()))
     terms = [*terms, *added]
-    index = {k: i for i, k in enumerate(zip(rows.positions, rows.indexes, strict=True))}
-    col = {t: j for j, t in enumerate(terms)}
-    tf = np.zeros((n, len(terms)))
-    for pos, idx, lexeme, freq in wholescope.scope_terms(f, terms):
-        i = index.get((pos, idx))
-        if i is not None:
-            tf[i, col[lexeme]] = freq
+    tf = wholescope.scope_tf(f, rows, terms)
     df = (tf > 0).sum(0)
     idf = np.log(1 + (n - df + 0.5) / (df + 0.5)) * weights
     lengths = np.asarray(rows.lengths, dtype=np.float64)
@@ -486,6 +480,7 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
         cap_part[order] = -s.aggregate_session_penalty * rank_in_session(session[order])
         score = score + cap_part
         order = order[np.lexsort((indexes[order], positions[order], -score[order]))]
+    holds_added = tf[:, len(terms) - len(added):] > 0
     keys = [(int(positions[i]), int(indexes[i])) for i in order]
     hits = wholescope.hits_by_key(f, keys)
     ranked: list[Ranked] = []
@@ -506,8 +501,8 @@ def rank_scope(req: RankRequest) -> list[Ranked]:
             reasons.append(f"one of its sentences: cosine {dense_turn[i]:.3f}")
         if lexical[i] > 0:
             reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
-        near = [t for t, j in col.items() if t in added and tf[i, j] > 0]
-        if near:
+        if len(added) and holds_added[i].any():
+            near = [terms[j] for j in np.flatnonzero(holds_added[i]) + len(terms) - len(added)]
             reasons.append(f"holds words near the query's ({', '.join(near)})")
         if nb_part[i] > 0:
             reasons.append("next to a strong turn")

@@ -92,6 +92,8 @@ class ScopeRows:
     session_codes: np.ndarray | None = None
     """A number per session, per chunk (from the cache; the ranker numbers them itself
     otherwise). Only which chunks share a session matters, not the numbers."""
+    entry_rows: np.ndarray | None = None
+    """Each chunk's row in the cached entry (:func:`scope_tf`), when read from it."""
 
 
 def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
@@ -120,11 +122,11 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
             return ScopeRows(list(c["positions"]), list(c["indexes"]), list(c["sessions"]),
                              list(c["authors"]), list(c["lengths"]), sims.tolist(),
                              list(c["occurred"]), list(c["asks"]), pieces,
-                             data.session_codes[rows])
+                             data.session_codes[rows], rows)
         c = _columns(data, rows)
         return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
                          c["lengths"], sims.tolist(), c["occurred"], c["asks"], pieces,
-                         data.session_codes[rows])
+                         data.session_codes[rows], rows)
     params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
@@ -212,6 +214,36 @@ def _ordered_columns(data: scopedata.ScopeData) -> dict[str, list[Any]]:
     if found is None:
         found = data.derived["ordered_columns"] = _columns(data, data.order)
     return found
+
+
+def scope_tf(finder: ChunkSearch, rows: ScopeRows, terms: Sequence[str]) -> np.ndarray:
+    """The (rows x terms) term frequencies of :func:`scope_vectors`' rows. From the cached
+    entry's postings (row numbers mapped in one step) when ``rows`` came from it, else
+    from :func:`scope_terms`' (position, index) pairs."""
+    n = len(rows.positions)
+    tf = np.zeros((n, len(terms)))
+    data = finder.data()
+    if data is not None and rows.entry_rows is not None and len(rows.entry_rows) == n:
+        if data.terms is None:
+            data.terms = scopedata.read_terms(finder.conn, data, finder.scope.tenant,
+                                              finder.scope.actors)
+        where = np.full(data.n, -1, dtype=np.int64)
+        where[rows.entry_rows] = np.arange(n)
+        for j, t in enumerate(terms):
+            found = data.terms.get(t)
+            if found is None:
+                continue
+            at = where[found[0]]  # rows above the bound are not in ``rows``: -1
+            keep = at >= 0
+            tf[at[keep], j] = found[1][keep]
+        return tf
+    index = {k: i for i, k in enumerate(zip(rows.positions, rows.indexes, strict=True))}
+    col = {t: j for j, t in enumerate(terms)}
+    for pos, idx, lexeme, freq in scope_terms(finder, terms):
+        i = index.get((pos, idx))
+        if i is not None:
+            tf[i, col[lexeme]] = freq
+    return tf
 
 
 def scope_terms(finder: ChunkSearch, terms: Sequence[str]
