@@ -30,7 +30,10 @@ import sqlalchemy as sa
 
 from .chunking import words_of
 
-# one lexeme per word, as the chunks' tsvector (english, migration 0002) would hold it
+WORDS_CONFIG = "english"
+"""The text search configuration of the chunks' tsvector (migration 0002)."""
+
+# each word's lexemes, as the chunks' tsvector would hold them
 LEXEMES = """
 SELECT w, tsvector_to_array(to_tsvector('english', w)) FROM unnest(%s::text[]) w
 """
@@ -50,13 +53,18 @@ ON CONFLICT DO NOTHING
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
-def lexemes_of(conn: sa.Connection, words: Iterable[str]) -> dict[str, str]:
-    """word -> its one lexeme, for the words that stem to exactly one."""
+def lexeme_lists(conn: sa.Connection, words: Iterable[str]) -> dict[str, list[str]]:
+    """word -> its lexemes (none for a stop word)."""
     words = sorted(set(words))
     if not words:
         return {}
     rows = conn.exec_driver_sql(LEXEMES, (words,)).fetchall()
-    return {w: lex[0] for w, lex in rows if lex is not None and len(lex) == 1}
+    return {w: list(lex or []) for w, lex in rows}
+
+
+def lexemes_of(conn: sa.Connection, words: Iterable[str]) -> dict[str, str]:
+    """word -> its one lexeme, for the words that stem to exactly one."""
+    return {w: lex[0] for w, lex in lexeme_lists(conn, words).items() if len(lex) == 1}
 
 
 def new_words(conn: sa.Connection, generation: int, rows: Sequence[tuple[Any, ...]]

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..projections.chunking import words_of
-from ..projections.words import lexemes_of
-from . import scopeparts
+from ..projections.words import WORDS_CONFIG, lexeme_lists
+from . import scopeparts, search
 from .search import ChunkSearch
 from .settings import RetrievalSettings
 
@@ -88,13 +88,8 @@ def vocabulary(finder: ChunkSearch) -> Vocabulary:
             if every:
                 data.derived["vocabulary"] = found
         return found
-    raw = finder.conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(VOCABULARY, finder._params)
-        found_rows = cur.fetchall()
-    return build(scopeparts.Words([r[0] for r in found_rows], [r[1] for r in found_rows],
-                                 np.asarray([r[2] for r in found_rows], dtype=np.int64),
-                                 scopeparts.decode([r[3] for r in found_rows])))
+    return build(scopeparts.words_from_rows(
+        scopeparts.binary_rows(finder.conn, VOCABULARY, finder._params)))
 
 
 _WORD_VECTORS: dict[tuple[str, int, str], Any] = {}
@@ -153,21 +148,16 @@ def _top(sims: np.ndarray, k: int) -> list[int]:
     return np.lexsort((np.arange(len(sims)), -sims)).tolist()
 
 
-_LEXEMES: dict[tuple[str, str], str | None] = {}
-_LEXEMES_MAX = 8192
-"""Query words the vocabulary lacked -> their one lexeme (None: none, or several), per
-database: Postgres is asked once per word, not at every call."""
-
-
 def _lexemes(finder: ChunkSearch, words: list[str]) -> dict[str, str]:
-    db = finder.conn.engine.url.render_as_string(hide_password=True)
-    todo = [w for w in words if (db, w) not in _LEXEMES]
+    """word -> its one lexeme, for the query words the vocabulary lacked; remembered
+    with the queries' lexemes (search.py), so Postgres is asked once per word."""
+    found = {w: search.known_lexemes(finder.conn, WORDS_CONFIG, w) for w in words}
+    todo = [w for w, lx in found.items() if lx is None]
     if todo:
-        found = lexemes_of(finder.conn, todo)
-        if len(_LEXEMES) + len(todo) > _LEXEMES_MAX:
-            _LEXEMES.clear()
-        _LEXEMES.update({(db, w): found.get(w) for w in todo})
-    return {w: lx for w in words if (lx := _LEXEMES.get((db, w))) is not None}
+        for w, lx in lexeme_lists(finder.conn, todo).items():
+            search.remember_lexemes(finder.conn, WORDS_CONFIG, w, lx)
+            found[w] = lx
+    return {w: lx[0] for w, lx in found.items() if lx is not None and len(lx) == 1}
 
 
 def _query_words(finder: ChunkSearch, query: str, vocab: Vocabulary, embed: Embed | None

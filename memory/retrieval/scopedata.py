@@ -60,7 +60,15 @@ from uuid import UUID
 import numpy as np
 import sqlalchemy as sa
 
-from .scopeparts import Pieces, Words, cosines, decode, read_pieces, read_words
+from .scopeparts import (
+    Pieces,
+    Words,
+    binary_rows,
+    cosines,
+    decode,
+    read_pieces,
+    read_words,
+)
 
 LOAD = """
 SELECT c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id, c.role,
@@ -239,10 +247,7 @@ def _read(conn: sa.Connection, tenant: str, generation: int, actors: Sequence[st
           after: int) -> tuple[dict[str, list[Any]], np.ndarray]:
     """Rows above ``after`` (binary transfer: the vectors come as pgvector's send format,
     decoded in one numpy call)."""
-    raw = conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(LOAD, (tenant, generation, list(actors), after))
-        rows = cur.fetchall()
+    rows = binary_rows(conn, LOAD, (tenant, generation, list(actors), after))
     cols = _empty_cols()
     for r in rows:
         cols["positions"].append(r[0])

@@ -105,13 +105,27 @@ def decode(blobs: Sequence[Any]) -> np.ndarray:
     return matrix.reshape(len(raw), dim)
 
 
+def binary_rows(conn: sa.Connection, sql: str, params: Any) -> list[Any]:
+    """The rows of ``sql`` in binary transfer (vectors come as pgvector's send format,
+    for :func:`decode`)."""
+    raw = conn.connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def words_from_rows(rows: Sequence[Any]) -> Words:
+    """Vocabulary rows (word, lexeme, position, vector_send(embedding)) as :class:`Words`."""
+    return Words([r[0] for r in rows], [r[1] for r in rows],
+                 np.asarray([r[2] for r in rows], dtype=np.int64),
+                 decode([r[3] for r in rows]))
+
+
 def read_pieces(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
                 after: int = -1) -> Pieces:
     """The sentence vectors of the entry's chunks above ``after``."""
-    raw = conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(LOAD_PIECES, (tenant, data.generation, list(actors), after, data.upto))
-        rows = cur.fetchall()
+    rows = binary_rows(conn, LOAD_PIECES, (tenant, data.generation, list(actors), after,
+                                           data.upto))
     found = [(data.key_index.get((r[0], r[1])), r[2]) for r in rows]
     found = [f for f in found if f[0] is not None]
     matrix = decode([f[1] for f in found])
@@ -123,10 +137,5 @@ def read_pieces(conn: sa.Connection, data: ScopeData, tenant: str, actors: Seque
 def read_words(conn: sa.Connection, data: ScopeData, tenant: str, actors: Sequence[str],
                after: int = -1) -> Words:
     """The scope's vocabulary rows first held above ``after`` (at or below ``upto``)."""
-    raw = conn.connection.driver_connection
-    with raw.cursor(binary=True) as cur:
-        cur.execute(LOAD_WORDS, (tenant, data.generation, list(actors), after, data.upto))
-        rows = cur.fetchall()
-    return Words([r[0] for r in rows], [r[1] for r in rows],
-                 np.asarray([r[2] for r in rows], dtype=np.int64),
-                 decode([r[3] for r in rows]))
+    return words_from_rows(binary_rows(conn, LOAD_WORDS, (tenant, data.generation,
+                                                          list(actors), after, data.upto)))

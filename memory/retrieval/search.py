@@ -696,6 +696,11 @@ def remember_lexemes(conn: sa.Connection, config: str, text: str, lexemes: list[
         list(lexemes)
 
 
+def known_lexemes(conn: sa.Connection, config: str, text: str) -> list[str] | None:
+    """The remembered lexemes of ``text`` (:func:`remember_lexemes`), or None."""
+    return _LEXEMES.get((conn.engine.url.render_as_string(hide_password=True), config, text))
+
+
 def query_lexemes(finder: ChunkSearch, query: str) -> list[str]:
     """The query's lexemes as the chunks' tsvector would hold them (stemmed, no stop
     words), distinct, in the order Postgres gives them, at most ``max_query_terms``."""
