@@ -297,7 +297,7 @@ def follower_lag(store: memory.Store, duration: float) -> dict[str, Any]:
             "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": lags[-1]}
 
 
-# -- encryption on vs off (issue 6) -------------------------------------------------------
+# -- encryption on vs off: what sealing costs ---------------------------------------------
 
 ENCRYPTION_SHAPES = [(1, 1), (100, 1), (1000, 1), (1, 4)]
 ENCRYPTION_TARGET = 0.85  # encryption may cost at most 15% of append throughput

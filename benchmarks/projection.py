@@ -7,8 +7,8 @@
    embed, write the rows (with the database-generated tsvector) and the vocabulary, move
    the checkpoint, and, as a rebuild does, build the HNSW index and switch. Rates are in
    chunks per second on both sides; ``chunk_only_encode_per_s`` is the raw encode of the
-   chunk texts alone, what the projection embedded before the sentence vectors and the
-   vocabulary (so ``projection_per_s / chunk_only_encode_per_s`` is what they cost). Runs
+   chunk texts alone (so ``projection_per_s / chunk_only_encode_per_s`` is what the
+   sentence vectors and the vocabulary cost). Runs
    alternate (encode, project, encode, project...) so that load from other work on the
    machine hits both; medians are kept.
 2. Peak RSS of a rebuild over 20k and 100k events, each in its own subprocess, to show the
