@@ -74,7 +74,8 @@ class ChunksProjection(BaseProjection):
     """Chunks with embeddings and full text. ``embedder`` defaults to the packaged
     all-MiniLM-L6-v2; its name and dimension are part of the generation's config.
     ``pieces`` (sentence vectors) and ``words`` (the vocabulary) cost encode time at
-    ingest (benchmarks/RESULTS.md, "Session 7"); turned off, the ranker does without."""
+    ingest (about 2.4 times the encode time, benchmarks/RESULTS.md, "Projection"); turned
+    off, the ranker does without."""
 
     name = "chunks"
     version = 2  # 2: sentence vectors and the vocabulary (migration 0009)

@@ -6,8 +6,8 @@ vector search, which blurs a whole turn into one vector, can find it. Each word 
 question uses brings the scope's ``expansion_per_word`` lexemes nearest to it (cosine of
 single-word vectors of the same model, at least ``expansion_min_cosine``), each weighing
 ``expansion_weight`` x that cosine in BM25 against 1 for the question's own terms.
-LoCoMo (benchmarks/RESULTS.md, the session-7 ablation): with the sentence vectors,
-open-domain recall@10 .528 -> .553 and recall@50 .947 -> .951.
+LoCoMo (benchmarks/RESULTS.md, "LoCoMo"; without it: benchmarks/locomo.py --set
+expansion_weight=0): open-domain recall@10 .528 -> .553 and recall@50 .947 -> .951.
 
 The vocabulary is the scope's rows of ``memory_words`` (memory/projections/words.py) at
 or below the call's bound; a lexeme's vector is the normalised sum of the vectors of its

@@ -194,7 +194,8 @@ def _mmr(order: list[Ranked], lam: float, fill: Callable[[Sequence[Hit]], None]
 
 
 # -- whole-scope ranking -----------------------------------------------------------------
-# Measured on LoCoMo (benchmarks/locomo_lab.py, the ablation in benchmarks/RESULTS.md):
+# Measured on LoCoMo (benchmarks/RESULTS.md, "What each part gains"; benchmarks/locomo.py
+# --set NAME=VALUE reruns one part changed):
 # each part below gained recall there; none is tuned to particular questions.
 
 def _names_pattern(names: Sequence[str]) -> re.Pattern[str] | None:

@@ -4,7 +4,7 @@ Why: one person's memory is small (hundreds to ~20k chunks), and every ``context
 reads all of it: the whole-scope ranker scores every chunk (cosine, BM25 term
 frequencies, turn windows), and exact vector search compares every vector. Doing that in
 SQL costs ~0.9 microseconds per row of index scan plus pgvector's distance for each row
-(~110 ms for a 20k-chunk scope on this machine, benchmarks/RESULTS.md), where numpy over the
+(83-107 ms for a 20k-chunk scope on this machine, benchmarks/RESULTS.md), where numpy over the
 same vectors in memory takes ~2 ms. So the scope's rows (vectors as one float32 matrix,
 positions, sessions, authors, texts, lexeme counts) are kept in memory, per process, and
 every search reads them from here. The entry also holds the chunks' sentence vectors and
