@@ -3,8 +3,8 @@
 Revision ID: 0009
 Revises: 0008
 
-Why (benchmarks/RESULTS.md, "Session 7")
-----------------------------------------
+Why (benchmarks/RESULTS.md, "LoCoMo" and "Projection")
+------------------------------------------------------
 A chunk's one vector blurs a turn of several sentences: the sentence that answers a
 question scores higher alone than inside its turn. ``memory_chunks.pieces`` holds the
 vectors of a chunk's sentences (NULL for a chunk of one sentence, whose own vector is
