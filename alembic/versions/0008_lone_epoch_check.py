@@ -8,13 +8,13 @@ Why (benchmarks/RESULTS.md, "Encryption")
 Since 0007 a lone sealed append ran ``memory_check_epochs`` and then
 ``memory_append_request``: two PL/pgSQL calls joined in one statement, with an array
 parameter. Measured per call on this machine (one connection, the variants interleaved,
-3,000 calls each, at 4f1a058): against the same sealed append with no check at all, that
-statement took ~185 us more (median) and ~90 us more server CPU; the same check inside
-``memory_append_request`` takes ~75 us and ~65 us. (The check's two statements, a shared
-advisory lock and a look-up by primary key, cost ~15 us in a loop of one transaction; the rest,
-per append, I did not break down.) A lone epoch request (no actor key id, its
-batch an epoch's name ``e:...``) now runs them there, first, before the append lock, as
-the statement of 0007 did, so nothing changes in what waits for what:
+3,000 calls each, while building this migration): against the same sealed append with no
+check at all, that statement took ~185 us more (median) and ~90 us more server CPU; the same
+check inside ``memory_append_request`` takes ~75 us and ~65 us. (The check's two statements,
+a shared advisory lock and a look-up by primary key, cost ~15 us in a loop of one
+transaction; the rest, per append, I did not break down.) A lone epoch request (no actor key
+id, its batch an epoch's name ``e:...``) now runs them there, first, before the append lock,
+as the statement of 0007 did, so nothing changes in what waits for what:
 
 * a forget that destroys the epoch holds its advisory lock exclusively: the append waits
   for it before taking the append lock (so appends of other actors are not held up by a
