@@ -31,7 +31,7 @@ What it does, in one run:
    The first call of each path is timed apart (``first_call_excl_embed_ms``): it may read
    the actor's scope into the process's scope cache (memory/retrieval/scopedata.py);
    the percentiles are over the calls after it, which check the cache and reuse it.
-   ``search`` includes packing the memories (their token counts), as it always did.
+   ``search`` includes packing the memories (their token counts).
 
 ``--sizes a1k,a20k`` and ``--paths default`` measure a subset (quicker while iterating).
 The output JSON has p50/p95 per size and part, in milliseconds, the machine, and the load
