@@ -73,3 +73,9 @@ class AppendOnlyViolation(Error):
 class DecryptionError(Error):
     """A sealed payload or a wrapped key failed authentication (wrong master key or
     tampered data): never silently treated as forgotten."""
+
+
+class DependencyError(Error):
+    """Something a projection depends on failed (the embedder, a summarizer's model):
+    not the fault of the event being projected, so the projection runner stops and
+    raises it instead of quarantining the event (memory/projections/quarantine.py)."""

@@ -1,7 +1,8 @@
 """Projections: derived, disposable views of the log (chunks, session summaries).
 
 :class:`Projector` is the face: it knows the projections of a store and runs them
-(``catch_up``, ``follow``, ``rebuild``, ``reproject``). :func:`forget` deletes the rows
+(``catch_up``, ``follow``, ``rebuild``, ``reproject``, and ``quarantined``/``retry`` for
+the events a projection could not process). :func:`forget` deletes the rows
 derived from a forgotten actor or events in every projection and generation. The runner
 (checkpoints, generations, locks) is in :mod:`memory.projections.runner`.
 """
@@ -18,8 +19,10 @@ from sqlalchemy.engine import Engine
 from ..embedding import Embedder, default_embedder
 from ..errors import ConfigurationError
 from ..log import Log
+from . import quarantine
 from .chunking import Chunker, split_sentences
 from .chunks import ChunksProjection, forget_chunks, hnsw_index_name
+from .quarantine import QuarantinedEvent, is_poison
 from .runner import (
     BaseProjection,
     Generation,
@@ -58,6 +61,7 @@ __all__ = [
     "ProjectionBusy",
     "ProjectionConfigMismatch",
     "Projector",
+    "QuarantinedEvent",
     "RunSummary",
     "Runner",
     "SummariesProjection",
@@ -71,6 +75,7 @@ __all__ = [
     "full_config",
     "generations",
     "hnsw_index_name",
+    "is_poison",
     "live_generation",
     "live_generation_sql",
     "split_sentences",
@@ -195,6 +200,29 @@ class Projector:
     def status(self) -> dict[str, list[Generation]]:
         with self.engine.connect() as conn:
             return {n: generations(conn, n) for n in self.names()}
+
+    def quarantined(self, projection: str | None = None, *, unresolved: bool = True
+                    ) -> list[QuarantinedEvent]:
+        """Events the projections quarantined (memory/projections/quarantine.py), in
+        generations that still exist; ``unresolved=False`` includes resolved ones."""
+        with self.engine.connect() as conn:
+            return quarantine.entries(conn, projection=projection, unresolved=unresolved)
+
+    def retry(self, ids: Sequence[int] | None = None, *,
+              projection: str | None = None) -> list[QuarantinedEvent]:
+        """Apply quarantined events again through their projection: the entries ``ids``,
+        or every unresolved one (of ``projection``, if given). An entry that applies is
+        marked resolved; one that fails again stays, with its newest error. Returns the
+        entries as they now stand."""
+        with self.engine.connect() as conn:
+            if ids is None:
+                chosen = quarantine.entries(conn, projection=projection)
+            else:
+                chosen = [quarantine.by_id(conn, i) for i in ids]
+        out: list[QuarantinedEvent] = []
+        for name in dict.fromkeys(e.projection for e in chosen):
+            out += self.runner(name).retry([e for e in chosen if e.projection == name])
+        return out
 
     def forget(self, tenant: str, *, actor_id: str | None = None,
                event_ids: Sequence[Any] | None = None) -> int:

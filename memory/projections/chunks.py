@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..embedding import Embedder, default_embedder
+from ..errors import DependencyError
 from ..events import RecordedEvent
 from .chunking import Chunker, sentence_pieces
 from .runner import BaseProjection
@@ -125,10 +126,17 @@ class ChunksProjection(BaseProjection):
         return len(rows)
 
     def _embed(self, texts: Sequence[str]) -> Any:
-        vectors = self.embedder.embed(list(texts))
+        # The model failing is not the fault of the events embedded: the runner stops on
+        # a DependencyError instead of quarantining them (memory/projections/quarantine.py).
+        try:
+            vectors = self.embedder.embed(list(texts))
+        except Exception as exc:
+            raise DependencyError(f"embedder {self.embedder.name!r} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         if vectors.shape != (len(texts), self.embedder.dim):
-            raise ValueError(f"embedder {self.embedder.name!r} returned shape "
-                             f"{vectors.shape}, expected ({len(texts)}, {self.embedder.dim})")
+            raise DependencyError(
+                f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
+                f"expected ({len(texts)}, {self.embedder.dim})")
         return vectors
 
     def finalize(self, engine: Engine, generation: int) -> None:

@@ -1,6 +1,12 @@
-"""`memory project [NAME...] [--follow]` and `memory reproject NAME [--model PATH]`.
+"""`memory project [NAME...] [--follow]`, `memory reproject NAME [--model PATH]` and
+`memory quarantine list|retry` (events a projection could not process).
 
 Wired into the `memory` command by ``add_commands(subparsers)`` (memory/cli.py).
+
+Exit codes: 0 done; 1 an error (printed); 3 done, but events were quarantined: by this
+run of `memory project` / `reproject`, or, for `memory quarantine retry`, still failing.
+Quarantined events left unresolved by earlier runs are mentioned, not counted: a poison
+event the operator cannot fix (a forged ciphertext) would otherwise fail every later run.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from typing import Any
 
 from ..cli_options import add_store_options
 from . import DEFAULT_NAMES
-from .runner import DEFAULT_BATCH_SIZE
+from .quarantine import QuarantinedEvent
+from .runner import DEFAULT_BATCH_SIZE, RunSummary
+
+QUARANTINED_EXIT = 3
 
 
 def _store_options(p: argparse.ArgumentParser) -> None:
@@ -53,6 +62,27 @@ def add_commands(subparsers: Any) -> None:
     _store_options(reproject)
     reproject.set_defaults(func=run_reproject)
 
+    quarantine = subparsers.add_parser(
+        "quarantine", help="list or retry the events a projection could not process",
+        description="Events a projection could not decode or apply are quarantined (with "
+                    "their error) and the projection goes on without them. List them, fix "
+                    "the cause, then retry: an event that applies is marked resolved.")
+    actions = quarantine.add_subparsers(metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="the quarantined events, oldest first")
+    listing.add_argument("--projection", metavar="NAME", help="only this projection's")
+    listing.add_argument("--all", action="store_true", help="resolved ones too")
+    add_store_options(listing, tenant=False)
+    listing.set_defaults(func=run_quarantine_list)
+
+    retry = actions.add_parser(
+        "retry", help="apply quarantined events again through their projection")
+    retry.add_argument("ids", nargs="*", type=int, metavar="ID",
+                       help="entries to retry (the # of `memory quarantine list`)")
+    retry.add_argument("--all", action="store_true", help="every unresolved entry")
+    retry.add_argument("--projection", metavar="NAME", help="with --all: only this one's")
+    _store_options(retry)
+    retry.set_defaults(func=run_quarantine_retry)
+
 
 def _projector(args: argparse.Namespace) -> Any:
     from ..embedding import load_embedder
@@ -77,21 +107,76 @@ def run_project(args: argparse.Namespace) -> int:
             results = projector.follow(names, poll_interval=args.poll_interval)
         else:
             results = projector.catch_up(names)
+        return _report(results, projector)
     finally:
         store.close()
+
+
+def _report(results: list[RunSummary], projector: Any) -> int:
+    """Print the run's summaries and what it quarantined; exit code 3 if anything was."""
     for r in results:
         print(r)
+        for q in r.quarantined:
+            print(f"  quarantined {q}")
+    new = {q.id for r in results for q in r.quarantined}
+    older = [q for q in projector.quarantined() if q.id not in new]
+    if older:
+        print(f"{len(older)} event(s) quarantined by earlier runs are still unresolved "
+              "(`memory quarantine list`)", file=sys.stderr)
+    if new:
+        print(f"{len(new)} event(s) quarantined in this run: the projections went on "
+              "without them; see `memory quarantine list`, fix the cause, then "
+              "`memory quarantine retry ID` (or --all)", file=sys.stderr)
+        return QUARANTINED_EXIT
     return 0
+
+
+def _print_entries(entries: list[QuarantinedEvent]) -> None:
+    for q in entries:
+        print(q)
+
+
+def run_quarantine_list(args: argparse.Namespace) -> int:
+    from ..store import Store
+    from .quarantine import entries
+
+    store = Store.open(args.url)
+    try:
+        with store.maintenance_engine.connect() as conn:
+            found = entries(conn, projection=args.projection, unresolved=not args.all)
+    finally:
+        store.close()
+    _print_entries(found)
+    if not found:
+        print("no quarantined events" if args.all else "no unresolved quarantined events",
+              file=sys.stderr)
+    return 0
+
+
+def run_quarantine_retry(args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.all):
+        print("memory: give the IDs to retry, or --all", file=sys.stderr)
+        return 2
+    store, projector = _projector(args)
+    try:
+        done = projector.retry(args.ids or None, projection=args.projection)
+    finally:
+        store.close()
+    _print_entries(done)
+    failing = [q for q in done if not q.resolved]
+    print(f"{len(done) - len(failing)} resolved, {len(failing)} still quarantined",
+          file=sys.stderr)
+    return QUARANTINED_EXIT if failing else 0
 
 
 def run_reproject(args: argparse.Namespace) -> int:
     store, projector = _projector(args)  # with --model, the projector embeds with it
     try:
         result = projector.reproject(args.name)
+        code = _report([result], projector)
     finally:
         store.close()
-    print(result)
     if not result.switched:
         print("not switched: " + "; ".join(result.notes), file=sys.stderr)
         return 1
-    return 0
+    return code

@@ -57,6 +57,8 @@ from .. import log_sql
 from ..errors import ConfigurationError, Error
 from ..events import RecordedEvent
 from ..log import Log
+from . import quarantine
+from .quarantine import QuarantinedEvent
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ class RunSummary:
     rebuilt: bool = False
     switched: bool = False
     notes: list[str] = field(default_factory=list)
+    quarantined: list[QuarantinedEvent] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float:
@@ -188,6 +191,8 @@ class RunSummary:
                 f"{self.seconds:.1f}s ({self.events_per_s:.0f} events/s)")
         if self.switched:
             text += ", now live"
+        if self.quarantined:
+            text += f", {len(self.quarantined)} quarantined"
         return text
 
 
@@ -404,6 +409,7 @@ class Runner:
             raise ProjectionBusy(f"projection {self.name!r} generation {g.generation} "
                                  f"({g.status}) is being written by another runner")
         self.projection.drop(conn, g.generation)
+        quarantine.drop_generation(conn, self.name, g.generation)
         conn.exec_driver_sql("DELETE FROM memory_projections WHERE name = %s AND "
                              "generation = %s", (self.name, g.generation))
 
@@ -425,23 +431,70 @@ class Runner:
                 if row is None or row[0] == "retired":
                     raise _Retired
                 position = row[1]
-                events = self.log.read_page(position, limit=self.batch_size, conn=c)
-                if not events:
+                try:
+                    with c.begin_nested():  # the fast path: the whole batch at once
+                        events = self.log.read_page(position, limit=self.batch_size, conn=c)
+                        rows = self.projection.apply(c, gen, events) if events else 0
+                    count = len(events)
+                    last = events[-1].position if events else position
+                    quarantined: list[QuarantinedEvent] = []
+                except Exception as exc:
+                    if not quarantine.is_poison(exc):
+                        raise
+                    count, last, rows, quarantined = self._isolate(c, gen, position)
+                if not count:
                     summary.position = position
                     return
-                rows = self.projection.apply(c, gen, events)
-                last = events[-1].position
                 c.exec_driver_sql("UPDATE memory_projections SET position = %s "
                                   "WHERE name = %s AND generation = %s", (last, self.name, gen))
-            summary.events += len(events)
+            summary.events += count
             summary.rows += rows
             summary.batches += 1
             summary.position = last
+            summary.quarantined.extend(quarantined)
             bar.to(last)
             if self.on_batch is not None:
-                self.on_batch(len(events), last)
-            if len(events) < self.batch_size:
+                self.on_batch(count, last)
+            if count < self.batch_size:
                 return
+
+    def _isolate(self, c: sa.Connection, gen: int, after: int
+                 ) -> tuple[int, int, int, list[QuarantinedEvent]]:
+        """Re-apply the batch after ``after`` that failed, in parts, each in a savepoint,
+        until every event that fails alone is found; quarantine those and keep the rest.
+
+        The batch is halved while a part fails (a failing single event is poison), so k
+        poison events among n cost about 2k*log2(n) applies, and parts that hold none are
+        applied together as on the fast path. Positions, ids, tenants and actors come
+        from the clear columns, which decode whatever the payload holds. Returns (events,
+        last position, rows, quarantined)."""
+        heads = [tuple(r) for r in c.exec_driver_sql(
+            "SELECT position, event_id, tenant, actor_id FROM memory_events "
+            "WHERE position > %s ORDER BY position LIMIT %s", (after, self.batch_size))]
+        rows = 0
+        found: list[QuarantinedEvent] = []
+
+        def run(start: int, part: list[tuple[Any, ...]]) -> None:
+            nonlocal rows
+            try:
+                with c.begin_nested():
+                    events = [e for e in self.log.read_page(start, limit=len(part), conn=c)
+                              if e.position <= part[-1][0]]
+                    rows += self.projection.apply(c, gen, events) if events else 0
+                return
+            except Exception as exc:
+                if not quarantine.is_poison(exc):
+                    raise
+                if len(part) == 1:
+                    found.append(quarantine.record(c, self.name, gen, part[0], exc))
+                    return
+            half = len(part) // 2
+            run(start, part[:half])
+            run(part[half - 1][0], part[half:])
+
+        if heads:
+            run(after, heads)
+        return len(heads), heads[-1][0] if heads else after, rows, found
 
     def _bar(self, desc: str, start: int) -> _Progress:
         return _Progress(self.progress, desc, start, self.log.head())
@@ -543,9 +596,55 @@ class Runner:
                         continue
                     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
                     self.projection.drop(conn, g.generation)
+                    quarantine.drop_generation(conn, self.name, g.generation)
             except sa.exc.DBAPIError as exc:  # cleanup is best effort
                 log.warning("could not drop retired generation %s of %s: %s",
                             g.generation, self.name, exc)
+
+    def retry(self, entries: Sequence[QuarantinedEvent]) -> list[QuarantinedEvent]:
+        """Apply quarantined events of this projection again, each in its own
+        transaction under the generation's writer lock: one that applies is marked
+        resolved, one that fails again stays quarantined (its attempt counted, its newest
+        error kept). Errors that are not the event's fault raise, as in a run. Entries of
+        a generation that was retired meanwhile are left as they are. Returns the entries
+        as they now stand."""
+        out: list[QuarantinedEvent] = []
+        for number in sorted({e.generation for e in entries}):
+            with self.engine.connect() as conn:
+                gen = next((g for g in generations(conn, self.name)
+                            if g.generation == number), None)
+            if gen is None or gen.status == "retired":
+                continue
+            self._check_config(gen)
+            with self._locked(number):
+                for entry in entries:
+                    if entry.generation == number:
+                        out.append(self._retry_one(entry))
+        return out
+
+    def _retry_one(self, entry: QuarantinedEvent) -> QuarantinedEvent:
+        if entry.projection != self.name:
+            raise ValueError(f"entry #{entry.id} belongs to projection {entry.projection!r}")
+        with self.engine.begin() as c:
+            c.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '30min'")
+            c.exec_driver_sql("SELECT status FROM memory_projections WHERE name = %s AND "
+                              "generation = %s FOR UPDATE", (self.name, entry.generation))
+            current = quarantine.by_id(c, entry.id)
+            if current.resolved:
+                return current
+            head = (entry.position, entry.event_id, entry.tenant, entry.actor_id)
+            try:
+                with c.begin_nested():
+                    events = [e for e in self.log.read_page(entry.position - 1, limit=1,
+                                                            conn=c)
+                              if e.position == entry.position]
+                    if events:
+                        self.projection.apply(c, entry.generation, events)
+            except Exception as exc:
+                if not quarantine.is_poison(exc):
+                    raise
+                return quarantine.record(c, self.name, entry.generation, head, exc)
+            return quarantine.resolve(c, entry.id)
 
     def follow(self, *, poll_interval: float = 1.0, idle_every: float = 5.0,
                handle_signals: bool = True) -> RunSummary:
@@ -560,6 +659,7 @@ class Runner:
             first = self.catch_up()
             total.events, total.rows = first.events, first.rows
             total.generation, total.position = first.generation, first.position
+            total.quarantined.extend(first.quarantined)
             last_idle = time.monotonic()
             while not self.stop.is_set():
                 with self.engine.connect() as conn:

@@ -43,11 +43,13 @@ import sqlalchemy as sa
 
 from .. import log_sql
 from ..embedding import Embedder, default_embedder
+from ..errors import DependencyError
 from ..events import RecordedEvent
 from ..log import Log
 from ..schemas import SchemaRegistry
 from .chunking import split_sentences
 from .chunks import event_text
+from .quarantine import is_poison
 from .runner import BaseProjection, live_generation_sql
 
 
@@ -202,7 +204,12 @@ class ExtractiveSummarizer:
             return tfidf_vectors([ln.split(": ", 1)[-1] for ln in lines])
         todo = [ln for ln in dict.fromkeys(lines) if ln not in self._cache]
         if todo:
-            for ln, v in zip(todo, self.embedder.embed(todo), strict=True):
+            try:
+                vectors = self.embedder.embed(todo)
+            except Exception as exc:  # the model's failure, not the events' (see chunks)
+                raise DependencyError(f"embedder {self.embedder.name!r} failed: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            for ln, v in zip(todo, vectors, strict=True):
                 self._cache[ln] = np.asarray(v, dtype=np.float64)
         out = np.stack([self._cache[ln] for ln in lines])
         for ln in lines:
@@ -350,6 +357,10 @@ class SummariesProjection(BaseProjection):
                 self._flush_quiet(conn, generation, batch, clock - self.quiet_after)
             key = (ev.tenant, ev.session_id)
             s = batch.sessions.get(key)
+            if s is not None and ev.version <= s.last_version:
+                # a quarantined event applied late (a retry): the session's next refresh
+                # reads its turn from the log like any other
+                continue
             if s is None:
                 s = batch.sessions[key] = _Session(ev.tenant, ev.actor_id, ev.session_id,
                                                    ev.position, ev.version, ev.occurred_at)
@@ -411,7 +422,21 @@ class SummariesProjection(BaseProjection):
         """Rows as events, through the log when it can open sealed payloads."""
         opener = getattr(self.log, "_recorded", None)
         if opener is not None:
-            return list(opener(conn, rows))
+            try:
+                return list(opener(conn, rows))
+            except Exception as exc:
+                if not is_poison(exc):
+                    raise
+            # a turn that cannot be opened was quarantined when it was read as an event
+            # (memory/projections/quarantine.py): summarize the others without it
+            readable: list[RecordedEvent] = []
+            for r in rows:
+                try:
+                    readable.extend(opener(conn, [r]))
+                except Exception as exc:
+                    if not is_poison(exc):
+                        raise
+            return readable
         if self.registry is None:
             self.registry = self.log.registry if self.log is not None \
                 else SchemaRegistry.default()
