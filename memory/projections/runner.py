@@ -27,6 +27,24 @@ differently from the live generation refuses to write to it
 (:class:`ProjectionConfigMismatch`) instead of mixing, say, two vector spaces; a rebuild
 builds the new configuration beside the old one and switches.
 
+Poison events
+-------------
+An event the projection cannot process does not stop it: a ciphertext that fails
+authentication, JSON that does not decode, a payload its upcaster rejects, or an exception
+from ``apply`` for that event. Each batch runs in a savepoint; when it fails with an error
+that can be an event's fault (:func:`memory.projections.quarantine.is_poison`), the batch
+is applied again in halves, each in its own savepoint, until every event that fails alone
+is found. Those are written to ``memory_quarantine`` (projection, generation, position,
+tenant, event, error) in the same transaction that moves the checkpoint past them, so a
+crash loses neither or both; the rest of the batch is applied as usual, and no tenant's
+poison holds back another's events. The common path pays one savepoint per batch. Errors
+that are not the event's fault (a lost connection, a lock or statement timeout, a missing
+privilege, :class:`memory.errors.DependencyError` from the embedder) still raise and move
+nothing. The run's :class:`RunSummary` lists what it quarantined; :meth:`Runner.retry`
+applies entries again once their cause is fixed and marks those that apply resolved. A
+rebuild reads the log again, meets the same poison and quarantines it in its own
+generation; a generation's entries are dropped with its rows.
+
 One writer per generation
 -------------------------
 A runner holds a session-level advisory lock on (projection, generation) while it writes.
