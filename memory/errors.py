@@ -79,3 +79,12 @@ class DependencyError(Error):
     """Something a projection depends on failed (the embedder, a summarizer's model):
     not the fault of the event being projected, so the projection runner stops and
     raises it instead of quarantining the event (memory/projections/quarantine.py)."""
+
+class ForgottenError(Error):
+    """The event asked for was forgotten (``Store.forget``): its payload is gone, so
+    what needs it (e.g. replaying a recorded context) cannot be done. ``event_id`` names
+    it."""
+
+    def __init__(self, message: str, *, event_id: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id

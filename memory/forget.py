@@ -28,10 +28,11 @@ step 1 waits for a runner that already decrypted an event to commit, then delete
 wrote. Replays and rebuilds read forgotten events as ``forgotten=True`` with an empty
 payload, and derive nothing from them.
 
-What this does not do: rows deleted by PostgreSQL stay in the data files until VACUUM
-reclaims them (autovacuum does, or ``VACUUM memory_keys, memory_event_keys``), and copies
-made before the forget (backups, WAL archives, replicas' lag) keep the key for as long as
-they are kept. Events stored while encryption was off cannot be erased from the log; a
+Rows deleted by PostgreSQL keep their bytes in the data files: ``Store.forget`` then
+rewrites the key tables and vacuums the derived ones (memory/erasure.py), or records that
+this is pending when its connection may not. Copies made before the forget (backups, WAL
+archives, replicas' lag) keep the key for as long as they are kept (README, "What forget
+leaves behind"). Events stored while encryption was off cannot be erased from the log; a
 forget that would leave such payloads refuses with :class:`ForgetError`.
 """
 
@@ -50,6 +51,7 @@ from .events import NewEvent, check_id, parse_event_id
 from .security import tenant_scope
 
 if TYPE_CHECKING:
+    from .erasure import Erasure
     from .log import Log
 
 TOMBSTONE = "forgotten"
@@ -73,6 +75,8 @@ class ForgetResult:
     event_ids: tuple[uuid.UUID, ...]
     derived_rows: int
     already_forgotten: bool
+    # The physical erasure that followed (memory/erasure.py): done, or pending and why.
+    erasure: Erasure | None = None
 
 
 def _projections_forget(conn: sa.Connection, tenant: str, *, actor_id: str | None,

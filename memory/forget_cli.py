@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .cli_options import add_store_options
+
+if TYPE_CHECKING:
+    from .erasure import Erasure
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,7 +26,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     what.add_argument("--actor", help="forget every event of this actor (in --tenant)")
     what.add_argument("--event", action="append", metavar="ID",
                       help="forget this event (repeat for several)")
+    what.add_argument("--erase-pending", action="store_true",
+                      help="only complete the physical erasure of earlier forgets (rewrite "
+                           "the key tables, vacuum the derived ones); needs the owner's URL")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--no-erase", dest="erase", action="store_false",
+                   help="skip the physical erasure (it stays pending; see --erase-pending)")
+    p.add_argument("--flush-wal", action="store_true",
+                   help="after erasing, CHECKPOINT and switch WAL segments so the WAL that "
+                        "still holds the forgotten bytes is recycled sooner")
     add_store_options(p)
     p.set_defaults(func=_forget)
 
@@ -54,6 +65,8 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
     from .store import Store
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if args.erase_pending:
+        return _erase_pending(args, stdout)
     target = (f"every event of actor {args.actor!r}" if args.actor is not None
               else f"{len(args.event)} event(s)")
     if not args.yes and not _confirm(
@@ -61,9 +74,11 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
             stdin, stdout):
         return 1
     with Store.open(args.url, tenant=args.tenant) as store:
-        result = store.forget(actor=args.actor, event_ids=args.event)
+        result = store.forget(actor=args.actor, event_ids=args.event, erase=args.erase,
+                              flush_wal=args.flush_wal)
     if result.already_forgotten:
         print(f"{target}: already forgotten, nothing left to destroy", file=stdout)
+        _print_erasure(result.erasure, stdout)
         return 0
     parts = []
     if result.actor_id is not None:
@@ -73,7 +88,32 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
         parts.append(f"{len(result.event_ids)} event payload(s) destroyed")
     parts.append(f"{result.derived_rows} derived rows deleted")
     print(f"forgotten (request {result.request_id}): " + "; ".join(parts), file=stdout)
+    _print_erasure(result.erasure, stdout)
     return 0
+
+
+def _print_erasure(erasure: Erasure | None, stdout: TextIO) -> None:
+    if erasure is None:
+        print("physical erasure: skipped (pending; run `memory forget --erase-pending` "
+              "with the owner's URL)", file=stdout)
+    elif erasure.done:
+        wal = "; WAL switched and checkpointed" if erasure.wal_flushed else ""
+        print(f"physical erasure: done in {erasure.seconds:.2f} s (key tables rewritten, "
+              f"derived tables vacuumed{wal})", file=stdout)
+    else:
+        print(f"physical erasure: pending: {erasure.reason}", file=stdout)
+
+
+def _erase_pending(args: argparse.Namespace, stdout: TextIO) -> int:
+    from . import db, erasure
+
+    engine = db.make_engine(db.resolve_url(args.url))
+    try:
+        result = erasure.erase(engine, flush_wal=args.flush_wal)
+    finally:
+        engine.dispose()
+    _print_erasure(result, stdout)
+    return 0 if result.done else 1
 
 
 def _keys_generate(args: argparse.Namespace) -> int:

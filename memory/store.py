@@ -128,20 +128,37 @@ class Store:
     # -- forgetting (memory/forget.py) ---------------------------------------------------
 
     def forget(self, *, actor: str | None = None,
-               event_ids: Iterable[uuid.UUID | str] | None = None) -> ForgetResult:
+               event_ids: Iterable[uuid.UUID | str] | None = None, erase: bool = True,
+               flush_wal: bool = False, erase_wait: float = 10.0) -> ForgetResult:
         """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
         their keys are destroyed (the log itself is never rewritten), everything derived
         from them (chunks, vectors, full text, summaries, recorded contexts that cited
         them) is deleted, and a ``forgotten`` tombstone (ids only) is appended. Idempotent.
 
+        Then (``erase``, the default) the deleted bytes are erased from the live data
+        files on ``maintenance_engine``: the key tables rewritten, the derived tables
+        vacuumed (memory/erasure.py; it waits up to ``erase_wait`` seconds for older
+        transactions). ``result.erasure`` says whether that was done or is pending and
+        why (e.g. the store has only the app role's connection: ``memory forget
+        --erase-pending`` with the owner's URL completes it). ``flush_wal`` also runs a
+        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner.
+
         This process's retrieval cache drops the tenant's entries for the actor (or, for
         single events, all of the tenant's: which actors they belonged to is not known
         here) at once, so the forgotten text does not stay in memory until the next call
         notices. Other processes' caches notice on their next call (scopedata.py)."""
+        import dataclasses
+
+        from . import erasure
         from .retrieval import scopedata
 
         result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
         scopedata.CACHE.forget(self.tenant, actor)
+        if erase:
+            with security.tenant_scope(self.tenant):
+                done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
+                                     flush_wal=flush_wal)
+            result = dataclasses.replace(result, erasure=done)
         return result
 
     # -- projections (memory/projections) --------------------------------------------

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..embedding import Embedder, default_embedder
+from ..erasure import no_statistics
 from ..errors import DependencyError
 from ..events import RecordedEvent
 from .chunking import Chunker, sentence_pieces
@@ -157,6 +158,9 @@ class ChunksProjection(BaseProjection):
                     f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memory_chunks "
                     f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) "
                     f"WHERE generation = {int(generation)}")
+            # An expression column would get planner statistics (vectors) of its own:
+            # none, like every content column (alembic/versions/0012_erasure.py).
+            no_statistics(conn, name)
 
     def drop_indexes(self, engine: Engine, generation: int) -> None:
         """DROP INDEX CONCURRENTLY: a plain DROP INDEX would lock memory_chunks against

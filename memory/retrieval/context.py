@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..errors import ConfigurationError, Error, ValidationError
+from ..errors import ConfigurationError, Error, ForgottenError, ValidationError
 from ..events import NewEvent, RecordedEvent, check_id
 from ..security import tenant_scope
 from . import expansion, render, search, wholescope
@@ -560,6 +560,7 @@ def replay(store: Store, event: RecordedEvent, *, counter: TokenCounter | None =
         raise ValidationError(f"not a {CONTEXT_EVENT} event: {event.type}", field="type")
     if event.tenant != store.tenant:
         raise ValidationError("the event belongs to another tenant", field="tenant")
+    _refuse_forgotten(store, event)
     p = event.payload
     counter = counter or default_counter()
     if counter.name != p["counter"]:
@@ -571,3 +572,17 @@ def replay(store: Store, event: RecordedEvent, *, counter: TokenCounter | None =
                         embedder=embedder, ranker=ranker, _pins=p["pins"])
     ctx.replay_matches = ctx.digest() == p["messages_sha256"]
     return ctx
+
+
+def _refuse_forgotten(store: Store, event: RecordedEvent) -> None:
+    """A context forgotten since it was read (a copy held by the caller still has its
+    payload) is refused like one read after: forgetting an event forgets the contexts
+    that cited it (memory/forget.py), and a replay would rebuild what they said."""
+    now = store.log.read_session(store.tenant, event.session_id, event.version)[:1]
+    if not now or now[0].event_id != event.event_id:
+        raise ValidationError(f"event {event.event_id} is not in this tenant's log",
+                              field="event_id")
+    if event.forgotten or now[0].forgotten:
+        raise ForgottenError(
+            f"recorded context {event.event_id} was forgotten (it, or an event it cited, "
+            "was erased by forget); it cannot be replayed", event_id=str(event.event_id))
