@@ -56,13 +56,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import DecryptionError, Error
-from .events import PreparedEvent
+from .events import PreparedEvent, parse_json
 from .master_key import FORMAT, NONCE, MasterKeys, wrap_aad
 from .rand import random_bytes
 
@@ -452,7 +451,7 @@ class Crypto:
         except InvalidTag:
             raise DecryptionError(
                 f"event {event_id} of tenant {tenant!r} failed authentication") from None
-        body = orjson.loads(plain)
+        body = parse_json(plain)  # as the clear path reads jsonb (big integers kept)
         return Opened(body["p"], body["m"])
 
 

@@ -7,12 +7,9 @@ forgotten transaction.
 
 from __future__ import annotations
 
-import json
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -21,6 +18,7 @@ from sqlalchemy.engine import Engine
 from . import embedded
 from .config import Limits, database_url_from_env
 from .errors import ConfigurationError
+from .events import parse_json
 
 
 def resolve_url(url: str | None) -> str:
@@ -53,24 +51,8 @@ def make_engine(url: str, limits: Limits | None = None, *, pool_size: int = 5) -
         max_overflow=10,
         pool_pre_ping=True,
         connect_args={"options": options, "application_name": "memory"},
-        json_deserializer=_json_loads,
+        json_deserializer=parse_json,  # as sealed payloads are read (memory/events.py)
     )
-
-
-def _json_loads(data: bytes) -> Any:
-    """JSON and jsonb values from the server (psycopg hands every one to this): orjson
-    instead of psycopg's default, the standard library's parser. Reading 20,000 events
-    back went 13-36 % faster for clear ones, 4-13 % for sealed ones (benchmarks/RESULTS.md,
-    "Encryption"). orjson reads an integer
-    beyond 64 bits as a float, losing digits, where the standard library keeps it; such an
-    integer has 19 digits or more, so a value with fewer digits in all (almost every one;
-    counting them costs less than parsing) takes orjson, any other the standard library."""
-    if len(data) - len(data.translate(None, _DIGITS)) < 19:
-        return orjson.loads(data)
-    return json.loads(data)
-
-
-_DIGITS = b"0123456789"
 
 
 def migrations_dir() -> Path:

@@ -30,6 +30,18 @@ class ValidationError(Error):
         self.reason = message
 
 
+class InvalidArgument(ValidationError, ValueError):
+    """An argument of a call, not an event, is of the wrong type or out of range (e.g.
+    ``expected_version=2**63``, a negative ``from_position``, a ``Limits`` field); nothing
+    was read or written. ``field`` (and ``name``) is the argument."""
+
+    def __init__(self, name: str, message: str) -> None:
+        Error.__init__(self, f"{name}: {message}")
+        self.index = 0
+        self.field = self.name = name
+        self.reason = message
+
+
 class UnknownEventType(ValidationError):
     """The event's type (or its schema version) is not registered."""
 

@@ -13,6 +13,7 @@ each proven by tests/test_log_*.py against a real server:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,14 +27,17 @@ from . import crypto as _crypto
 from . import log_group, log_sql
 from . import security as _security
 from .config import Limits
-from .errors import ValidationError
+from .errors import InvalidArgument, ValidationError
 from .events import (
+    MAX_POSITION,
+    MAX_VERSION,
     Appended,
     NewEvent,
     PreparedEvent,
     RecordedEvent,
     canonical_json,
     check_id,
+    check_int,
     check_size,
     check_time,
     hash_parts,
@@ -106,13 +110,14 @@ class Log:
             raise ValidationError("schema_version must be a positive integer (or None for "
                                   "the current one)", index=i, field="schema_version")
         version = ev.schema_version or self.registry.current_version(ev.type, i)
-        payload_json = canonical_json(ev.payload, "payload", i)
+        payload_json = canonical_json(ev.payload, "payload", i, self.limits.max_depth)
         check_size(payload_json, self.limits, i)
         self.registry.validate(ev.type, version, ev.payload, i)
         metadata = ev.metadata if ev.metadata is not None else {}
         if not isinstance(metadata, dict):
             raise ValidationError("metadata must be a JSON object", index=i, field="metadata")
-        metadata_json = canonical_json(metadata, "metadata", i) if metadata else "{}"
+        metadata_json = (canonical_json(metadata, "metadata", i, self.limits.max_depth)
+                         if metadata else "{}")
         check_size(metadata_json, self.limits, i, "metadata")
         occurred_at = check_time(ev.occurred_at, i)
         return PreparedEvent(
@@ -128,10 +133,8 @@ class Log:
         for value, what in ((tenant, "tenant"), (actor_id, "actor_id"),
                             (session_id, "session_id")):
             check_id(value, what, self.limits)
-        if expected_version is not None and (
-                not isinstance(expected_version, int) or expected_version < 0):
-            raise ValidationError("expected_version must be None (any), 0 (no stream) or "
-                                  "a positive version", field="expected_version")
+        # None (ANY), 0 (NO_STREAM) or a version
+        check_int(expected_version, "expected_version", 0, MAX_VERSION, none=True)
         prepared = self.prepare(actor_id, events if isinstance(events, Sequence) else [events])
         combiner = self._appender.combiner(tenant)
         for attempt in range(2):
@@ -210,6 +213,8 @@ class Log:
     def read_session(self, tenant: str, session_id: str, from_version: int = 1,
                      limit: int | None = None) -> list[RecordedEvent]:
         """A session's events in order, from ``from_version`` on."""
+        check_int(from_version, "from_version", 0, MAX_VERSION)
+        check_int(limit, "limit", 0, MAX_POSITION, none=True)
         with tenant_scope(tenant), self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 log_sql.READ_SESSION, (tenant, session_id, from_version, limit)).fetchall()
@@ -219,7 +224,12 @@ class Log:
              actor_id: str | None = None, batch_size: int = 1000) -> Iterator[RecordedEvent]:
         """Events after ``from_position`` (exclusive) in log order, streamed in pages so
         memory stays flat however long the log is."""
-        position = from_position
+        check_int(from_position, "from_position", 0, MAX_POSITION)
+        check_int(batch_size, "batch_size", 1, MAX_VERSION)
+        return self._pages(from_position, tenant, actor_id, batch_size)
+
+    def _pages(self, position: int, tenant: str | None, actor_id: str | None,
+               batch_size: int) -> Iterator[RecordedEvent]:
         while True:
             page = self.read_page(position, tenant=tenant, actor_id=actor_id, limit=batch_size)
             yield from page
@@ -231,6 +241,8 @@ class Log:
                   limit: int = 1000, conn: sa.Connection | None = None) -> list[RecordedEvent]:
         """One page of the log after position ``after``; optionally on the caller's
         connection (a projection reads and writes in one transaction)."""
+        check_int(after, "after", 0, MAX_POSITION)
+        check_int(limit, "limit", 1, MAX_VERSION)
         if actor_id is not None and tenant is None:
             raise ValueError("reading by actor needs the tenant")
         if actor_id is not None:
@@ -265,6 +277,11 @@ class Log:
     def subscribe(self, from_position: int = 0, *, tenant: str | None = None,
                   poll_interval: float = 1.0, batch_size: int = 500) -> Subscription:
         """Catch up from ``from_position``, then follow new events as they commit."""
+        check_int(from_position, "from_position", 0, MAX_POSITION)
+        check_int(batch_size, "batch_size", 1, MAX_VERSION)
+        if type(poll_interval) not in (int, float) or not 0 < poll_interval < math.inf:
+            raise InvalidArgument("poll_interval", "must be a positive number of seconds, "
+                                  f"got {poll_interval!r:.40}")
         return Subscription(self, from_position, tenant=tenant, poll_interval=poll_interval,
                             batch_size=batch_size)
 
