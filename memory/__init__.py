@@ -16,6 +16,7 @@ from .errors import (
     InvalidArgument,
     PayloadTooLarge,
     SessionOwnershipError,
+    TenantAccessError,
     UnknownEventType,
     ValidationError,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "SchemaRegistry",
     "SentenceTransformerEmbedder",
     "SessionOwnershipError",
+    "TenantAccessError",
     "Store",
     "Subscription",
     "Summarizer",

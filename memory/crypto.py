@@ -128,10 +128,9 @@ def _xor(a: bytes, b: bytes) -> bytes:
 GET_KEY = """
 SELECT key_id, wrapped, master_id FROM memory_keys WHERE tenant = %s AND actor_id = %s
 """
-CREATE_KEY = """
-INSERT INTO memory_keys (tenant, key_id, actor_id, wrapped, master_id)
-VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant, actor_id) DO NOTHING
-"""
+# A new key; one already there for the actor wins. (A SECURITY DEFINER function, as every
+# write of a tenant's role but forgetting's deletions: alembic/versions/0010.)
+CREATE_KEY = "SELECT memory_create_key(%s, %s, %s, %s, %s)"
 BATCH_PREFIX = "s:"
 """How a sealed event's ``key_id`` names its batch's secrets row (an actor key id, which
 the events of before 0005 carry, is plain hex)."""
@@ -142,12 +141,9 @@ EPOCH_EVENTS = 1024
 number of keys that forgetting one of its events writes out."""
 
 # A new epoch: one secrets row under the actor key, which must still exist (held until
-# commit, so a forget of the actor waits for this, then deletes the row with the rest).
-CREATE_EPOCH = """
-INSERT INTO memory_event_secrets (tenant, batch, key_id, first_version, secrets)
-SELECT k.tenant, %s, k.key_id, 0, %s FROM memory_keys k
- WHERE k.tenant = %s AND k.key_id = %s FOR KEY SHARE
-"""
+# commit, so a forget of the actor waits for this, then deletes the row with the rest);
+# false when the key is gone. Parameters: tenant, epoch, secret, actor key id (0010).
+CREATE_EPOCH = "SELECT memory_create_epoch(%s, %s, %s, %s)"
 
 # Fetched fresh on every read (never cached): a forget elsewhere takes effect at once. The
 # log's reads join the secrets in (memory/log_sql.py); these look-ups serve rows read
@@ -285,7 +281,7 @@ class Crypto:
             name, secret = EPOCH_PREFIX + rand[:16].hex(), rand[16:]
             with tenant_scope(tenant), engine.begin() as conn:
                 made = conn.exec_driver_sql(CREATE_EPOCH,
-                                            (name, secret, tenant, key.key_id)).rowcount
+                                            (tenant, name, secret, key.key_id)).scalar_one()
             if made:
                 prf = key.epoch_prf.copy()
                 prf.update(secret)

@@ -82,6 +82,12 @@ class AppendOnlyViolation(Error):
     """Something tried to change or remove history in the event log."""
 
 
+class TenantAccessError(Error):
+    """A call named another tenant than the one its connection's role acts for (or the
+    role acts for none): nothing was read or written. A tenant's role is bound to its
+    tenant (memory/security.py)."""
+
+
 class DecryptionError(Error):
     """A sealed payload or a wrapped key failed authentication (wrong master key or
     tampered data): never silently treated as forgotten."""

@@ -168,11 +168,8 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                 "RETURNING key_id", (tenant, actor_id))]
             destroyed += len(keys)
             if keys:
-                conn.exec_driver_sql(
-                    "SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) FROM ("
-                    "SELECT batch FROM memory_event_secrets WHERE tenant = %s AND "
-                    "key_id = ANY(%s) AND batch LIKE 'e:%%' ORDER BY batch COLLATE \"C\") e",
-                    (tenant, keys)).fetchall()
+                conn.exec_driver_sql(  # in name order (alembic/versions/0010)
+                    "SELECT memory_lock_epochs(%s, %s)", (tenant, keys)).scalar_one()
                 conn.exec_driver_sql(
                     "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))
@@ -224,10 +221,10 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
             "WHERE tenant = %s AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%' "
             "ORDER BY 1",
             (tenant, list(targets))).fetchall():
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))", (name,))
-        row = conn.exec_driver_sql(
-            "SELECT key_id, secrets FROM memory_event_secrets WHERE tenant = %s "
-            "AND batch = %s FOR UPDATE", (tenant, name)).first()
+        # both locks, in a function (alembic/versions/0010): the advisory-lock functions
+        # are the owner's alone
+        row = conn.exec_driver_sql("SELECT key_id, secrets FROM memory_lock_epoch(%s, %s)",
+                                   (tenant, name)).first()
         if row is None:
             continue  # destroyed by an earlier forget: its kept keys are nulled below
         sealed = [r[0] for r in conn.exec_driver_sql(

@@ -25,7 +25,6 @@ from sqlalchemy.engine import Engine
 
 from . import crypto as _crypto
 from . import log_group, log_sql
-from . import security as _security
 from .config import Limits
 from .errors import InvalidArgument, ValidationError
 from .events import (
@@ -61,7 +60,7 @@ class Log:
     def __init__(self, engine: Engine, registry: SchemaRegistry | None = None,
                  limits: Limits | None = None, *, encrypt: bool = True,
                  crypto: _crypto.Crypto | None = None) -> None:
-        self.engine = _security.install(engine)
+        self.engine = engine
         self.registry = registry or SchemaRegistry.default()
         self.limits = limits or Limits()
         self.encrypt = encrypt  # seal payloads and metadata (memory/crypto.py)

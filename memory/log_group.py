@@ -39,13 +39,14 @@ before the commit of their request returned.
 Connections
 -----------
 Appends run on connections of their own (:class:`AppendConnections`), kept open with
-autocommit on and the tenant already set: at most MAX_IN_FLIGHT per combiner are busy at
-a time, so a handful serves a process. Taking one costs no round trip and no pool
-bookkeeping (the pool's checkout and pre-ping came to ~0.2 ms of a ~0.5 ms append). A
-connection that broke (server restart, terminated backend) is noticed when the statement
-fails: it is dropped and the group sent once more on a new connection. That retry is safe because
-appends are idempotent by event id: if the first attempt committed before the connection
-broke, the retry finds the same events with the same content and returns their original
+autocommit on (a store's engine logs in as one tenant's role, memory/security.py): at
+most MAX_IN_FLIGHT per combiner are busy at a time, so a handful serves a process.
+Taking one costs no round trip and no pool bookkeeping (the pool's checkout and
+pre-ping came to ~0.2 ms of a ~0.5 ms append). A connection that broke (server restart,
+terminated backend) is noticed when the statement fails: it is dropped and the group
+sent once more on a new connection. That retry is safe because appends are idempotent
+by event id: if the first attempt committed before the connection broke, the retry
+finds the same events with the same content and returns their original
 positions (``duplicate`` set), writing nothing.
 """
 
@@ -60,7 +61,6 @@ import psycopg
 import sqlalchemy as sa
 
 from . import log_sql
-from .security import tenant_scope
 
 MAX_REQUESTS = 32
 """Requests per group: when a group falls back to ``memory_append_group`` each runs in a
@@ -118,30 +118,18 @@ class AppendConnections:
         self._closed = False
 
     def acquire(self, tenant: str) -> AppendConnection:
-        """An idle connection (one already acting for ``tenant`` first), else a new one."""
+        """An idle connection (the last released first), else a new one. The tenant an
+        append acts for is its connection's login role's (memory/security.py); ``tenant``
+        only labels the connection."""
         with self._lock:
-            idle = self._idle
-            other = None
-            if idle:
-                found = len(idle) - 1
-                while found >= 0 and idle[found].tenant != tenant:
-                    found -= 1
-                other = idle.pop(found)  # (-1, the last, when none acts for tenant)
-        if other is not None:
-            if other.tenant == tenant:
-                return other
-            try:
-                other.cursor.execute("SELECT set_config('memory.tenant', %s, false)",
-                                     (tenant,))
-                other.tenant = tenant
-                return other
-            except psycopg.OperationalError:
-                other.conn.close()  # broken while idle: a new one below
+            held = self._idle.pop() if self._idle else None
+        if held is not None:
+            held.tenant = tenant
+            return held
         engine = self._engine()
         if engine is None:
             raise RuntimeError("the engine of these appends was garbage-collected")
-        with tenant_scope(tenant):  # the engine's checkout sets memory.tenant
-            fairy = engine.raw_connection()
+        fairy = engine.raw_connection()
         conn = fairy.driver_connection
         assert isinstance(conn, psycopg.Connection)
         fairy.detach()  # ours from now on; the pool makes a new one for its own use

@@ -40,6 +40,8 @@ from .errors import (
     Error,
     IdempotencyConflict,
     SessionOwnershipError,
+    TenantAccessError,
+    ValidationError,
 )
 from .events import Appended, PreparedEvent, RecordedEvent
 from .schemas import SchemaRegistry
@@ -51,6 +53,10 @@ SQLSTATE_CONCURRENCY = "MM001"
 SQLSTATE_IDEMPOTENCY = "MM002"
 SQLSTATE_OWNERSHIP = "MM003"
 SQLSTATE_APPEND_ONLY = "MM010"
+# A call named another tenant than its login role's (alembic/versions/0010), and input the
+# SECURITY DEFINER functions refuse by its shape or size.
+SQLSTATE_TENANT = "MM030"
+SQLSTATE_MALFORMED = "MM031"
 
 # SQLSTATE of a set-based append that met an event id seen before (see APPEND_SET).
 SQLSTATE_RESEND = "MM020"
@@ -231,6 +237,10 @@ def typed_error(state: str | None, primary: str, detail: str, *, session_id: str
         return SessionOwnershipError(primary)
     if state == SQLSTATE_APPEND_ONLY:
         return AppendOnlyViolation(primary)
+    if state == SQLSTATE_TENANT:
+        return TenantAccessError(primary)
+    if state == SQLSTATE_MALFORMED:
+        return ValidationError(primary)
     return None
 
 

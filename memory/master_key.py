@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import os
 import tempfile
 from collections.abc import Sequence
@@ -85,6 +86,12 @@ class MasterKeys:
             raise ConfigurationError("no master key")
         self.keys = {master_key_id(k): AESGCM(k) for k in keys}
         self.current_id = master_key_id(keys[0])
+        self._current = bytes(keys[0])
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte secret for ``label`` derived from the current master key (HMAC):
+        e.g. the tenant roles' passwords (memory/security.py)."""
+        return hmac.digest(self._current, b"memory derived secret\x1f" + label, "sha256")
 
     @classmethod
     def from_text(cls, text: str) -> MasterKeys:

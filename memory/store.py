@@ -1,6 +1,7 @@
 """The public face: open a store, append, read, subscribe (and, as they land, project and
-build context). A Store is bound to one tenant; ``store.for_tenant(t)`` gives another
-tenant's face over the same connections.
+build context). A Store is bound to one tenant and, when it can make tenant roles, logs
+in as that tenant's role (memory/security.py); ``store.for_tenant(t)`` gives another
+tenant's face, with that tenant's own connections, owned by the store that made it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from sqlalchemy.engine import Engine
 
 from . import db, security
 from . import forget as forget_mod
-from .config import DEFAULT_TENANT, Limits, database_url_from_env
+from .config import DEFAULT_TENANT, Limits
 from .crypto import Crypto
+from .errors import ConfigurationError
 from .events import Appended, NewEvent, RecordedEvent, check_id
 from .forget import ForgetResult
 from .log import ANY, Log, Subscription
@@ -35,7 +37,8 @@ class Store:
     def __init__(self, engine: Engine, *, tenant: str = DEFAULT_TENANT,
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
                  encrypt: bool = True, crypto: Crypto | None = None,
-                 maintenance_engine: Engine | None = None, _owns_engine: bool = True) -> None:
+                 maintenance_engine: Engine | None = None, _owns_engine: bool = True,
+                 _tenants: security.TenantEngines | None = None) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
@@ -44,11 +47,12 @@ class Store:
         self.maintenance_engine = maintenance_engine or engine
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
+        self._tenants = _tenants  # the tenants' engines (shared with for_tenant's stores)
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
              limits: Limits | None = None, migrate: bool = True,
-             encrypt: bool = True, role: str | None = None) -> Store:
+             encrypt: bool = True, tenant_roles: bool | None = None) -> Store:
         """Open the store at ``url``; with no URL, ``MEMORY_DATABASE_URL``; with neither,
         the embedded server (started if needed). Migrations run unless ``migrate=False``.
 
@@ -56,45 +60,67 @@ class Store:
         is what makes :meth:`forget` possible (memory/crypto.py). A forget that a crash
         left half-done in this tenant is completed here.
 
-        ``role``: log in as this role for the library's own work, keeping the URL's role
-        (the owner) for migrations and cross-tenant maintenance (``maintenance_engine``).
-        On the embedded server the default is ``memory_app``, which row-level security
-        confines to the store's tenant; with a URL, the URL's role is used as given (give
-        the library a ``memory_app`` URL in production, see memory/security.py)."""
+        ``tenant_roles``: whether the library logs in as each tenant's own role, made and
+        managed by the library, to which row-level security binds it (memory/security.py),
+        keeping the URL's role, the owner, for migrations and cross-tenant maintenance
+        (``maintenance_engine``). The default does so when the URL's role may make tenant
+        roles (it runs the migrations); ``False`` uses the URL's role for everything (an
+        owner's URL then sees every tenant; a tenant role's URL its own tenant only);
+        ``True`` refuses to open without them."""
         resolved = db.resolve_url(url)
-        engine = db.make_engine(resolved, limits)
-        if migrate:
-            db.migrate(engine)
-        if role is None and url is None and database_url_from_env() is None \
-                and security.role_exists(engine, security.APP_ROLE):
-            role = security.APP_ROLE
-        app = None
-        if role is not None and role != engine.url.username:
-            app = db.make_engine(security.role_url(resolved, role), limits)
-        store = cls(app or engine, tenant=tenant, limits=limits, encrypt=encrypt,
-                    maintenance_engine=engine if app is not None else None)
-        store._owns_maintenance = app is not None
+        limits = limits or Limits()
+        check_id(tenant, "tenant", limits)
+        owner = db.make_engine(resolved, limits)
+        try:
+            if migrate:
+                db.migrate(owner)
+            if tenant_roles is None:
+                tenant_roles = security.can_manage_roles(owner)
+            elif tenant_roles and not security.can_manage_roles(owner):
+                raise ConfigurationError(
+                    f"role {owner.url.username!r} cannot make tenant roles: open the store "
+                    "with the URL of the role that owns the schema (it runs the "
+                    "migrations), or with tenant_roles=False")
+            if not tenant_roles:
+                store = cls(owner, tenant=tenant, limits=limits, encrypt=encrypt)
+            else:
+                crypto = Crypto.from_environment()
+                tenants = security.TenantEngines(
+                    owner, resolved, limits,
+                    lambda: crypto.master.derive(b"tenant role passwords"))
+                store = cls(tenants.engine(tenant), tenant=tenant, limits=limits,
+                            encrypt=encrypt, crypto=crypto, maintenance_engine=owner,
+                            _tenants=tenants)
+        except BaseException:
+            owner.dispose()
+            raise
         forget_mod.complete_pending(store.log, store.tenant)
         return store
 
     def for_tenant(self, tenant: str) -> Store:
-        """The same database seen as another tenant (connections are shared)."""
-        return Store(self.engine, tenant=tenant, registry=self.registry, limits=self.limits,
+        """The same database seen as another tenant: with tenant roles, through that
+        tenant's own engine (made on first use, disposed when this store closes)."""
+        check_id(tenant, "tenant", self.limits)
+        engine = self._tenants.engine(tenant) if self._tenants is not None else self.engine
+        return Store(engine, tenant=tenant, registry=self.registry, limits=self.limits,
                      encrypt=self.log.encrypt, crypto=self.log.crypto,
-                     maintenance_engine=self.maintenance_engine, _owns_engine=False)
+                     maintenance_engine=self.maintenance_engine, _owns_engine=False,
+                     _tenants=self._tenants)
 
     @property
     def registry(self) -> SchemaRegistry:
         return self.log.registry
 
-    _owns_maintenance = False
-
     def close(self) -> None:
-        if self._owns_engine:
+        if not self._owns_engine:
+            return
+        if self._tenants is not None:
+            self._tenants.close()  # every tenant's engine and append connections
+        else:
             self.log.close()  # the append connections (memory/log_group.py)
             self.engine.dispose()
-            if self._owns_maintenance:
-                self.maintenance_engine.dispose()
+        if self.maintenance_engine is not self.engine:
+            self.maintenance_engine.dispose()
 
     def __enter__(self) -> Store:
         return self

@@ -1,5 +1,6 @@
-"""Tenant isolation enforced by the database (row-level security through the memory_app
-role), and hostile input that never reaches SQL as text (issue 6)."""
+"""Tenant isolation enforced by the database (row-level security bound to each tenant's own
+login role, memory/security.py), and hostile input that never reaches SQL as text (issue
+6). The attacks of SQL run on a tenant's connection: tests/test_least_privilege.py."""
 
 from __future__ import annotations
 
@@ -25,20 +26,15 @@ HOSTILE = [
 
 
 @pytest.fixture
-def app_url(database_url: str) -> str:
-    return security.role_url(database_url, security.APP_ROLE)
-
-
-@pytest.fixture
 def app_store(database_url: str) -> Iterator[memory.Store]:
-    """A store that connects as memory_app (as Store.open does on the embedded server),
-    with the superuser URL kept for maintenance (the projection runner)."""
-    with memory.Store.open(database_url, migrate=False, role=security.APP_ROLE) as s:
-        assert s.engine.url.username == security.APP_ROLE
+    """A store that logs in as its tenant's role (Store.open's default for an owner's
+    URL), with the superuser URL kept for maintenance (the projection runner)."""
+    with memory.Store.open(database_url, migrate=False) as s:
+        assert s.engine.url.username.startswith(security.ROLE_PREFIX)
         yield s
 
 
-def raw(url: str) -> psycopg.Connection:
+def raw(url: str | sa.URL) -> psycopg.Connection:
     return psycopg.connect(sa.engine.make_url(url).set(drivername="postgresql")
                            .render_as_string(hide_password=False), autocommit=True)
 
@@ -61,26 +57,31 @@ def test_every_tenant_table_is_forced_under_rls_and_the_role_cannot_bypass(
                 "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
                 "WHERE oid = %s::regclass", (table,)).fetchone()
             assert enabled and forced, table
-        role = conn.execute("SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles "
-                            "WHERE rolname = %s", (security.APP_ROLE,)).fetchone()
-        assert role == (False, False, False)
+        for table in tables:  # bound to the login role's tenant, not to a setting
+            [(qual, check)] = conn.execute(
+                "SELECT qual, with_check FROM pg_policies WHERE tablename = %s",
+                (table,)).fetchall()
+            assert qual == check == "(tenant = ( SELECT memory_tenant() AS memory_tenant))"
+        role = conn.execute("SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin "
+                            "FROM pg_roles WHERE rolname = %s", (security.APP_ROLE,)).fetchone()
+        assert role == (False, False, False, False)
         owned = conn.execute("SELECT count(*) FROM pg_tables WHERE tableowner = %s",
                              (security.APP_ROLE,)).fetchone()
         assert owned == (0,)
 
 
-def test_raw_sql_as_the_app_role_cannot_cross_tenants(app_store: memory.Store, app_url: str,
-                                                      database_url: str, embedder) -> None:  # type: ignore[no-untyped-def]
+def test_raw_sql_as_a_tenant_role_cannot_cross_tenants(app_store: memory.Store,
+                                                       database_url: str, embedder) -> None:  # type: ignore[no-untyped-def]
     a, b = app_store.for_tenant("acme"), app_store.for_tenant("globex")
     a.append("s", [message("user", "acme secret plans"), note("acme note")], actor="u1")
     b.append("s", [message("user", "globex secret plans")], actor="u1")
     app_store.project(embedder=embedder)  # the runner reads every tenant (maintenance)
     tables = tenant_tables(database_url)
-    with raw(app_url) as conn:
-        # No tenant set: nothing at all, whatever the query asks for.
+    with raw(app_store.engine.url) as conn:  # the default tenant's role: nothing of theirs
         for table in tables:
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
-        conn.execute("SELECT set_config('memory.tenant', 'acme', false)")
+    with raw(a.engine.url) as conn:
+        conn.execute("SELECT set_config('memory.tenant', 'globex', false)")  # grants nothing
         tenants = {r[0] for r in conn.execute("SELECT tenant FROM memory_events")}
         assert tenants == {"acme"}
         assert conn.execute("SELECT count(*) FROM memory_events WHERE tenant = 'globex'"
@@ -105,7 +106,7 @@ def test_raw_sql_as_the_app_role_cannot_cross_tenants(app_store: memory.Store, a
     # The library's own paths through the same role.
     assert [e.payload["content"] for e in b.read()] == ["globex secret plans"]
     assert all(e.tenant == "acme" for e in a.read())
-    assert list(app_store.log.read(0)) == []  # cross-tenant read as memory_app: nothing
+    assert list(app_store.log.read(0)) == []  # a cross-tenant read: the default's only
     ctx = b.context("secret plans", actor="u1", session="s", budget=300, embedder=embedder)
     assert "acme" not in ctx.text() and "globex secret plans" in ctx.text()
 
@@ -163,15 +164,18 @@ def test_nul_bytes_are_refused_with_a_clear_error(app_store: memory.Store,
     assert list(app_store.read()) == []
 
 
-def test_the_embedded_default_connects_as_the_app_role(
+def test_the_embedded_default_connects_as_the_tenants_role(
         server_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEMORY_DATABASE_URL", raising=False)
     with memory.Store.open(tenant=f"t{uuid.uuid4().hex[:8]}") as store:
-        assert store.engine.url.username == security.APP_ROLE
+        assert store.engine.url.username.startswith(security.ROLE_PREFIX)
         assert store.maintenance_engine.url.username == sa.engine.make_url(
             server_url).username
         store.append("s", note("hello"), actor="a")
         assert [e.payload for e in store.read()] == [{"text": "hello"}]
-        with store.engine.connect() as conn:  # raw SQL outside the library: no tenant
-            assert conn.exec_driver_sql("SELECT count(*) FROM memory_events").scalar() == 0
+        with store.engine.connect() as conn:  # raw SQL outside the library: its tenant's
+            conn.exec_driver_sql("SET memory.tenant = 'another'")
+            assert conn.exec_driver_sql("SELECT count(*), count(*) FILTER (WHERE tenant = "
+                                        "%s) FROM memory_events", (store.tenant,)
+                                        ).fetchone() == (1, 1)
     assert db.resolve_url(None) == server_url

@@ -57,9 +57,10 @@ def test_raw_sql_cannot_change_history(database_url: str,
     assert snapshot(database_url) == written
 
 
-def test_refusal_is_a_typed_error(engine: sa.Engine, written: list[tuple[object, ...]],
+def test_refusal_is_a_typed_error(store: memory.Store, written: list[tuple[object, ...]],
                                   database_url: str) -> None:
-    with pytest.raises(sa.exc.DBAPIError) as info, engine.begin() as conn:
+    """As the owner (a tenant's role may not even try: tests/test_least_privilege.py)."""
+    with pytest.raises(sa.exc.DBAPIError) as info, store.maintenance_engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM memory_events WHERE false")
     typed = log_sql.translate(info.value)
     assert isinstance(typed, memory.AppendOnlyViolation)

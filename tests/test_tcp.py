@@ -96,7 +96,15 @@ def test_store_over_tcp_migrates_appends_reads_and_follows(tcp_database: str) ->
                 if len(got) == len(events):
                     break
         assert got == [e.position for e in events]
-        with store.engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as info:
+        # The tenant's role (logged in with the password the library set) may not try;
+        # the owner is refused by the append-only guard.
+        assert store.engine.url.username.startswith("memory_t_")
+        assert store.engine.url.password
+        with store.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError,
+                                                           match="permission denied"):
+            conn.exec_driver_sql("DELETE FROM memory_events")
+        with store.maintenance_engine.connect() as conn, \
+                pytest.raises(sa.exc.DBAPIError) as info:
             conn.exec_driver_sql("DELETE FROM memory_events")
         assert isinstance(log_sql.translate(info.value), memory.AppendOnlyViolation)
 

@@ -67,31 +67,25 @@ APPEND_LOCK_KEY = 7_263_520_011
 # memory_append_request with p_grouped set skipped the append lock because its group
 # holds it: a direct call now takes it too (re-entrant, nearly free when held).
 _CHECK = "    p_tenant := memory_caller_tenant(p_tenant);\n"
-_EVENTS = """    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array'
-       OR jsonb_array_length(p_events) NOT BETWEEN 1 AND 100000 THEN
-        RAISE EXCEPTION 'the events of an append must be a JSON array of 1 to 100000'
-            USING ERRCODE = 'MM031';
-    END IF;
-"""
-_REQUESTS = """    IF jsonb_typeof(p_requests) IS DISTINCT FROM 'array'
-       OR jsonb_array_length(p_requests) NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'the requests of a group must be a JSON array of 1 to 1000'
-            USING ERRCODE = 'MM031';
-    END IF;
-"""
+# Shapes and sizes, checked in the first declaration: the functions' own declarations
+# read them (jsonb_array_length) before their bodies begin.
+_EVENTS = ("    v_shape_0010 integer := memory_check_array(p_events, 100000, 'events');"
+           "  -- least privilege (0010)\n")
+_REQUESTS = ("    v_shape_0010 integer := memory_check_array(p_requests, 1000, 'requests');"
+             "  -- least privilege (0010)\n")
 CHECKED = {
     "memory_append(text, text, text, bigint, uuid[], text[], integer[], jsonb[], bytea[], "
-    "text[], jsonb[], bytea[], timestamptz[])": _CHECK,
-    "memory_append_request(text, text, text, bigint, jsonb, text, text, bytea, boolean)":
-        _CHECK + _EVENTS + f"""    IF p_grouped THEN
+    "text[], jsonb[], bytea[], timestamptz[])": ("", _CHECK),
+    "memory_append_request(text, text, text, bigint, jsonb, text, text, bytea, boolean)": (
+        _EVENTS, _CHECK + f"""    IF p_grouped THEN
         PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});
     END IF;
-""",
-    "memory_append_duplicate(text, text, jsonb)": _CHECK,
-    "memory_append_group(text, jsonb)": _CHECK + _REQUESTS,
-    "memory_append_set(text, jsonb)": _CHECK + _REQUESTS,
-    "memory_check_epochs(text, text[])": _CHECK,
-    "memory_forget_secrets(text, uuid[])": _CHECK,
+"""),
+    "memory_append_duplicate(text, text, jsonb)": (_EVENTS, _CHECK),
+    "memory_append_group(text, jsonb)": (_REQUESTS, _CHECK),
+    "memory_append_set(text, jsonb)": (_REQUESTS, _CHECK),
+    "memory_check_epochs(text, text[])": ("", _CHECK),
+    "memory_forget_secrets(text, uuid[])": ("", _CHECK),
 }
 OPEN, CLOSE = "    -- least privilege (0010) {\n", "    -- } least privilege (0010)\n"
 NOTIFY_BEFORE = "pg_notify('memory_events', p_tenant)"
@@ -212,6 +206,18 @@ BEGIN
     RETURN v_role;
 END $$;
 
+-- p_value when it is a JSON array of 1 to p_max elements; MM031 otherwise.
+CREATE FUNCTION memory_check_array(p_value jsonb, p_max integer, p_what text)
+RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF jsonb_typeof(p_value) IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_value) NOT BETWEEN 1 AND p_max THEN
+        RAISE EXCEPTION 'the % of an append must be a JSON array of 1 to % elements',
+                        p_what, p_max USING ERRCODE = 'MM031';
+    END IF;
+    RETURN jsonb_array_length(p_value);
+END $$;
+
 -- A new actor key (crypto.py); a key already there for the actor wins (no row written).
 CREATE FUNCTION memory_create_key(p_tenant text, p_key_id text, p_actor text,
                                   p_wrapped bytea, p_master_id text)
@@ -308,10 +314,13 @@ END $$;
 """
 
 
-def _rewrite_sql(signature: str, block: str) -> str:
-    """Re-create one function with ``block`` first in its body (its text as the catalog
-    holds it), then make it SECURITY DEFINER with a pinned search_path."""
+def _rewrite_sql(signature: str, declare: str, block: str) -> str:
+    """Re-create one function with ``declare`` first in its declarations and ``block``
+    first in its body (its text as the catalog holds it), then make it SECURITY DEFINER
+    with a pinned search_path."""
     old, new = "E'\\nBEGIN\\n'", "E'\\nBEGIN\\n' || " + _literal(OPEN + block + CLOSE)
+    decl_old = "E'\\nDECLARE\\n'"
+    decl_new = "E'\\nDECLARE\\n' || " + _literal(declare)
     return f"""
 DO $$
 DECLARE
@@ -321,6 +330,12 @@ BEGIN
         RAISE EXCEPTION 'memory 0010: % has no top-level BEGIN', '{signature}';
     END IF;
     v_def := overlay(v_def PLACING {new} FROM position({old} in v_def) FOR 7);
+    IF {_literal(declare)} <> '' THEN
+        IF position({decl_old} in v_def) = 0 THEN
+            RAISE EXCEPTION 'memory 0010: % has no DECLARE', '{signature}';
+        END IF;
+        v_def := overlay(v_def PLACING {decl_new} FROM position({decl_old} in v_def) FOR 9);
+    END IF;
     v_def := replace(v_def, {_literal(NOTIFY_BEFORE)}, {_literal(NOTIFY_AFTER)});
     EXECUTE v_def;
     EXECUTE format('ALTER FUNCTION {signature} SECURITY DEFINER '
@@ -329,7 +344,7 @@ END $$;
 """
 
 
-def _restore_sql(signature: str) -> str:
+def _restore_sql(signature: str, declare: str) -> str:
     """Undo :func:`_rewrite_sql` (the block and the settings go, the body stays)."""
     return f"""
 DO $$
@@ -343,6 +358,9 @@ BEGIN
                          FOR v_end - v_start + {len(CLOSE)});
     END IF;
     v_def := replace(v_def, {_literal(NOTIFY_AFTER)}, {_literal(NOTIFY_BEFORE)});
+    IF {_literal(declare)} <> '' THEN
+        v_def := replace(v_def, {_literal(declare)}, '');
+    END IF;
     EXECUTE v_def;
     ALTER FUNCTION {signature} SECURITY INVOKER RESET search_path;
 END $$;
@@ -526,6 +544,7 @@ DROP FUNCTION memory_lock_epoch(text, text);
 DROP FUNCTION memory_lock_epochs(text, text[]);
 DROP FUNCTION memory_create_epoch(text, text, bytea, text);
 DROP FUNCTION memory_create_key(text, text, text, bytea, text);
+DROP FUNCTION memory_check_array(jsonb, integer, text);
 DROP FUNCTION memory_ensure_tenant_role(text, text);
 """
 
@@ -538,14 +557,14 @@ DROP TABLE memory_tenant_roles;
 
 def upgrade() -> None:
     op.execute(FUNCTIONS)
-    for signature, block in CHECKED.items():
-        op.execute(_rewrite_sql(signature, block))
+    for signature, (declare, block) in CHECKED.items():
+        op.execute(_rewrite_sql(signature, declare, block))
     op.execute(_privileges())
 
 
 def downgrade() -> None:
-    for signature in CHECKED:
-        op.execute(_restore_sql(signature))
+    for signature, (declare, _) in CHECKED.items():
+        op.execute(_restore_sql(signature, declare))
     op.execute(DROP_FUNCTIONS)
     op.execute(SECURE_TABLE_0004)
     op.execute(DOWNGRADE_PRIVILEGES)
