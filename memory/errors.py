@@ -106,3 +106,29 @@ class ForgottenError(Error):
     def __init__(self, message: str, *, event_id: str) -> None:
         super().__init__(message)
         self.event_id = event_id
+
+
+class ViewError(Error):
+    """A fork or a retraction was refused (memory/views.py); nothing was written.
+    ``session_id`` names the session the refusal is about."""
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class UnknownSession(ViewError):
+    """The session named has no events in this tenant (at the position asked)."""
+
+
+class SessionExists(ViewError):
+    """A fork named a new session that already has events."""
+
+
+class ForkPointError(ViewError):
+    """A fork asked for a parent version past the parent's head (or below 1)."""
+
+
+class RetractionError(ViewError):
+    """A retraction named events that are not visible items of the session's view, or
+    found nothing to retract."""

@@ -49,6 +49,7 @@ from . import log_sql
 from .errors import Error, ValidationError
 from .events import NewEvent, check_id, parse_event_id
 from .security import tenant_scope
+from .views import CONTROL_TYPES  # forks and retractions: ids only, in clear
 
 if TYPE_CHECKING:
     from .erasure import Erasure
@@ -119,7 +120,8 @@ def _refuse_clear(conn: sa.Connection, tenant: str, *, actor_id: str | None,
         ("event_id = ANY(%s::uuid[])", (list(event_ids),))
     n = conn.exec_driver_sql(
         f"SELECT count(*) FROM memory_events WHERE tenant = %s AND {clause} "
-        "AND payload_enc IS NULL AND type <> %s", (tenant, *params, TOMBSTONE)).scalar_one()
+        "AND payload_enc IS NULL AND type <> ALL(%s)",
+        (tenant, *params, [TOMBSTONE, *CONTROL_TYPES])).scalar_one()
     if n:
         raise ForgetError(
             f"{n} event(s) were stored without encryption (the store was opened with "

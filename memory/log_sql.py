@@ -151,6 +151,10 @@ READ_ACTOR = f"SELECT {_WITH_SECRETS}\n{_WHERE_ACTOR}"
 READ_ALL_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_ALL}"
 READ_TENANT_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_TENANT}"
 READ_ACTOR_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_ACTOR}"
+# The select list of the reads above, with and without the secrets' join, for the
+# statements of other modules that read events (memory/views.py).
+SELECT_EVENTS = f"SELECT {_WITH_SECRETS}"
+EVENT_COLUMNS = _COLUMNS
 
 HEAD = "SELECT coalesce(max(position), 0) FROM memory_events"
 HEAD_TENANT = "SELECT coalesce(max(position), 0) FROM memory_events WHERE tenant = %s"

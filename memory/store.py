@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from . import db, security
+from . import db, security, views
 from . import forget as forget_mod
 from .config import DEFAULT_TENANT, Limits
 from .crypto import Crypto
 from .errors import ConfigurationError
-from .events import Appended, NewEvent, RecordedEvent, check_id
+from .events import MAX_VERSION, Appended, NewEvent, RecordedEvent, check_id, check_int
 from .forget import ForgetResult
 from .log import ANY, Log, Subscription
 from .schemas import SchemaRegistry
@@ -133,11 +133,51 @@ class Store:
     def append(self, session_id: str, events: NewEvent | Sequence[NewEvent], *, actor: str,
                expected_version: int | None = ANY) -> list[Appended]:
         """Append one event or a batch to ``session_id`` (a session belongs to one actor)."""
+        views.refuse_control(events)
         return self.log.append(self.tenant, actor, session_id, events,
                                expected_version=expected_version)
 
-    def read_session(self, session_id: str, from_version: int = 1) -> list[RecordedEvent]:
-        return self.log.read_session(self.tenant, session_id, from_version)
+    def read_session(self, session_id: str, from_version: int = 1, *,
+                     as_of: int | None = None) -> list[RecordedEvent]:
+        """The session's view in order (memory/views.py): for a branch, its parent's
+        events up to the fork point, then its own; events hidden by a retraction left out;
+        each event's ``session_id`` is its origin. ``from_version`` > 1 keeps the
+        session's own events from that version on. ``as_of``: the view as the log stood
+        at that position (a retraction after it hides nothing yet)."""
+        check_int(from_version, "from_version", 0, MAX_VERSION)
+        events = views.read_view(self.log, self.tenant, session_id, as_of=as_of).events
+        if from_version > 1:
+            events = [e for e in events
+                      if e.session_id == session_id and e.version >= from_version]
+        return events
+
+    def view(self, session_id: str, *, as_of: int | None = None) -> views.SessionView:
+        """The session's view with everything it hides, each event's origin and the
+        retraction that hides it (what ``memory log`` shows)."""
+        return views.read_view(self.log, self.tenant, session_id, as_of=as_of)
+
+    def fork(self, session_id: str, *, at_version: int, new_session: str, actor: str,
+             event_id: uuid.UUID | str | None = None) -> Appended:
+        """Start ``new_session`` as a branch of ``session_id`` at its own version
+        ``at_version``: its view is the parent's up to there, then its own events (a
+        ``session_forked`` event, its version 1; nothing is copied). Refused with a typed
+        error, nothing written: a parent without events (UnknownSession), of another
+        actor (SessionOwnershipError), a version past its head (ForkPointError), a new
+        session that exists (SessionExists)."""
+        return views.fork(self.log, self.tenant, actor, session_id, at_version=at_version,
+                          new_session=new_session, event_id=event_id)
+
+    def retract(self, session_id: str, *, actor: str,
+                event_ids: Iterable[uuid.UUID | str] | None = None, last: int | None = None,
+                all: bool = False, reason: str = "",
+                event_id: uuid.UUID | str | None = None) -> Appended:
+        """Hide events from the session's view, recent turns and memories from now on:
+        ``event_ids`` (items of its view, own or inherited), the ``last`` n visible items,
+        or ``all`` of them, with one ``events_retracted`` event. Nothing is erased
+        (:meth:`forget` does that); ``as_of`` before it still shows them. ``reason`` is
+        stored in clear: no personal data."""
+        return views.retract(self.log, self.tenant, actor, session_id, event_ids=event_ids,
+                             last=last, everything=all, reason=reason, event_id=event_id)
 
     def read(self, from_position: int = 0, *, actor: str | None = None
              ) -> Iterator[RecordedEvent]:
