@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import sqlalchemy as sa
 
-from .. import log_sql
+from .. import log_sql, views
 from ..embedding import Embedder, default_embedder
 from ..errors import DependencyError
 from ..events import RecordedEvent
@@ -367,7 +367,8 @@ class SummariesProjection(BaseProjection):
             s.last_position, s.last_version = ev.position, ev.version
             s.last_occurred_at = ev.occurred_at
             s.dirty = True
-            if s.last_version - s.summarized_version >= self.every:
+            if s.last_version - s.summarized_version >= self.every or \
+                    ev.type in views.CONTROL_TYPES:  # a fork or retraction reshapes the view
                 self._refresh(conn, generation, batch, s)
             else:
                 heapq.heappush(batch.heap, (s.last_occurred_at, s.tenant, s.session_id,
@@ -410,8 +411,12 @@ class SummariesProjection(BaseProjection):
         rows = conn.exec_driver_sql(
             _READ_TURNS, (s.tenant, s.session_id, after_version, s.last_version,
                           self.max_turns)).fetchall()[::-1]
+        return self._as_turns(self._recorded(conn, rows))
+
+    @staticmethod
+    def _as_turns(events: Sequence[RecordedEvent]) -> list[Turn]:
         turns: list[Turn] = []
-        for ev in self._recorded(conn, rows):
+        for ev in events:
             found = event_text(ev)
             if found is not None:
                 turns.append(Turn(ev.event_id, ev.position, ev.version, found[1], found[2],
@@ -444,22 +449,32 @@ class SummariesProjection(BaseProjection):
 
     def _refresh(self, conn: sa.Connection, generation: int, batch: _Batch,
                  s: _Session) -> None:
-        previous = self._latest(conn, generation, batch, s)
-        after = previous.events_covered if previous is not None else 0
-        turns = self._turns(conn, s, after) if s.last_version > after else []
+        previous: Any = self._latest(conn, generation, batch, s)
+        # a branch, or a session with retractions, is summarized as its view shows it
+        shaped = views.summary_inputs(conn, self._recorded, s.tenant, s.actor_id,
+                                      s.session_id, generation, s.last_position, previous,
+                                      self.max_turns)
+        changed = False
+        if shaped is not None:
+            _, previous, events, changed = shaped
+            turns = self._as_turns(events)
+        else:
+            after = previous.events_covered if previous is not None else 0
+            turns = self._turns(conn, s, after) if s.last_version > after else []
         s.summarized_version = s.last_version
         s.dirty = True
-        if not turns:
+        if not turns and not changed:
             return
         prev = None if previous is None else Summary(previous.text,
                                                      tuple(previous.source_event_ids))
-        result = self.summarizer.summarize(prev, turns)
+        result: Summary | str = self.summarizer.summarize(prev, turns) if turns else \
+            (prev or Summary(""))
         if isinstance(result, str):
             ids = list(prev.source_event_ids) if prev else []
             known = set(ids)
             ids += [t.event_id for t in turns if t.event_id not in known]
             result = Summary(result, tuple(ids))
-        if not result.text.strip():
+        if not result.text.strip() and not changed:
             return
         version = SummaryVersion(s.tenant, s.actor_id, s.session_id, generation,
                                  s.last_position, s.last_version, result.text,

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from .. import views
 from ..errors import ConfigurationError, Error, ForgottenError, ValidationError
 from ..events import NewEvent, RecordedEvent, check_id
 from ..security import tenant_scope
@@ -112,8 +113,12 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
             pins: dict[str, Any] = {"chunks": _pin(chunks_gen, chunk_bound),
                                     "summaries": _pin(sum_gen, sum_bound)}
 
+            # the session's view: forks and retractions (memory/views.py)
+            view = views.ContextView.load(conn, scope, bound)
+
             # 1. recent turns, newest first, within recent_share of the budget
             tail = _TurnReader(conn, store, scope, bound, s, counter)
+            tail.view_tail = view.tail() if view.shaped else None
             parts = _Parts(turns=[], more_older=False)
             used = 0
             recent_cap = math.floor(budget * s.recent_share)
@@ -142,7 +147,7 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
             # 2. the summary, when older turns are left out
             system_cost = 0
             if parts.more_older and sum_gen is not None:
-                row = search.session_summary(conn, scope, sum_gen, sum_bound)
+                row = view.summary(search.session_summary(conn, scope, sum_gen, sum_bound))
                 if row is not None and row.text.strip():
                     header = counter.count(render.SUMMARY_HEADER) + overhead
                     room = min(math.floor(budget * s.summary_max_share), budget - used) - header
@@ -193,8 +198,10 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
                         query=query, hits=hits, neighbours=finder.neighbours, settings=s,
                         now=now, embeddings=finder.embeddings,
                         query_vec=qvec, finder=finder, embed=embed_words))
+                    if view.filters:  # out of this session's view: never a memory
+                        ranked = [r for r in ranked if view.keeps(r.hit)]
                     used = _take_memories(parts, ranked, finder, s, counter, budget, used,
-                                          system_cost)
+                                          system_cost, view.keeps if view.filters else None)
                 plan.update(finder.plan)
                 timings["search_ms"] = ((time.perf_counter() - t_search) * 1000
                                         - timings["embed_ms"])
@@ -277,15 +284,20 @@ class _TurnReader:
         self.buffer: list[Turn] = []
         self.before = 2**31 - 1
         self.done = False
+        self.view_tail: views.ViewTail | None = None  # a fork or retraction in view
 
     def _fill(self) -> None:
         while not self.buffer and not self.done:
-            events = search.session_tail(self.conn, self.store.log, self.scope,
-                                         self.bound, self.before, self.s.recent_page)
-            if len(events) < self.s.recent_page:
-                self.done = True
-            if events:
-                self.before = events[-1].version
+            if self.view_tail is not None:
+                events, self.done = self.view_tail.page(
+                    self.conn, self.store.log, self.scope, self.bound, self.s.recent_page)
+            else:
+                events = search.session_tail(self.conn, self.store.log, self.scope,
+                                             self.bound, self.before, self.s.recent_page)
+                if len(events) < self.s.recent_page:
+                    self.done = True
+                if events:
+                    self.before = events[-1].version
             turns = [_turn(e) for e in events]
             turns = [t for t in turns if t is not None]
             counts = self.counter.count_many([t[1] for t in turns])
@@ -390,7 +402,7 @@ def _as_memory(h: Hit, tokens: int, score: float, parts: dict[str, float],
 
 def _take_memories(parts: _Parts, ranked: list[Ranked], finder: ChunkSearch,
                    s: RetrievalSettings, counter: TokenCounter, budget: int, used: int,
-                   system_cost: int) -> int:
+                   system_cost: int, keeps: Callable[[Hit], bool] | None = None) -> int:
     in_turns = {t.position for t in parts.turns}
     opening = 0 if system_cost else s.message_overhead_tokens
     header = counter.count(render.MEMORIES_HEADER)
@@ -415,7 +427,8 @@ def _take_memories(parts: _Parts, ranked: list[Ranked], finder: ChunkSearch,
         found = finder.neighbours([r.hit for r in parts.chosen], s.neighbour_window)
         for r in parts.chosen:
             for n in found.get(r.hit.key, []):
-                if n.key in taken or n.event_position in in_turns:
+                if n.key in taken or n.event_position in in_turns or (
+                        keeps is not None and not keeps(n)):
                     continue
                 cost = _memory_cost(n, s, counter)
                 if used + cost > budget:
