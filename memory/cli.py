@@ -20,6 +20,7 @@ from .events import NewEvent
 from .forget_cli import add_commands as forget_commands
 from .projections.cli import add_commands as projection_commands
 from .retrieval.cli import add_commands as retrieval_commands
+from .views_cli import add_commands as view_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_options(app)
     app.set_defaults(func=_append)
 
-    for add_commands in (projection_commands, retrieval_commands, forget_commands):
+    for add_commands in (projection_commands, retrieval_commands, forget_commands,
+                         view_commands):
         add_commands(sub)
     return parser
 
