@@ -92,6 +92,14 @@ _NO_BOUND = MAX_POSITION
 # version 1 of its session, clear (a sealed one has a NULL payload), at or below the
 # bound, and names an event of the same actor written before it: whatever was appended
 # below the library, a view never reaches another actor or the parent's later events.
+# Casts that cannot fail, whatever a payload below the library holds (a fork's version
+# that is no integer, ids that are no array of uuids): such an event shapes nothing.
+_VERSION = """CASE WHEN pg_input_is_valid(f.payload->>'parent_version', 'integer')
+                     THEN (f.payload->>'parent_version')::integer END"""
+_IDS = """CASE WHEN jsonb_typeof(r.payload->'event_ids') = 'array'
+                                            THEN r.payload->'event_ids' END"""
+_ID = "CASE WHEN pg_input_is_valid(x.id, 'uuid') THEN x.id::uuid END"
+
 _CHAIN = f"""
 WITH RECURSIVE chain(depth, session_id, upto, upto_pos) AS (
   SELECT 0, %(session)s::text, NULL::bigint, NULL::bigint
@@ -106,7 +114,7 @@ WITH RECURSIVE chain(depth, session_id, upto, upto_pos) AS (
                           FROM memory_events p
                          WHERE p.tenant = %(tenant)s
                            AND p.session_id = f.payload->>'parent_session_id'
-                           AND p.version = (f.payload->>'parent_version')::integer
+                           AND p.version = {_VERSION}
                          LIMIT 1) p
    WHERE c.depth < {MAX_DEPTH} AND f.type = '{FORK_TYPE}' AND f.position <= %(bound)s
      AND p.position < f.position AND p.actor_id = f.actor_id
@@ -137,13 +145,13 @@ SELECT 'h', NULL, NULL, NULL, x.id
                       WHERE r.tenant = %(tenant)s AND r.session_id = c.session_id
                         AND r.type = '{RETRACT_TYPE}' AND r.position <= %(bound)s
                         AND (c.upto IS NULL OR r.version <= c.upto)) r
- CROSS JOIN LATERAL jsonb_array_elements_text(r.payload->'event_ids') x(id)
+ CROSS JOIN LATERAL jsonb_array_elements_text({_IDS}) x(id)
 UNION ALL
 SELECT 'w', NULL, NULL, NULL, t.event_id::text
   FROM memory_events r
- CROSS JOIN LATERAL jsonb_array_elements_text(r.payload->'event_ids') x(id)
+ CROSS JOIN LATERAL jsonb_array_elements_text({_IDS}) x(id)
  CROSS JOIN LATERAL (SELECT t.event_id FROM memory_events t
-                      WHERE t.tenant = r.tenant AND t.event_id = x.id::uuid
+                      WHERE t.tenant = r.tenant AND t.event_id = {_ID}
                         AND t.session_id = r.session_id LIMIT 1) t
  WHERE r.tenant = %(tenant)s AND r.actor_id = ANY(%(actors)s)
    AND r.type = '{RETRACT_TYPE}' AND r.position <= %(bound)s

@@ -238,3 +238,31 @@ def test_control_events_are_stored_in_clear_and_the_rest_sealed(store: memory.St
     assert [tuple(r) for r in rows] == [("message", True, False),
                                         (FORK_TYPE, False, True),
                                         (RETRACT_TYPE, False, True)]
+
+
+def raw_append(store: memory.Store, session: str, type_: str, payload_json: str) -> None:
+    """An event written below the library's validation (as SQL on the app's connection
+    could), through the log's own append function."""
+    from datetime import UTC, datetime
+
+    from memory import log_sql
+    from memory.events import PreparedEvent
+
+    event = PreparedEvent(uuid.uuid4(), type_, 1, payload_json, "{}",
+                          datetime.now(UTC), uuid.uuid4().bytes * 2)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
+        conn.exec_driver_sql(log_sql.APPEND, log_sql.append_params(
+            store.tenant, "maya", session, None, [event])).fetchall()
+
+
+def test_malformed_control_events_below_the_library_shape_nothing(store: memory.Store
+                                                                  ) -> None:
+    session(store, "p", 2)
+    raw_append(store, "f", FORK_TYPE, '{"parent_session_id": "p", "parent_version": "x"}')
+    raw_append(store, "p", RETRACT_TYPE, '{"event_ids": "all of them", "reason": ""}')
+    raw_append(store, "p", RETRACT_TYPE, '{"event_ids": ["not-a-uuid", 7], "reason": ""}')
+    assert texts(store.read_session("f")) == [FORK_TYPE]
+    assert texts(store.read_session("p")) == ["p 1", "p 2", RETRACT_TYPE, RETRACT_TYPE]
+    ctx = store.context("p", actor="maya", session="p", budget=500)
+    assert [t.content for t in ctx.turns] == ["p 1", "p 2"]
