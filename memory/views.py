@@ -33,6 +33,11 @@ hidden events, the ancestors' events after the fork point, and any event retract
 own session (a withdrawal by the session that wrote it holds for every context from its
 position on; a branch that retracts an inherited event hides it in its own view only).
 The summaries projection summarizes a session's view (:func:`summary_inputs`).
+
+Faces: the statements are module constants and the decisions are functions of what they
+return (:func:`view_of`, :func:`fork_event`, :func:`retraction_event`), so an async face
+runs the same statements on its own connection and calls the same functions; the sync
+:func:`read_view`, :func:`fork` and :func:`retract` only execute.
 """
 
 from __future__ import annotations
@@ -157,9 +162,17 @@ SELECT 'w', NULL, NULL, NULL, t.event_id::text
    AND r.type = '{RETRACT_TYPE}' AND r.position <= %(bound)s
 """
 
-SESSION_HEAD = """
-SELECT actor_id, version FROM memory_events WHERE tenant = %s AND session_id = %s
- ORDER BY version DESC LIMIT 1
+# What a fork checks, in one statement: the parent's actor and head version, the new
+# session's head version (NULL: it has no events), how many sessions the parent's chain
+# holds (itself included).
+FORK_STATE = f"""{_CHAIN}
+SELECT (SELECT actor_id FROM memory_events WHERE tenant = %(tenant)s
+           AND session_id = %(session)s ORDER BY version DESC LIMIT 1),
+       (SELECT max(version) FROM memory_events WHERE tenant = %(tenant)s
+           AND session_id = %(session)s),
+       (SELECT max(version) FROM memory_events WHERE tenant = %(tenant)s
+           AND session_id = %(new)s),
+       (SELECT count(*) FROM chain)
 """
 
 # A segment's events newer than a position, newest first (summaries of a view).
@@ -264,7 +277,12 @@ def read_view(log: Log, tenant: str, session_id: str, *, as_of: int | None = Non
 def _view(log: Log, conn: sa.Connection, session_id: str, bound: int,
           params: dict[str, Any]) -> SessionView:
     rows = conn.exec_driver_sql(READ_VIEW, params).fetchall()
-    events = log._recorded(conn, rows)  # opens sealed payloads, as Log.read_session does
+    # sealed payloads opened as Log.read_session opens them
+    return view_of(session_id, bound, log._recorded(conn, rows))
+
+
+def view_of(session_id: str, bound: int, events: Sequence[RecordedEvent]) -> SessionView:
+    """The view from :data:`READ_VIEW`'s rows as events (any face: sync or async)."""
     segments = _segments_of(session_id, events)
     hiders: dict[str, RecordedEvent] = {}
     for e in events:
@@ -306,43 +324,50 @@ def fork(log: Log, tenant: str, actor: str, session_id: str, *, at_version: int,
     for value, what in ((actor, "actor"), (session_id, "session_id"),
                         (new_session, "new_session")):
         check_id(value, what, log.limits)
-    if type(at_version) is not int:
-        raise InvalidArgument("at_version", f"must be an integer, got {at_version!r:.40}")
-    if new_session == session_id:
-        raise SessionExists(f"a fork needs a new session; {new_session!r} is the parent",
-                            session_id=new_session)
     with tenant_scope(tenant), log.engine.connect() as conn:
-        parent = conn.exec_driver_sql(SESSION_HEAD, (tenant, session_id)).fetchone()
-        taken = conn.exec_driver_sql(SESSION_HEAD, (tenant, new_session)).fetchone()
-        depth = len(conn.exec_driver_sql(
-            _CHAIN + " SELECT 1 FROM chain",
-            {"tenant": tenant, "session": session_id, "bound": _NO_BOUND}).fetchall())
-    if parent is None:
-        raise UnknownSession(f"session {session_id!r} has no events in tenant {tenant!r}: "
-                             "nothing to fork", session_id=session_id)
-    if parent[0] != actor:
-        raise SessionOwnershipError(
-            f"session {session_id!r} belongs to another actor than {actor!r}; a branch "
-            "belongs to its parent's actor")
-    if not 1 <= at_version <= parent[1]:
-        raise ForkPointError(f"session {session_id!r} is at version {parent[1]}: a fork "
-                             f"point must be 1..{parent[1]}, got {at_version}",
-                             session_id=session_id)
-    if taken is not None:
-        raise SessionExists(f"session {new_session!r} already has events (version "
-                            f"{taken[1]}); a fork starts a new session",
-                            session_id=new_session)
-    if depth > MAX_DEPTH:
-        raise ViewError(f"session {session_id!r} already has {depth - 1} ancestors; a "
-                        f"view has at most {MAX_DEPTH}", session_id=session_id)
-    event = NewEvent(FORK_TYPE, {"parent_session_id": session_id,
-                                 "parent_version": at_version}, event_id=event_id)
+        found = conn.exec_driver_sql(FORK_STATE, {
+            "tenant": tenant, "session": session_id, "new": new_session,
+            "bound": _NO_BOUND}).one()
+    event = fork_event(tenant, actor, session_id, at_version, new_session, found,
+                       event_id)
     try:
         return _clear(log).append(tenant, actor, new_session, [event],
                                   expected_version=NO_STREAM)[0]
     except ConcurrencyError:
         raise SessionExists(f"session {new_session!r} was started meanwhile",
                             session_id=new_session) from None
+
+
+def fork_event(tenant: str, actor: str, session_id: str, at_version: int, new_session: str,
+               found: Sequence[Any], event_id: uuid.UUID | str | None = None) -> NewEvent:
+    """The fork event to append (with ``expected_version=NO_STREAM``), given what
+    :data:`FORK_STATE` found; raises the typed refusal otherwise."""
+    if type(at_version) is not int:
+        raise InvalidArgument("at_version", f"must be an integer, got {at_version!r:.40}")
+    if new_session == session_id:
+        raise SessionExists(f"a fork needs a new session; {new_session!r} is the parent",
+                            session_id=new_session)
+    owner, head, taken, depth = found
+    if owner is None:
+        raise UnknownSession(f"session {session_id!r} has no events in tenant {tenant!r}: "
+                             "nothing to fork", session_id=session_id)
+    if owner != actor:
+        raise SessionOwnershipError(
+            f"session {session_id!r} belongs to another actor than {actor!r}; a branch "
+            "belongs to its parent's actor")
+    if not 1 <= at_version <= head:
+        raise ForkPointError(f"session {session_id!r} is at version {head}: a fork "
+                             f"point must be 1..{head}, got {at_version}",
+                             session_id=session_id)
+    if taken is not None:
+        raise SessionExists(f"session {new_session!r} already has events (version "
+                            f"{taken}); a fork starts a new session",
+                            session_id=new_session)
+    if depth > MAX_DEPTH:
+        raise ViewError(f"session {session_id!r} already has {depth - 1} ancestors; a "
+                        f"view has at most {MAX_DEPTH}", session_id=session_id)
+    return NewEvent(FORK_TYPE, {"parent_session_id": session_id,
+                                "parent_version": at_version}, event_id=event_id)
 
 
 def retract(log: Log, tenant: str, actor: str, session_id: str, *,
@@ -375,29 +400,7 @@ def retract(log: Log, tenant: str, actor: str, session_id: str, *,
             raise InvalidArgument("event_ids", "name at least one event")
     for attempt in range(attempts):
         view = read_view(log, tenant, session_id)
-        if not view.entries:
-            raise UnknownSession(f"session {session_id!r} has no events in tenant "
-                                 f"{tenant!r}", session_id=session_id)
-        if view.actor_id != actor:
-            raise SessionOwnershipError(
-                f"session {session_id!r} belongs to another actor than {actor!r}")
-        items = view.items()
-        if wanted is not None:
-            visible = {e.event_id for e in items}
-            missing = [str(e) for e in wanted if e not in visible]
-            if missing:
-                raise RetractionError(
-                    f"not visible items of session {session_id!r}'s view (unknown, already "
-                    f"hidden, or control events): {', '.join(missing[:5])}",
-                    session_id=session_id)
-            ids = wanted
-        else:
-            ids = [e.event_id for e in (items[-last:] if last is not None else items)]
-            if not ids:
-                raise RetractionError(f"session {session_id!r} has no visible items to "
-                                      "retract", session_id=session_id)
-        event = NewEvent(RETRACT_TYPE, {"event_ids": [str(e) for e in ids],
-                                        "reason": reason}, event_id=event_id)
+        event = retraction_event(tenant, actor, view, wanted, last, reason, event_id)
         try:
             return _clear(log).append(tenant, actor, session_id, [event],
                                       expected_version=view.version)[0]
@@ -405,6 +408,38 @@ def retract(log: Log, tenant: str, actor: str, session_id: str, *,
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def retraction_event(tenant: str, actor: str, view: SessionView,
+                     wanted: Sequence[uuid.UUID] | None, last: int | None, reason: str,
+                     event_id: uuid.UUID | str | None = None) -> NewEvent:
+    """The retraction to append to ``view``'s session (with ``expected_version`` =
+    ``view.version``): ``wanted`` ids, else the ``last`` n items, else all of them;
+    raises the typed refusal otherwise."""
+    session_id = view.session_id
+    if not view.entries:
+        raise UnknownSession(f"session {session_id!r} has no events in tenant "
+                             f"{tenant!r}", session_id=session_id)
+    if view.actor_id != actor:
+        raise SessionOwnershipError(
+            f"session {session_id!r} belongs to another actor than {actor!r}")
+    items = view.items()
+    if wanted is not None:
+        visible = {e.event_id for e in items}
+        missing = [str(e) for e in wanted if e not in visible]
+        if missing:
+            raise RetractionError(
+                f"not visible items of session {session_id!r}'s view (unknown, already "
+                f"hidden, or control events): {', '.join(missing[:5])}",
+                session_id=session_id)
+        ids = wanted
+    else:
+        ids = [e.event_id for e in (items[-last:] if last is not None else items)]
+        if not ids:
+            raise RetractionError(f"session {session_id!r} has no visible items to "
+                                  "retract", session_id=session_id)
+    return NewEvent(RETRACT_TYPE, {"event_ids": [str(e) for e in ids],
+                                   "reason": reason}, event_id=event_id)
 
 
 def refuse_control(events: NewEvent | Sequence[NewEvent]) -> None:

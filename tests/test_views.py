@@ -266,3 +266,17 @@ def test_malformed_control_events_below_the_library_shape_nothing(store: memory.
     assert texts(store.read_session("p")) == ["p 1", "p 2", RETRACT_TYPE, RETRACT_TYPE]
     ctx = store.context("p", actor="maya", session="p", budget=500)
     assert [t.content for t in ctx.turns] == ["p 1", "p 2"]
+
+
+def test_a_chain_deeper_than_the_limit_is_refused(store: memory.Store) -> None:
+    from memory.errors import ViewError
+    from memory.views import MAX_DEPTH
+
+    session(store, "s0", 1)
+    for k in range(1, MAX_DEPTH + 1):
+        store.fork(f"s{k - 1}", at_version=1, new_session=f"s{k}", actor="maya")
+    assert texts(store.read_session(f"s{MAX_DEPTH}")) == ["s0 1"] + [FORK_TYPE] * MAX_DEPTH
+    head = store.head()
+    with pytest.raises(ViewError):
+        store.fork(f"s{MAX_DEPTH}", at_version=1, new_session="too-deep", actor="maya")
+    assert store.head() == head
