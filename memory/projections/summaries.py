@@ -7,6 +7,9 @@ following the log live, whatever the batch boundaries):
 * when the session goes quiet: the log shows an event ``quiet_after`` seconds (by
   ``occurred_at``) after the session's last event, and the session has events its summary
   does not cover yet.
+* at a fork or a retraction in the session (memory/views.py): a branch's summary starts
+  from its parent's at the fork point and covers the branch's view; lines drawn from
+  events its view hides are dropped.
 
 ``Runner.follow()`` adds one wall-clock rule when the log itself is idle: a session whose
 last event is older than ``quiet_after`` is summarized then (the only rule that depends on

@@ -18,6 +18,10 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
    lowest-ranked memory (then the summary, then the oldest turn) goes until it fits. The
    budget is never exceeded.
 
+The session is read as its view (memory/views.py): a branch's turns are its parent's
+prefix then its own, hidden events are neither turns nor memories, and memories out of
+the view (an ancestor's events after the fork point) are left out after ranking.
+
 Consistency: the whole call reads one snapshot bounded by a log position (the tenant's head
 when the call starts, or ``as_of``); chunks and summaries are bounded by the same position
 and by the projection's checkpoint at that time, and both are recorded, so a recorded
