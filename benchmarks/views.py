@@ -18,7 +18,8 @@ Measured, alternating the order every round, median over ``--rounds``:
 * ``Log.read_session`` of the flat session (the log's own read, the cost before views);
 * ``read_session`` of the leaf (one statement over its 11 segments);
 * ``context`` (budget 2,000, no projections: the recent turns from the log) for the flat
-  session and for the leaf.
+  session and for the leaf;
+* the view statement each context call adds (``ContextView.load``), for the flat session.
 
 Target (issue 17): the leaf read costs at most 1.5x the flat one. With no
 ``MEMORY_DATABASE_URL`` the script starts its own embedded server in a temporary
@@ -92,6 +93,15 @@ def build(store: memory.Store, events: int, forks: int) -> str:
     return name
 
 
+def view_query(store: memory.Store, session: str) -> Any:
+    """The statement every context call now adds (ContextView.load), on its own."""
+    from memory.security import tenant_scope
+    from memory.views import ContextView
+
+    with tenant_scope(store.tenant), store.engine.connect() as conn:
+        return ContextView.query(conn, store.tenant, session, ["bench"], 2**62)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       session="flat", budget=2000),
                 "chain_context": lambda: store.context("Lisbon", actor="bench",
                                                        session=leaf, budget=2000),
+                "flat_view_query": lambda: view_query(store, "flat"),
             }
             for fn in cases.values():  # warm: plans, key caches
                 fn()
@@ -162,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"context flat {med['flat_context']:.1f} ms, through the forks "
                   f"{med['chain_context']:.1f} ms "
                   f"(ratio {med['chain_context'] / med['flat_context']:.3f})")
+            print(f"the view statement a context call adds (plain session, with its "
+                  f"connection checkout): {med['flat_view_query']:.2f} ms")
             info["loadavg_at_end"] = os.getloadavg()
             out = {"machine": info, "events": args.events, "forks": args.forks,
                    "rounds": args.rounds, "flat_events": flat_n, "chain_events": leaf_n,
