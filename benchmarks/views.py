@@ -93,7 +93,7 @@ def build(store: memory.Store, events: int, forks: int) -> str:
     return name
 
 
-VIEW_QUERIES = 20
+VIEW_QUERIES = 100
 
 
 def view_query(store: memory.Store, session: str) -> Any:
