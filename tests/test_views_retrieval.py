@@ -149,3 +149,28 @@ def test_a_branch_summary_covers_its_view(store: memory.Store, proj) -> None:  #
         summary = summary_at(conn, store.tenant, "b")
     assert summary is not None and first.event_id not in summary.source_event_ids
     assert "plan the garden" not in summary.text
+
+
+def test_a_neighbour_of_an_inherited_memory_stops_at_the_fork_point(
+        store: memory.Store, proj) -> None:  # type: ignore[no-untyped-def]
+    store.append("p", [
+        message("user", "Tomatoes and basil grow well together.", occurred_at=at(0)),
+        message("user", "Let's also plant sunflowers by the fence.", occurred_at=at(1)),
+    ], actor="maya")
+    store.fork("p", at_version=1, new_session="b", actor="maya")
+    store.append("p", message("user", "The pineapple code opens the garage.",
+                              occurred_at=at(2)), actor="maya")
+    filler = ("about the weather, the train timetable, the price of coffee, the colour "
+              "of the office walls and nothing in particular at all")
+    store.append("b", [message("user", f"Filler turn {i} {filler}; {filler}.",
+                               occurred_at=at(3 + i)) for i in range(12)], actor="maya")
+    proj(store)
+    settings = RetrievalSettings(include_neighbours=True, neighbour_window=2)
+    ctx = store.context("tomatoes and basil", actor="maya", session="b", budget=260,
+                        settings=settings)
+    assert any("Tomatoes" in t for t in memory_texts(ctx))  # inherited, as a memory
+    assert "sunflowers" not in ctx.text() and "pineapple" not in ctx.text()
+    # the parent's own context shows the neighbour
+    ctx = store.context("tomatoes and basil", actor="maya", session="elsewhere",
+                        budget=4000, settings=settings)
+    assert "sunflowers" in ctx.text()
