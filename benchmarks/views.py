@@ -48,7 +48,8 @@ import sqlalchemy as sa
 from machine_info import cpu_model
 
 import memory
-from memory import db, embedded
+from memory.pg import embedded
+from memory.pg import engine as db
 
 TARGET = 1.5
 TEXT = ("We talked about the trip to Lisbon, the bakery near the station and the report "
@@ -97,14 +98,14 @@ VIEW_QUERIES = 100
 
 
 def view_query(store: memory.Store, session: str) -> Any:
-    """The statement every context call now adds (ContextView.load), ``VIEW_QUERIES``
+    """The statement every context call adds (ContextView.load), ``VIEW_QUERIES``
     times on one open connection (as the context call runs it on its own)."""
-    from memory.security import tenant_scope
-    from memory.views import ContextView
+    from memory.log import ViewFilter
+    from memory.pg import tenant_scope
 
     with tenant_scope(store.tenant), store.engine.connect() as conn:
         for _ in range(VIEW_QUERIES):
-            ContextView.query(conn, store.tenant, session, ["bench"], 2**62)
+            ViewFilter.query(conn, store.tenant, session, ["bench"], 2**62)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -12,17 +12,35 @@ from .errors import (
     DecryptionError,
     Error,
     ForgottenError,
+    ForkPointError,
     IdempotencyConflict,
     InvalidArgument,
     PayloadTooLarge,
+    RetractionError,
+    SessionExists,
     SessionOwnershipError,
     TenantAccessError,
     UnknownEventType,
+    UnknownSession,
     ValidationError,
+    ViewError,
 )
-from .events import Appended, NewEvent, RecordedEvent, message, note, tool_call, tool_result
 from .forget import ForgetError, ForgetResult
-from .log import ANY, NO_STREAM, Subscription
+from .log import (
+    ANY,
+    NO_STREAM,
+    Appended,
+    NewEvent,
+    RecordedEvent,
+    SchemaRegistry,
+    SessionView,
+    Subscription,
+    ViewEntry,
+    message,
+    note,
+    tool_call,
+    tool_result,
+)
 from .projections import (
     ExtractiveSummarizer,
     ProjectionBusy,
@@ -31,7 +49,6 @@ from .projections import (
     Summarizer,
 )
 from .retrieval import Context, RetrievalSettings, TokenCounter
-from .schemas import SchemaRegistry
 from .store import Store
 
 __all__ = [
@@ -49,6 +66,7 @@ __all__ = [
     "ForgetError",
     "ForgetResult",
     "ForgottenError",
+    "ForkPointError",
     "IdempotencyConflict",
     "InvalidArgument",
     "Limits",
@@ -58,17 +76,23 @@ __all__ = [
     "ProjectionConfigMismatch",
     "Projector",
     "RecordedEvent",
+    "RetractionError",
     "RetrievalSettings",
     "SchemaRegistry",
     "SentenceTransformerEmbedder",
+    "SessionExists",
     "SessionOwnershipError",
-    "TenantAccessError",
+    "SessionView",
     "Store",
     "Subscription",
     "Summarizer",
+    "TenantAccessError",
     "TokenCounter",
     "UnknownEventType",
+    "UnknownSession",
     "ValidationError",
+    "ViewEntry",
+    "ViewError",
     "message",
     "note",
     "tool_call",

@@ -85,7 +85,7 @@ class AppendOnlyViolation(Error):
 class TenantAccessError(Error):
     """A call named another tenant than the one its connection's role acts for (or the
     role acts for none): nothing was read or written. A tenant's role is bound to its
-    tenant (memory/security.py)."""
+    tenant (memory/pg/tenancy.py)."""
 
 
 class DecryptionError(Error):
@@ -109,7 +109,7 @@ class ForgottenError(Error):
 
 
 class ViewError(Error):
-    """A fork or a retraction was refused (memory/views.py); nothing was written.
+    """A fork or a retraction was refused (memory/log/views.py); nothing was written.
     ``session_id`` names the session the refusal is about."""
 
     def __init__(self, message: str, *, session_id: str) -> None:

@@ -3,7 +3,7 @@
 Revision ID: 0013
 Revises: 0012
 
-A session's view (memory/views.py) is computed from two event types written in clear:
+A session's view (memory/log/views.py) is computed from two event types written in clear:
 ``session_forked`` (version 1 of a branch, found through the unique index on
 ``(tenant, session_id, version)``) and ``events_retracted``. The retractions of a view's
 segments, and of an actor's sessions for the memories a context may show, are looked up

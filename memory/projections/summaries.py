@@ -7,9 +7,9 @@ following the log live, whatever the batch boundaries):
 * when the session goes quiet: the log shows an event ``quiet_after`` seconds (by
   ``occurred_at``) after the session's last event, and the session has events its summary
   does not cover yet.
-* at a fork or a retraction in the session (memory/views.py): a branch's summary starts
-  from its parent's at the fork point and covers the branch's view; lines drawn from
-  events its view hides are dropped.
+* at a fork or a retraction in the session: a branch's summary starts from its parent's
+  at the fork point and covers the branch's view; lines drawn from events its view hides
+  are dropped (memory/projections/viewsummary.py).
 
 ``Runner.follow()`` adds one wall-clock rule when the log itself is idle: a session whose
 last event is older than ``quiet_after`` is summarized then (the only rule that depends on
@@ -44,16 +44,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import sqlalchemy as sa
 
-from .. import log_sql, views
 from ..embedding import Embedder, default_embedder
 from ..errors import DependencyError
-from ..events import RecordedEvent
-from ..log import Log
-from ..schemas import SchemaRegistry
+from ..log import CONTROL_TYPES, Log, RecordedEvent, SchemaRegistry
+from ..log import sql as log_sql
 from .chunking import split_sentences
 from .chunks import event_text
 from .quarantine import is_poison
 from .runner import BaseProjection, live_generation_sql
+from .viewsummary import summary_inputs
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ class _Batch:
 
 
 _READ_TURNS = f"""
-SELECT {log_sql._COLUMNS} FROM memory_events
+SELECT {log_sql.EVENT_COLUMNS} FROM memory_events
  WHERE tenant = %s AND session_id = %s AND version > %s AND version <= %s
  ORDER BY version DESC LIMIT %s
 """
@@ -371,7 +370,7 @@ class SummariesProjection(BaseProjection):
             s.last_occurred_at = ev.occurred_at
             s.dirty = True
             if s.last_version - s.summarized_version >= self.every or \
-                    ev.type in views.CONTROL_TYPES:  # a fork or retraction reshapes the view
+                    ev.type in CONTROL_TYPES:  # a fork or retraction reshapes the view
                 self._refresh(conn, generation, batch, s)
             else:
                 heapq.heappush(batch.heap, (s.last_occurred_at, s.tenant, s.session_id,
@@ -414,7 +413,7 @@ class SummariesProjection(BaseProjection):
         rows = conn.exec_driver_sql(
             _READ_TURNS, (s.tenant, s.session_id, after_version, s.last_version,
                           self.max_turns)).fetchall()[::-1]
-        return self._as_turns(self._recorded(conn, rows))
+        return self._as_turns(self.recorded_events(conn, rows))
 
     @staticmethod
     def _as_turns(events: Sequence[RecordedEvent]) -> list[Turn]:
@@ -426,9 +425,9 @@ class SummariesProjection(BaseProjection):
                                   found[0], ev.occurred_at))
         return turns
 
-    def _recorded(self, conn: sa.Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
+    def recorded_events(self, conn: sa.Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
         """Rows as events, through the log when it can open sealed payloads."""
-        opener = getattr(self.log, "_recorded", None)
+        opener = getattr(self.log, "recorded_events", None)
         if opener is not None:
             try:
                 return list(opener(conn, rows))
@@ -454,9 +453,9 @@ class SummariesProjection(BaseProjection):
                  s: _Session) -> None:
         previous: Any = self._latest(conn, generation, batch, s)
         # a branch, or a session with retractions, is summarized as its view shows it
-        shaped = views.summary_inputs(conn, self._recorded, s.tenant, s.actor_id,
-                                      s.session_id, generation, s.last_position, previous,
-                                      self.max_turns)
+        shaped = summary_inputs(conn, self.recorded_events, s.tenant, s.actor_id,
+                                s.session_id, generation, s.last_position, previous,
+                                self.max_turns)
         changed = False
         if shaped is not None:
             _, previous, events, changed = shaped

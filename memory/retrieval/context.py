@@ -9,7 +9,7 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
 2. If older turns are left out, the session's **summary** (newest version covering no event
    after the bound), cut to ``summary_max_share`` of the budget at most.
 3. **Memories**: candidates from this actor's chunks (older part of this session and
-   earlier sessions) found by ``search.py``, ordered by the ranker (``ranking.py``),
+   earlier sessions) found by ``search.py``, ordered by the ranker (``ranking/``),
    taken in that order while they fit (up to ``max_memories`` if set); shown oldest first, each
    with its date.
 4. What is left goes back to **older turns** (contiguously); a turn that becomes verbatim
@@ -18,7 +18,7 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
    lowest-ranked memory (then the summary, then the oldest turn) goes until it fits. The
    budget is never exceeded.
 
-The session is read as its view (memory/views.py): a branch's turns are its parent's
+The session is read as its view (memory/retrieval/sessionview.py): a branch's turns are its parent's
 prefix then its own, hidden events are neither turns nor memories, and memories out of
 the view (an ancestor's events after the fork point) are left out after ranking.
 
@@ -39,20 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from .. import views
 from ..errors import ConfigurationError, Error, ForgottenError, ValidationError
-from ..events import NewEvent, RecordedEvent, check_id
-from ..security import tenant_scope
-from . import expansion, render, search, wholescope
-from .ranking import Ranked, Ranker, RankRequest, rank, vector_query
+from ..log import NewEvent, RecordedEvent, check_id
+from ..pg import tenant_scope
+from . import render, search, wholescope
+from .ranking import Ranked, Ranker, RankRequest, expansion, rank, vector_query
 from .result import Context, Memory, Source, Summary, Turn
 from .search import ChunkSearch, Generation, Hit, Scope
+from .sessionview import ContextView, ViewTail
 from .settings import DEFAULT_SETTINGS, RetrievalSettings
 from .tokens import TokenCounter, default_counter
 
 if TYPE_CHECKING:
     from ..embedding import Embedder
-    from ..events import Appended
+    from ..log import Appended
     from ..store import Store
 
 CONTEXT_EVENT = "context_assembled"
@@ -117,8 +117,8 @@ def build_context(store: Store, query: str, *, actor: str, session: str, budget:
             pins: dict[str, Any] = {"chunks": _pin(chunks_gen, chunk_bound),
                                     "summaries": _pin(sum_gen, sum_bound)}
 
-            # the session's view: forks and retractions (memory/views.py)
-            view = views.ContextView.load(conn, scope, bound)
+            # the session's view: forks and retractions (memory/log/views.py)
+            view = ContextView.load(conn, scope, bound)
 
             # 1. recent turns, newest first, within recent_share of the budget
             tail = _TurnReader(conn, store, scope, bound, s, counter)
@@ -288,7 +288,7 @@ class _TurnReader:
         self.buffer: list[Turn] = []
         self.before = 2**31 - 1
         self.done = False
-        self.view_tail: views.ViewTail | None = None  # a fork or retraction in view
+        self.view_tail: ViewTail | None = None  # a fork or retraction in view
 
     def _fill(self) -> None:
         while not self.buffer and not self.done:
