@@ -23,8 +23,8 @@ rewritten: the forget requests stay pending (``memory_forget_requests.erased_at`
 NULL) and ``memory forget --erase-pending``, run with the owner's URL, completes them.
 
 WAL keeps the deleted bytes (and the full-page image a DELETE writes after a checkpoint)
-until its segment is recycled and overwritten; ``flush_wal`` hastens that with a
-checkpoint, a WAL switch and a second checkpoint (see README for how long it takes).
+until its segment is removed, or recycled and overwritten; ``flush_wal`` hastens that
+with checkpoints and WAL switches (README, "What forget leaves behind", says how long).
 """
 
 from __future__ import annotations
@@ -64,10 +64,13 @@ class Erasure:
     wal_flushed: bool = False
 
 
-def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False
-          ) -> Erasure:
+def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False,
+          rewrite_derived: bool = False) -> Erasure:
     """Rewrite the key tables and vacuum the derived tables on ``engine`` (the owner's
     connection), then mark every forget request completed before the start as erased.
+    ``rewrite_derived`` rewrites the derived tables too (``VACUUM FULL``: their freed
+    space and the full-text index's stale words go, but readers and the projection runner
+    wait for the rewrite, HNSW index rebuilds included).
     Never raises for a refusal it can name: the result says what is pending and why.
     The engine's ``lock_timeout`` bounds the wait for the key tables' lock."""
     start = time.monotonic()
@@ -87,7 +90,8 @@ def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False
             conn.exec_driver_sql("VACUUM (FULL) " + ", ".join(KEY_TABLES))
             derived = _existing(conn, DERIVED_TABLES)
             if derived:
-                conn.exec_driver_sql("VACUUM (INDEX_CLEANUP ON) " + ", ".join(derived))
+                conn.exec_driver_sql(("VACUUM (FULL) " if rewrite_derived else
+                                      "VACUUM (INDEX_CLEANUP ON) ") + ", ".join(derived))
         except sa.exc.OperationalError as exc:  # lock_timeout: an append held a key table
             return Erasure(False, pending, f"could not lock the key tables: "
                            f"{str(exc.orig).strip()}", time.monotonic() - start)
@@ -108,11 +112,12 @@ def pending_requests(engine: Engine) -> int | None:
 
 
 def flush_wal(engine: Engine) -> bool:
-    """CHECKPOINT, switch to a new WAL segment, CHECKPOINT: the segments holding the
-    forgotten bytes are no longer needed for recovery and get recycled (then overwritten)
-    or removed. Needs the pg_checkpoint role and EXECUTE on pg_switch_wal (a superuser
-    has both); returns False when refused. Archived segments and replication slots are
-    not touched."""
+    """CHECKPOINT, then twice a switch to a new WAL segment and a CHECKPOINT: the segments
+    holding the forgotten bytes are no longer needed for recovery and get removed, or
+    recycled (renamed for reuse, their old bytes kept until overwritten). Needs the
+    pg_checkpoint role and EXECUTE on pg_switch_wal (a superuser has both); returns False
+    when refused. Archived segments, ``wal_keep_size`` and replication slots keep what
+    they keep."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return _flush_wal(conn)
 
@@ -216,10 +221,14 @@ def _wait_for_horizon(conn: sa.Connection, wait_seconds: float) -> str | None:
 
 
 def _flush_wal(conn: sa.Connection) -> bool:
+    """Twice: a switch ends the segment holding the bytes, the checkpoint after it lets
+    the server remove or recycle every segment before it; the second round moves past the
+    segment the first one started (benchmarks/erasure.py measures what stays)."""
     try:
         conn.exec_driver_sql("CHECKPOINT")
-        conn.exec_driver_sql("SELECT pg_switch_wal()")
-        conn.exec_driver_sql("CHECKPOINT")
+        for _ in range(2):
+            conn.exec_driver_sql("SELECT pg_switch_wal()")
+            conn.exec_driver_sql("CHECKPOINT")
     except sa.exc.DBAPIError:  # no pg_checkpoint role / EXECUTE on pg_switch_wal
         return False
     return True

@@ -155,7 +155,8 @@ class Store:
 
     def forget(self, *, actor: str | None = None,
                event_ids: Iterable[uuid.UUID | str] | None = None, erase: bool = True,
-               flush_wal: bool = False, erase_wait: float = 10.0) -> ForgetResult:
+               flush_wal: bool = False, rewrite_derived: bool = False,
+               erase_wait: float = 10.0) -> ForgetResult:
         """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
         their keys are destroyed (the log itself is never rewritten), everything derived
         from them (chunks, vectors, full text, summaries, recorded contexts that cited
@@ -167,7 +168,9 @@ class Store:
         transactions). ``result.erasure`` says whether that was done or is pending and
         why (e.g. the store has only the app role's connection: ``memory forget
         --erase-pending`` with the owner's URL completes it). ``flush_wal`` also runs a
-        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner.
+        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner;
+        ``rewrite_derived`` rewrites the derived tables too (VACUUM FULL: no freed space
+        left holding derived text, but reads of them wait meanwhile).
 
         This process's retrieval cache drops the tenant's entries for the actor (or, for
         single events, all of the tenant's: which actors they belonged to is not known
@@ -183,7 +186,7 @@ class Store:
         if erase:
             with security.tenant_scope(self.tenant):
                 done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
-                                     flush_wal=flush_wal)
+                                     flush_wal=flush_wal, rewrite_derived=rewrite_derived)
             result = dataclasses.replace(result, erasure=done)
         return result
 

@@ -219,6 +219,26 @@ def test_forget_erases_statistics_tables_and_key_bytes_on_disk(
     assert all(B_MARK in e.payload["content"] for e in events if e.actor_id == "bea")
 
 
+def test_rewriting_the_derived_tables_leaves_no_text_in_their_files(
+        store: memory.Store, admin: sa.Engine, memory_home: Path,
+        embedder) -> None:  # type: ignore[no-untyped-def]
+    """The default VACUUM frees the derived rows' space without zeroing it (the text stays
+    in the files until reused, README "What forget leaves behind"); ``rewrite_derived``
+    rewrites those tables, and nothing of the forgotten actor's text is left in base/."""
+    append_markers(store)
+    store.project(embedder=embedder)
+    mark = [A_MARK.encode()]
+    assert found_on_disk(database_files(admin, memory_home), mark) == 1
+    result = store.forget(actor="ann")
+    assert result.erasure is not None and result.erasure.done
+    assert found_on_disk(database_files(admin, memory_home), mark) == 1  # freed, not gone
+    done = erasure.erase(admin, rewrite_derived=True)
+    assert done.done
+    files = database_files(admin, memory_home)
+    assert found_on_disk(files, mark) == 0
+    assert found_on_disk(files, [B_MARK.encode()]) == 1
+
+
 def test_forgetting_single_events_erases_their_secrets(
         store: memory.Store, admin: sa.Engine, memory_home: Path) -> None:
     out = store.append("s", [message("user", f"one {A_MARK}"), message("user", "two")],
