@@ -80,7 +80,16 @@ def test_setting_memory_tenant_or_the_role_reads_nothing_of_another_tenant(
     assert owner_count(store, "memory_words", "globex") > 0
     tables = ["memory_events", "memory_chunks", "memory_words", "memory_keys",
               "memory_event_secrets", "memory_summaries", "memory_summary_state"]
+    with store.maintenance_engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        assert conn.exec_driver_sql(  # the tenant names are in the statistics
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'memory_events'").scalar()
     with raw(acme.engine) as conn:
+        # ... which row-level security hides from a tenant (and pg_statistic is the owner's)
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename LIKE 'memory%'"
+                            ).fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM pg_statistic")
         conn.execute("SET memory.tenant = 'globex'")
         conn.execute("SELECT set_config('memory.tenant', 'globex', false)")
         for table in tables:
