@@ -285,30 +285,22 @@ def test_erasure_waits_for_an_older_snapshot_then_is_pending(
 
 
 def test_app_role_cannot_erase_and_says_so(store: memory.Store, admin: sa.Engine,
-                                           database_url: str, memory_home: Path) -> None:
-    """A connection that may not vacuum the tables (the app role owns nothing) leaves the
-    erasure pending with the reason; the owner's `memory forget --erase-pending`
-    completes it."""
-    role = "erasure_nobody_" + uuid.uuid4().hex[:6]
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-    nobody = sa.create_engine(sa.engine.make_url(database_url).set(username=role))
-    try:
-        store.append("s", message("user", f"text {A_MARK}"), actor="ann")
-        keys = key_material(admin, "ann")
-        result = store.forget(actor="ann", erase=False)
-        assert result.erasure is None and not result.already_forgotten
-        # Deleted, not erased: the rows' bytes are still in the files.
-        assert found_on_disk(database_files(admin, memory_home), keys) == len(keys)
-        assert erasure.pending_requests(admin) == 1
-        refused = erasure.erase(nobody)
-        assert not refused.done and "may not vacuum" in (refused.reason or "")
-        assert "memory_keys" in (refused.reason or "")
-        assert erasure.pending_requests(admin) == 1
-    finally:
-        nobody.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP ROLE {role}")
+                                           memory_home: Path) -> None:
+    """A store with only the tenant role's connection (it owns nothing, so it may not
+    vacuum) forgets, and says the physical erasure is pending and why; the owner's
+    erasure (`memory forget --erase-pending`) completes it."""
+    assert store.engine.url.username != admin.url.username  # the tenant's own role
+    app_only = memory.Store(store.engine, tenant=store.tenant, _owns_engine=False)
+    store.append("s", message("user", f"text {A_MARK}"), actor="ann")
+    keys = key_material(admin, "ann")
+    result = app_only.forget(actor="ann")
+    assert not result.already_forgotten and result.erasure is not None
+    assert not result.erasure.done and "may not vacuum" in (result.erasure.reason or "")
+    assert "memory_keys" in (result.erasure.reason or "")
+    assert "--erase-pending" in (result.erasure.reason or "")
+    # Deleted, not erased: the rows' bytes are still in the files.
+    assert found_on_disk(database_files(admin, memory_home), keys) == len(keys)
+    assert erasure.pending_requests(admin) == 1
     done = erasure.erase(admin, flush_wal=True)
     assert done.done and done.pending == 0 and done.wal_flushed
     assert found_on_disk(database_files(admin, memory_home), keys) == 0
