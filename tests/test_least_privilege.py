@@ -309,7 +309,7 @@ SELECT = {"SELECT"}
 TABLES = {
     "memory_events": SELECT,
     "memory_projections": SELECT,
-    "memory_quarantine": SELECT,
+    "memory_quarantine": SELECT | {"DELETE"},
     "memory_keys": SELECT | {"DELETE"},
     "memory_event_secrets": SELECT | {"DELETE"},
     "memory_event_keys": SELECT | {"INSERT", "DELETE"},

@@ -12,8 +12,9 @@ it, ``resolved_at`` is set when a retry applied it. The rows of a generation go 
 generation when it is dropped.
 
 The table has a tenant column, so it gets the same forced row-level security as every
-tenant table; the library's tenant roles may only read it (their own tenant's rows). Only
-the projection runner, on the owner's maintenance connection, writes it.
+tenant table. The library's tenant roles read their own tenant's rows and may delete them,
+which is what forgetting does (an error message may quote the event); only the projection
+runner, on the owner's maintenance connection, inserts and updates them.
 """
 
 from alembic import op
@@ -47,9 +48,10 @@ CREATE INDEX memory_quarantine_tenant_idx ON memory_quarantine (tenant, actor_id
 SELECT memory_secure_table('memory_quarantine', false);
 DO $$
 BEGIN
-    -- tenants read their own rows; writes belong to the maintenance role alone
+    -- forget deletes a forgotten actor's entries (their error may quote the event) on the
+    -- tenant's own connection, as it deletes chunks; the policy confines it to the tenant
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'memory_app') THEN
-        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON memory_quarantine FROM memory_app;
+        GRANT DELETE ON memory_quarantine TO memory_app;
     END IF;
 END $$;
 """

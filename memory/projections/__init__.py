@@ -97,7 +97,8 @@ def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
     # and holds their secrets FOR SHARE (memory/crypto.py), so the caller's key
     # destruction already waits for any batch that read the forgotten events.
     return (forget_chunks(conn, tenant, actor_id=actor_id, event_ids=event_ids)
-            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids))
+            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids)
+            + quarantine.forget(conn, tenant, actor_id=actor_id, event_ids=event_ids))
 
 
 def check_embedder(conn: sa.Connection, embedder: Embedder) -> Generation:

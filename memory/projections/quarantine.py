@@ -8,8 +8,8 @@ on are not the event's fault and must stop the run instead, or a database restar
 quarantine the whole log: :func:`is_poison` draws that line.
 
 Rows are written only by the runner, on the maintenance connection, in the transaction
-that moves the checkpoint past the event. ``error_message`` is cut to
-:data:`MAX_MESSAGE` characters.
+that moves the checkpoint past the event; forgetting an actor or events deletes theirs
+(:func:`forget`). ``error_message`` is cut to :data:`MAX_MESSAGE` characters.
 """
 
 from __future__ import annotations
@@ -178,3 +178,19 @@ def drop_generation(conn: sa.Connection, projection: str, generation: int) -> No
     """Forget the entries of a generation whose rows are being dropped."""
     conn.exec_driver_sql("DELETE FROM memory_quarantine WHERE projection = %s AND "
                          "generation = %s", (projection, generation))
+
+
+def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
+           event_ids: Sequence[Any] | None = None) -> int:
+    """Delete the entries of a forgotten actor and/or events (an error message may quote
+    what the event held), in the caller's forget transaction. Returns rows deleted."""
+    deleted = 0
+    if actor_id is not None:
+        deleted += conn.exec_driver_sql(
+            "DELETE FROM memory_quarantine WHERE tenant = %s AND actor_id = %s",
+            (tenant, actor_id)).rowcount
+    if event_ids:
+        deleted += conn.exec_driver_sql(
+            "DELETE FROM memory_quarantine WHERE tenant = %s AND event_id = ANY(%s::uuid[])",
+            (tenant, [str(e) for e in event_ids])).rowcount
+    return deleted
