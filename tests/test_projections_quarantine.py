@@ -385,11 +385,11 @@ def test_follow_reports_what_it_quarantined(store: memory.Store) -> None:
 
 
 def test_summaries_skip_a_turn_that_cannot_be_opened(store: memory.Store) -> None:
-    """A forged event inside a session: the session's later summaries are still written
-    (without it), and only the forged event is quarantined."""
+    """A forged event and a malformed one inside a session: the session's later summaries
+    are still written (without them), and no other event is quarantined for them."""
     first = say(store, "s", "ann", "I adopted a cat named Miso.")
     forged = garbage(store, first[0], session="s", version=2)  # version 2 of the same session
-    assert forged
+    raw_copy(store, first[0], session="s", version=3, payload=["not", "an", "object"])
     later: list[Any] = []
     for text in ("Miso likes boxes.", "Miso sleeps all day.", "We moved to Porto."):
         later += store.append("s", memory.message("user", text), actor="ann")

@@ -412,7 +412,12 @@ class SummariesProjection(BaseProjection):
                           self.max_turns)).fetchall()[::-1]
         turns: list[Turn] = []
         for ev in self._recorded(conn, rows):
-            found = event_text(ev)
+            try:
+                found = event_text(ev)
+            except Exception as exc:  # a malformed turn was quarantined as an event
+                if not is_poison(exc):
+                    raise
+                continue
             if found is not None:
                 turns.append(Turn(ev.event_id, ev.position, ev.version, found[1], found[2],
                                   found[0], ev.occurred_at))
