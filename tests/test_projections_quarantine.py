@@ -391,7 +391,8 @@ def test_summaries_skip_a_turn_that_cannot_be_opened(store: memory.Store) -> Non
     forged = garbage(store, first[0], session="s", version=2)  # version 2 of the same session
     raw_copy(store, first[0], session="s", version=3, payload=["not", "an", "object"])
     later: list[Any] = []
-    for text in ("Miso likes boxes.", "Miso sleeps all day.", "We moved to Porto."):
+    for text in ("Miso likes boxes.", "Miso sleeps all day.", "We moved to Porto.",
+                 "Porto is sunny."):
         later += store.append("s", memory.message("user", text), actor="ann")
     [r] = projector(store).catch_up(["summaries"])
     assert [q.position for q in r.quarantined] == [forged[0]]
