@@ -454,3 +454,22 @@ def test_a_role_of_another_database_sees_nothing_here(
             with pytest.raises(psycopg.Error) as info:
                 conn.execute(statement, params)
             assert info.value.sqlstate == log_sql.SQLSTATE_TENANT
+
+
+def test_what_a_role_may_change_of_itself_is_reset_when_the_library_ensures_it(
+        stores: tuple[memory.Store, memory.Store, memory.Store], database_url: str) -> None:
+    """PostgreSQL lets a role change its own password and session defaults; that reaches
+    its own tenant only, and the next store that serves the tenant undoes it."""
+    store, acme, globex = stores
+    with raw(acme.engine) as conn:
+        conn.execute("ALTER ROLE CURRENT_USER SET default_transaction_read_only = on")
+        conn.execute("ALTER ROLE CURRENT_USER PASSWORD 'mine now'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER ROLE CURRENT_USER BYPASSRLS")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"ALTER ROLE {globex.engine.url.username} SET search_path = x")
+    with memory.Store.open(database_url, migrate=False, tenant="acme") as again:
+        again.append("s", note("written after the reset"), actor="u1")
+        with raw(again.engine) as conn:
+            assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("off",)
+    still_works(store, globex)

@@ -161,7 +161,8 @@ BEGIN
 END $$;
 
 -- The role of p_tenant in this database, created (LOGIN, a member of memory_app) when
--- missing, mapped, and given p_password (a SCRAM verifier, or NULL to leave it) when set.
+-- missing, mapped, its session defaults reset, and given p_password (a SCRAM verifier,
+-- or NULL to leave it) when set.
 CREATE FUNCTION memory_ensure_tenant_role(p_tenant text, p_password text DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -200,6 +201,8 @@ BEGIN
         INSERT INTO memory_tenant_roles (role_name, tenant_name) VALUES (v_role, p_tenant)
         ON CONFLICT (role_name) DO NOTHING;
     END IF;
+    -- A role may change its own password and session defaults: both are reset here.
+    EXECUTE format('ALTER ROLE %I RESET ALL', v_role);
     IF p_password IS NOT NULL THEN
         EXECUTE format('ALTER ROLE %I PASSWORD %L', v_role, p_password);
     END IF;
