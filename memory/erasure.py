@@ -7,9 +7,10 @@ This module finishes the job on the owner's connection (``Store.maintenance_engi
 
 - the key tables (``KEY_TABLES``: wrapped data keys, epoch secrets, per-event secrets)
   are rewritten with ``VACUUM FULL``: the new files hold only live rows, the old files are
-  unlinked. They are small (one row per actor, one per append batch), so the rewrite takes
-  milliseconds, but it holds an ACCESS EXCLUSIVE lock on each table meanwhile, which
-  appends (they read and write these tables) wait for.
+  unlinked. They are small (a row per actor and per epoch of ~1,000 of its events), so the
+  rewrite takes milliseconds (92 ms for 1,000 actors, benchmarks/RESULTS.md, "Erasure"),
+  but it holds an ACCESS EXCLUSIVE lock on each table meanwhile, which appends (they read
+  these tables) wait for.
 - the derived tables (``DERIVED_TABLES``) get a plain ``VACUUM`` with index cleanup forced
   on, which removes the deleted rows' index entries and lets their space be reused
   without blocking readers or writers. Their bytes stay in the freed space of the pages
@@ -53,9 +54,9 @@ class Erasure:
     ``done``: the key tables were rewritten and the derived tables vacuumed after every
     completed forget request; ``pending``: requests still waiting for that (their key
     bytes may remain in freed space of the key tables' files until then; None when this
-    connection may not read them); ``reason``: why
-    it did not run, when it did not; ``seconds``: time spent (waiting included);
-    ``wal_flushed``: a checkpoint and a WAL switch ran after the rewrite."""
+    connection may not read them); ``reason``: why it did not run, when it did not;
+    ``seconds``: time spent (waiting included); ``wal_flushed``: checkpoints and WAL
+    switches ran after the rewrite (:func:`flush_wal`)."""
 
     done: bool
     pending: int | None
