@@ -60,8 +60,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from machine_info import cpu_model
 
 import memory
-from memory import db, embedded, message
+from memory import message
 from memory.embedding import default_embedder
+from memory.pg import embedded
+from memory.pg import engine as db
 from memory.retrieval import RetrievalSettings, search
 
 DB_NAME = "bench_context"
@@ -426,7 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _vector_top(store: memory.Store, actor: str, qv: np.ndarray,
                 settings: RetrievalSettings) -> list[tuple[int, int]]:
     """The vector candidates alone, down the path the settings force (for recall)."""
-    from memory.security import tenant_scope
+    from memory.pg import tenant_scope
 
     scope = search.Scope(store.tenant, actor, "x", (actor,))
     with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():

@@ -44,8 +44,9 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import memory
-from memory import embedded, erasure, message
+from memory import erasure, message
 from memory.embedding import HashEmbedder
+from memory.pg import embedded
 
 
 def marker(i: int) -> str:

@@ -50,13 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomo_data import CATEGORIES, Conversation, Question, load, session_of
 
 import memory
-from memory import embedded
-from memory.retrieval import ranking, search, wholescope
+from memory.pg import embedded
+from memory.retrieval import search, wholescope
 from memory.retrieval.evaluation import KS, aggregate, context_recall, score_ranking
+from memory.retrieval.ranking import fusion as ranking
 from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 
 try:
-    from memory.security import tenant_scope
+    from memory.pg import tenant_scope
 except ImportError:  # pragma: no cover
     def tenant_scope(tenant: str | None) -> Any:  # type: ignore[misc]
         return nullcontext()

@@ -50,7 +50,8 @@ sys.path.insert(0, str(ROOT))
 from machine_info import cpu_model  # noqa: E402
 
 import memory  # noqa: E402
-from memory import db, embedded  # noqa: E402
+from memory.pg import embedded  # noqa: E402
+from memory.pg import engine as db  # noqa: E402
 from memory.projections.runner import DEFAULT_BATCH_SIZE  # noqa: E402
 
 SUBJECTS = ["I", "My sister", "Caroline", "Melanie", "We", "My manager", "The kids", "Our team"]

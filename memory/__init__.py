@@ -20,9 +20,20 @@ from .errors import (
     UnknownEventType,
     ValidationError,
 )
-from .events import Appended, NewEvent, RecordedEvent, message, note, tool_call, tool_result
 from .forget import ForgetError, ForgetResult
-from .log import ANY, NO_STREAM, Subscription
+from .log import (
+    ANY,
+    NO_STREAM,
+    Appended,
+    NewEvent,
+    RecordedEvent,
+    SchemaRegistry,
+    Subscription,
+    message,
+    note,
+    tool_call,
+    tool_result,
+)
 from .projections import (
     ExtractiveSummarizer,
     ProjectionBusy,
@@ -31,7 +42,6 @@ from .projections import (
     Summarizer,
 )
 from .retrieval import Context, RetrievalSettings, TokenCounter
-from .schemas import SchemaRegistry
 from .store import Store
 
 __all__ = [

@@ -85,7 +85,7 @@ class AppendOnlyViolation(Error):
 class TenantAccessError(Error):
     """A call named another tenant than the one its connection's role acts for (or the
     role acts for none): nothing was read or written. A tenant's role is bound to its
-    tenant (memory/security.py)."""
+    tenant (memory/pg/tenancy.py)."""
 
 
 class DecryptionError(Error):

@@ -2,12 +2,12 @@
 everything derived from it.
 
 ``memory_events`` is never updated (a trigger refuses it). Forgetting destroys keys
-instead (crypto-shredding, see memory/crypto.py), then follows the lineage:
+instead (crypto-shredding, see memory/log/sealing.py), then follows the lineage:
 
 1. **One transaction** records the request (``memory_forget_requests``, pending),
    destroys the keys (an actor: its key row and every epoch and secrets row under it;
    events: their epochs, whose other events' keys are kept one row each, or for older
-   formats their own secrets; memory/crypto.py), and deletes what every projection
+   formats their own secrets; memory/log/sealing.py), and deletes what every projection
    derived (``memory.projections.forget``: chunks with their vectors and full text,
    summaries).
    Recorded contexts (``context_assembled`` events) are sealed like any event: an actor's
@@ -23,7 +23,7 @@ whole (nothing was forgotten; call again). Calling forget again for the same act
 events is a no-op that reports ``already_forgotten``.
 
 Why projections cannot resurrect: a projection runner opens event payloads inside its
-write transaction and locks their event secrets (``FOR SHARE``, memory/crypto.py), so
+write transaction and locks their event secrets (``FOR SHARE``, memory/log/sealing.py), so
 step 1 waits for a runner that already decrypted an event to commit, then deletes what it
 wrote. Replays and rebuilds read forgotten events as ``forgotten=True`` with an empty
 payload, and derive nothing from them.
@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from . import log_sql
 from .errors import Error, ValidationError
-from .events import NewEvent, check_id, parse_event_id
-from .security import tenant_scope
+from .log import NewEvent, check_id, parse_event_id
+from .log import sql as log_sql
+from .pg import tenant_scope
 
 if TYPE_CHECKING:
     from .erasure import Erasure
@@ -98,11 +98,11 @@ def _citing_contexts(log: Log, conn: sa.Connection, tenant: str, forgotten: set[
     if not forgotten:
         return []
     rows = conn.exec_driver_sql(
-        f"SELECT {log_sql._COLUMNS} FROM memory_events WHERE tenant = %s AND type = %s "
+        f"SELECT {log_sql.EVENT_COLUMNS} FROM memory_events WHERE tenant = %s AND type = %s "
         "AND actor_id IS DISTINCT FROM %s ORDER BY position",
         (tenant, CONTEXT_EVENT, skip_actor)).fetchall()
     out = []
-    for event in log._recorded(conn, rows):
+    for event in log.recorded_events(conn, rows):
         if event.forgotten:
             continue
         cited = {str(e) for e in event.payload.get("source_event_ids") or []}
@@ -205,7 +205,7 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
                     targets: Sequence[uuid.UUID]) -> int:
     """Destroy the epochs that sealed any of ``targets``, keeping the keys of their
     other events (one ``memory_event_keys`` row each, masked under the actor key:
-    memory/crypto.py). Returns how many targets lost their key here.
+    memory/log/sealing.py). Returns how many targets lost their key here.
 
     Each epoch is locked first, both ways its users hold it: exclusively its advisory
     lock, which appends under it hold (shared) until they commit (alembic/versions/0007),

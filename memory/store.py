@@ -1,6 +1,6 @@
 """The public face: open a store, append, read, subscribe (and, as they land, project and
 build context). A Store is bound to one tenant and, when it can make tenant roles, logs
-in as that tenant's role (memory/security.py); ``store.for_tenant(t)`` gives another
+in as that tenant's role (memory/pg/tenancy.py); ``store.for_tenant(t)`` gives another
 tenant's face, with that tenant's own connections, owned by the store that made it.
 """
 
@@ -12,15 +12,24 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from . import db, security
 from . import forget as forget_mod
 from .config import DEFAULT_TENANT, Limits
-from .crypto import Crypto
 from .errors import ConfigurationError
-from .events import Appended, NewEvent, RecordedEvent, check_id
 from .forget import ForgetResult
-from .log import ANY, Log, Subscription
-from .schemas import SchemaRegistry
+from .log import (
+    ANY,
+    Appended,
+    Crypto,
+    Log,
+    NewEvent,
+    RecordedEvent,
+    SchemaRegistry,
+    Subscription,
+    check_id,
+    group,
+)
+from .pg import TenantEngines, can_manage_roles, tenant_scope
+from .pg import engine as db
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -38,12 +47,12 @@ class Store:
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
                  encrypt: bool = True, crypto: Crypto | None = None,
                  maintenance_engine: Engine | None = None, _owns_engine: bool = True,
-                 _tenants: security.TenantEngines | None = None) -> None:
+                 _tenants: TenantEngines | None = None) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
         # Cross-tenant work (the projection runner) needs a connection that row-level
-        # security does not confine to one tenant: the owner's (memory/security.py).
+        # security does not confine to one tenant: the owner's (memory/pg/tenancy.py).
         self.maintenance_engine = maintenance_engine or engine
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
@@ -57,11 +66,11 @@ class Store:
         the embedded server (started if needed). Migrations run unless ``migrate=False``.
 
         ``encrypt`` (default on) seals payloads and metadata under per-actor keys, which
-        is what makes :meth:`forget` possible (memory/crypto.py). A forget that a crash
+        is what makes :meth:`forget` possible (memory/log/sealing.py). A forget that a crash
         left half-done in this tenant is completed here.
 
         ``tenant_roles``: whether the library logs in as each tenant's own role, made and
-        managed by the library, to which row-level security binds it (memory/security.py),
+        managed by the library, to which row-level security binds it (memory/pg/tenancy.py),
         keeping the URL's role, the owner, for migrations and cross-tenant maintenance
         (``maintenance_engine``). The default does so when the URL's role may make tenant
         roles (it runs the migrations); ``False`` uses the URL's role for everything (an
@@ -75,8 +84,8 @@ class Store:
             if migrate:
                 db.migrate(owner)
             if tenant_roles is None:
-                tenant_roles = security.can_manage_roles(owner)
-            elif tenant_roles and not security.can_manage_roles(owner):
+                tenant_roles = can_manage_roles(owner)
+            elif tenant_roles and not can_manage_roles(owner):
                 raise ConfigurationError(
                     f"role {owner.url.username!r} cannot make tenant roles: open the store "
                     "with the URL of the role that owns the schema (it runs the "
@@ -85,7 +94,7 @@ class Store:
                 store = cls(owner, tenant=tenant, limits=limits, encrypt=encrypt)
             else:
                 crypto = Crypto.from_environment()
-                tenants = security.TenantEngines(
+                tenants = TenantEngines(
                     owner, resolved, limits,
                     lambda: crypto.master.derive(b"tenant role passwords"))
                 store = cls(tenants.engine(tenant), tenant=tenant, limits=limits,
@@ -115,9 +124,10 @@ class Store:
         if not self._owns_engine:
             return
         if self._tenants is not None:
-            self._tenants.close()  # every tenant's engine and append connections
+            # every tenant's engine, and the append connections the log keeps for each
+            self._tenants.close(lambda engine: group.appender(engine).close())
         else:
-            self.log.close()  # the append connections (memory/log_group.py)
+            self.log.close()  # the append connections (memory/log/group.py)
             self.engine.dispose()
         if self.maintenance_engine is not self.engine:
             self.maintenance_engine.dispose()
@@ -184,7 +194,7 @@ class Store:
         result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
         scopedata.CACHE.forget(self.tenant, actor)
         if erase:
-            with security.tenant_scope(self.tenant):
+            with tenant_scope(self.tenant):
                 done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
                                      flush_wal=flush_wal, rewrite_derived=rewrite_derived)
             result = dataclasses.replace(result, erasure=done)
@@ -226,7 +236,7 @@ class Store:
         """
         from .retrieval.context import build_context
 
-        with security.tenant_scope(self.tenant):
+        with tenant_scope(self.tenant):
             return build_context(self, query, actor=actor, session=session, budget=budget,
                                  settings=settings, as_of=as_of, strong=strong,
                                  actors=actors, record=record, counter=counter,
@@ -237,5 +247,5 @@ class Store:
         ``.replay_matches`` says whether the messages are identical."""
         from .retrieval.context import replay
 
-        with security.tenant_scope(self.tenant):
+        with tenant_scope(self.tenant):
             return replay(self, event, **kw)

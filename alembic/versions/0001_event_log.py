@@ -11,8 +11,8 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# The key of the transaction-level advisory lock every append takes; see memory/log.py
-# for why appends are serialised. Keep in sync with memory.log_sql.APPEND_LOCK_KEY.
+# The key of the transaction-level advisory lock every append takes; see memory/log/eventlog.py
+# for why appends are serialised. Keep in sync with memory.log.sql.APPEND_LOCK_KEY.
 APPEND_LOCK_KEY = 7_263_520_011
 
 UPGRADE = f"""

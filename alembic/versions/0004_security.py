@@ -3,7 +3,7 @@
 Revision ID: 0004
 Revises: 0003
 
-Keys (crypto-shredding, see memory/crypto.py)
+Keys (crypto-shredding, see memory/log/sealing.py)
 ---------------------------------------------
 ``memory_keys`` holds one data key per (tenant, actor), wrapped (AES-GCM) by the master
 key, which never reaches the database. ``memory_event_keys`` holds one random secret per
@@ -18,7 +18,7 @@ Row-level security
 ------------------
 Every table with a ``tenant`` column gets ENABLE + FORCE ROW LEVEL SECURITY and one policy:
 a row is visible and writable only when ``tenant = current_setting('memory.tenant')``. The
-library sets that (session-level, on every connection checkout, see memory/security.py)
+library sets that (session-level, on every connection checkout, see memory/pg/tenancy.py)
 for the tenant of the call; with no tenant set, nothing is visible.
 
 The role ``memory_app`` (LOGIN, NOSUPERUSER, NOBYPASSRLS, owns nothing, may not UPDATE,
@@ -62,7 +62,7 @@ CREATE TABLE memory_event_keys (
     forgotten_at timestamptz,
     -- key_id names a memory_keys row; no foreign key (a per-row check cost more than the
     -- insert): the append checks the key once per statement and a forget deletes the
-    -- secrets of the keys it deletes (memory/crypto.py, memory/forget.py).
+    -- secrets of the keys it deletes (memory/log/sealing.py, memory/forget.py).
     CONSTRAINT memory_event_keys_pk PRIMARY KEY (tenant, event_id),
     CONSTRAINT memory_event_keys_forgotten CHECK ((secret IS NULL) = (forgotten_at IS NOT NULL))
 );

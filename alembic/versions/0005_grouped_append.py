@@ -9,7 +9,7 @@ Why (benchmarks/RESULTS.md, "Append" and "Encryption")
   through the commit's WAL flush, so concurrent single-event appends could not share a
   flush. ``memory_append_group`` serves *several* appends (requests) in one statement and
   one transaction, taking the lock once: the library gathers the appends that arrive while
-  another is in flight (memory/log_group.py) and sends them together, so they share one
+  another is in flight (memory/log/group.py) and sends them together, so they share one
   flush. Each request keeps its own semantics: it runs in its own subtransaction (a
   plpgsql block with an EXCEPTION clause) doing exactly what a lone append does
   (idempotency, expected version, session ownership, key check, insert), in request
@@ -26,7 +26,7 @@ Why (benchmarks/RESULTS.md, "Append" and "Encryption")
   Forgetting an actor deletes its batch rows by ``key_id`` (the actor key). Events
   sealed before this revision keep their rows in ``memory_event_keys`` and stay readable.
 
-The append lock key is the one of 0001 (memory.log_sql.APPEND_LOCK_KEY).
+The append lock key is the one of 0001 (memory.log.sql.APPEND_LOCK_KEY).
 """
 
 from alembic import op

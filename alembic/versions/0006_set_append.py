@@ -41,7 +41,7 @@ UPGRADE = f"""
 -- Same parameters and rows as memory_append_group (0005). Raises MM020, having written
 -- nothing, when an event id of the group is in the log already (or twice in the group):
 -- the library then sends the group to memory_append_group, which gives each request its
--- own outcome (an idempotent retry gets its original positions). memory/log_group.py.
+-- own outcome (an idempotent retry gets its original positions). memory/log/group.py.
 CREATE FUNCTION memory_append_set(p_tenant text, p_requests jsonb)
 RETURNS TABLE (req integer, event_id uuid, "position" bigint, version integer,
                recorded_at timestamptz, duplicate boolean, err_state text,

@@ -9,7 +9,7 @@ Since 0005 every sealed append wrote one ``memory_event_secrets`` row (its batch
 secrets). For single events that row was most of what encryption cost the server, and in
 a group of appends (four writers) one row per request: sealed single events reached 0.76
 of the clear rate with four writers, 0.88 with the row left out (same machine, same run
-length). An **epoch** (memory/crypto.py) is one row of the same table, named ``e:...``,
+length). An **epoch** (memory/log/sealing.py) is one row of the same table, named ``e:...``,
 holding one 32-byte secret that seals up to about a thousand events of one actor, made by
 the library before the first of them. An append sealed under an epoch writes no secrets
 row; it only checks, with ``memory_check_epochs``, that its epoch still exists, and holds
@@ -25,7 +25,7 @@ actor key's), as it deletes its batches.
 
 The append functions of 0005 and 0006 are unchanged: an epoch request carries no actor key
 id (so no key check and no secrets row there) and its epoch as the batch, which is what
-its events' ``key_id`` records. The statements (memory/log_sql.py) call the check first
+its events' ``key_id`` records. The statements (memory/log/sql.py) call the check first
 and pass its result on, so the check runs before the append it guards.
 
 Downgrading below 0007 drops the check only; the code of earlier revisions cannot open

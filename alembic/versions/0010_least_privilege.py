@@ -15,7 +15,7 @@ The tenant binding
 Each tenant of a database has its own LOGIN role, ``memory_t_`` + the first 24 hex digits
 of ``sha256(current_database() || 0x1f || tenant)``, made by
 ``memory_ensure_tenant_role`` (SECURITY DEFINER, executable by the owner only; the library
-calls it on its maintenance connection, memory/security.py). ``memory_tenant_roles``
+calls it on its maintenance connection, memory/pg/tenancy.py). ``memory_tenant_roles``
 (owner-only) maps role to tenant, and ``memory_tenant()`` (SECURITY DEFINER, STABLE)
 returns the tenant of ``session_user``: the role the connection logged in as, which no
 statement of that session can change (SET ROLE changes ``current_user`` only, and a
@@ -32,7 +32,7 @@ Privileges
 SET FALSE on PostgreSQL 16 and later). It holds: USAGE on the schema, SELECT on every
 tenant table and on ``memory_projections``, EXECUTE on the functions the library calls,
 and the direct writes of forgetting that row-level security confines to the caller's own
-tenant (``LEFTOVER_GRANTS``; tests/test_least_privilege.py holds the whole allow-list).
+tenant (``LEFTOVER_GRANTS``; tests/pg/test_least_privilege.py holds the whole allow-list).
 Nothing on the position sequence, no INSERT/UPDATE/DELETE on ``memory_events``, nothing
 written to ``memory_projections``. The append functions (0001, 0005-0008) and the other
 functions that write become SECURITY DEFINER with a pinned ``search_path``, and take the

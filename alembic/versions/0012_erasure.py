@@ -11,7 +11,7 @@ planner's estimates for them stay. A target of 0 does not remove what an earlier
 stored, so those rows are cleared: ``pg_clear_attribute_stats`` (PostgreSQL 18, needs the
 MAINTAIN privilege the owner has), else a DELETE from ``pg_statistic`` (superusers).
 
-A column added by a later migration must get the same (tests/test_forget_erasure.py checks
+A column added by a later migration must get the same (tests/forget/test_forget_erasure.py checks
 every such column of every ``memory_*`` relation). Indexes the projection runner creates at
 run time get it from memory/erasure.py.
 

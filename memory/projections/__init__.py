@@ -94,7 +94,7 @@ def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
     if actor_id is None and not event_ids:
         raise ValueError("forget needs actor_id or event_ids")
     # No extra locking here: a runner batch opens sealed payloads inside its transaction
-    # and holds their secrets FOR SHARE (memory/crypto.py), so the caller's key
+    # and holds their secrets FOR SHARE (memory/log/sealing.py), so the caller's key
     # destruction already waits for any batch that read the forgotten events.
     return (forget_chunks(conn, tenant, actor_id=actor_id, event_ids=event_ids)
             + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids)

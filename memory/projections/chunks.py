@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from ..embedding import Embedder, default_embedder
 from ..erasure import no_statistics
 from ..errors import DependencyError
-from ..events import RecordedEvent
+from ..log import RecordedEvent
 from .chunking import Chunker, sentence_pieces
 from .runner import BaseProjection
 from .words import forget_words, write_words

@@ -107,7 +107,7 @@ class QuarantinedEvent:
                 f"{self.error_class}: {self.error_message}")
 
 
-_COLUMNS = ("id, projection, generation, position, tenant, actor_id, event_id, error_class, "
+EVENT_COLUMNS = ("id, projection, generation, position, tenant, actor_id, event_id, error_class, "
             "error_message, first_seen, last_seen, attempts, resolved_at")
 
 
@@ -123,7 +123,7 @@ def record(conn: sa.Connection, projection: str, generation: int, event: Sequenc
         "ON CONFLICT (projection, generation, position) DO UPDATE SET "
         "attempts = memory_quarantine.attempts + 1, last_seen = now(), "
         "error_class = excluded.error_class, error_message = excluded.error_message, "
-        f"resolved_at = NULL RETURNING {_COLUMNS}",
+        f"resolved_at = NULL RETURNING {EVENT_COLUMNS}",
         (projection, generation, position, tenant, actor_id, event_id, error_class,
          message)).one()
     entry = QuarantinedEvent(*row)
@@ -137,7 +137,7 @@ def resolve(conn: sa.Connection, entry_id: int) -> QuarantinedEvent:
     """Mark an entry resolved (its event was applied), counting the attempt."""
     row = conn.exec_driver_sql(
         "UPDATE memory_quarantine SET resolved_at = now(), last_seen = now(), "
-        f"attempts = attempts + 1 WHERE id = %s RETURNING {_COLUMNS}", (entry_id,)).one()
+        f"attempts = attempts + 1 WHERE id = %s RETURNING {EVENT_COLUMNS}", (entry_id,)).one()
     return QuarantinedEvent(*row)
 
 
@@ -157,7 +157,7 @@ def entries(conn: sa.Connection, *, projection: str | None = None,
     if unresolved:
         where.append("q.resolved_at IS NULL")
     rows = conn.exec_driver_sql(
-        f"SELECT {', '.join('q.' + c.strip() for c in _COLUMNS.split(','))} "
+        f"SELECT {', '.join('q.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM memory_quarantine q JOIN memory_projections g "
         "ON g.name = q.projection AND g.generation = q.generation "
         f"WHERE {' AND '.join(where)} ORDER BY q.projection, q.generation, q.position",
@@ -167,7 +167,7 @@ def entries(conn: sa.Connection, *, projection: str | None = None,
 
 def by_id(conn: sa.Connection, entry_id: int) -> QuarantinedEvent:
     """One entry, whatever its state; :class:`memory.Error` if there is none."""
-    row = conn.exec_driver_sql(f"SELECT {_COLUMNS} FROM memory_quarantine WHERE id = %s",
+    row = conn.exec_driver_sql(f"SELECT {EVENT_COLUMNS} FROM memory_quarantine WHERE id = %s",
                                (entry_id,)).first()
     if row is None:
         raise Error(f"no quarantined event #{entry_id} (see `memory quarantine list`)")

@@ -6,7 +6,7 @@ derives. The runner feeds it the log in order and moves the projection's checkpo
 (``memory_projections.position``) **in the same transaction** as the projection's writes:
 a crash rolls back both, so an event is never applied twice nor skipped. The checkpoint is
 "the highest position read", which is safe because the log hands out positions in commit
-order (see ``memory.log_sql``).
+order (see ``memory.log.sql``).
 
 Generations
 -----------
@@ -71,10 +71,9 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .. import log_sql
 from ..errors import ConfigurationError, Error
-from ..events import RecordedEvent
-from ..log import Log
+from ..log import Log, RecordedEvent
+from ..log import sql as log_sql
 from . import quarantine
 from .quarantine import QuarantinedEvent
 

@@ -41,12 +41,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import sqlalchemy as sa
 
-from .. import log_sql
 from ..embedding import Embedder, default_embedder
 from ..errors import DependencyError
-from ..events import RecordedEvent
-from ..log import Log
-from ..schemas import SchemaRegistry
+from ..log import Log, RecordedEvent, SchemaRegistry
+from ..log import sql as log_sql
 from .chunking import split_sentences
 from .chunks import event_text
 from .quarantine import is_poison
@@ -270,7 +268,7 @@ class _Batch:
 
 
 _READ_TURNS = f"""
-SELECT {log_sql._COLUMNS} FROM memory_events
+SELECT {log_sql.EVENT_COLUMNS} FROM memory_events
  WHERE tenant = %s AND session_id = %s AND version > %s AND version <= %s
  ORDER BY version DESC LIMIT %s
 """
@@ -411,7 +409,7 @@ class SummariesProjection(BaseProjection):
             _READ_TURNS, (s.tenant, s.session_id, after_version, s.last_version,
                           self.max_turns)).fetchall()[::-1]
         turns: list[Turn] = []
-        for ev in self._recorded(conn, rows):
+        for ev in self.recorded_events(conn, rows):
             try:
                 found = event_text(ev)
             except Exception as exc:  # a malformed turn was quarantined as an event
@@ -423,9 +421,9 @@ class SummariesProjection(BaseProjection):
                                   found[0], ev.occurred_at))
         return turns
 
-    def _recorded(self, conn: sa.Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
+    def recorded_events(self, conn: sa.Connection, rows: Sequence[Any]) -> list[RecordedEvent]:
         """Rows as events, through the log when it can open sealed payloads."""
-        opener = getattr(self.log, "_recorded", None)
+        opener = getattr(self.log, "recorded_events", None)
         if opener is not None:
             try:
                 return list(opener(conn, rows))

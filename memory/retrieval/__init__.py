@@ -1,7 +1,7 @@
 """The retriever: context for each stateless model call, under a token budget, with sources.
 
 ``search.py`` finds candidates (pgvector cosine and Postgres full text, scope first),
-``ranking.py`` fuses and orders them (a replaceable seam), ``context.py`` packs recent
+``ranking/`` fuses and orders them (a replaceable seam), ``context.py`` packs recent
 turns, the session summary and memories under the budget into the values of ``result.py``,
 ``render.py`` renders them for chat APIs, ``tokens.py`` counts tokens offline. Entry
 point: :meth:`memory.Store.context`.

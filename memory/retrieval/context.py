@@ -9,7 +9,7 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
 2. If older turns are left out, the session's **summary** (newest version covering no event
    after the bound), cut to ``summary_max_share`` of the budget at most.
 3. **Memories**: candidates from this actor's chunks (older part of this session and
-   earlier sessions) found by ``search.py``, ordered by the ranker (``ranking.py``),
+   earlier sessions) found by ``search.py``, ordered by the ranker (``ranking/``),
    taken in that order while they fit (up to ``max_memories`` if set); shown oldest first, each
    with its date.
 4. What is left goes back to **older turns** (contiguously); a turn that becomes verbatim
@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from ..errors import ConfigurationError, Error, ForgottenError, ValidationError
-from ..events import NewEvent, RecordedEvent, check_id
-from ..security import tenant_scope
-from . import expansion, render, search, wholescope
-from .ranking import Ranked, Ranker, RankRequest, rank, vector_query
+from ..log import NewEvent, RecordedEvent, check_id
+from ..pg import tenant_scope
+from . import render, search, wholescope
+from .ranking import Ranked, Ranker, RankRequest, expansion, rank, vector_query
 from .result import Context, Memory, Source, Summary, Turn
 from .search import ChunkSearch, Generation, Hit, Scope
 from .settings import DEFAULT_SETTINGS, RetrievalSettings
@@ -47,7 +47,7 @@ from .tokens import TokenCounter, default_counter
 
 if TYPE_CHECKING:
     from ..embedding import Embedder
-    from ..events import Appended
+    from ..log import Appended
     from ..store import Store
 
 CONTEXT_EVENT = "context_assembled"

@@ -13,7 +13,7 @@ Per question, then averaged over questions (``aggregate``):
 - ``mrr``: 1 / the rank of the first relevant item (0 if none was ranked);
 - ``context_recall``: the share of the relevant items present in a built context.
 
-``benchmarks/locomo.py`` scores the library with these; ``tests/test_evaluation.py`` pins
+``benchmarks/locomo.py`` scores the library with these; ``tests/retrieval/test_evaluation.py`` pins
 their definitions on small hand-made rankings.
 """
 

@@ -19,7 +19,7 @@ from .search import Scope
 from .settings import RetrievalSettings
 
 if TYPE_CHECKING:
-    from ..events import Appended
+    from ..log import Appended
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Everything here reads the projections (``memory_chunks``, ``memory_summaries``) or the log
 itself, always filtered by tenant, live generation, actor(s) and an upper bound on the
 event position (so a context can be rebuilt "as of" a position). Nothing here decides
-what is relevant: that is ``ranking.py``; nothing here decides what fits: ``context.py``.
+what is relevant: that is ``ranking/``; nothing here decides what fits: ``context.py``.
 
 Exact or approximate
 --------------------
@@ -37,9 +37,8 @@ from uuid import UUID
 import numpy as np
 import sqlalchemy as sa
 
-from .. import log_sql
-from ..events import RecordedEvent
-from ..log import Log
+from ..log import Log, RecordedEvent
+from ..log import sql as log_sql
 from . import scopedata
 from .settings import RetrievalSettings
 
@@ -140,7 +139,7 @@ def generation(conn: sa.Connection, name: str, number: int) -> Generation | None
 HEAD_TENANT = log_sql.HEAD_TENANT
 
 SESSION_TAIL = f"""
-SELECT {log_sql._COLUMNS} FROM memory_events
+SELECT {log_sql.EVENT_COLUMNS} FROM memory_events
  WHERE tenant = %s AND session_id = %s AND actor_id = %s AND position <= %s
    AND version < %s AND type = ANY(%s)
  ORDER BY version DESC LIMIT %s
@@ -155,7 +154,7 @@ def session_tail(conn: sa.Connection, log: Log, scope: Scope, bound: int,
     rows = conn.exec_driver_sql(SESSION_TAIL, (
         scope.tenant, scope.session, scope.actor, bound, before_version, list(TURN_TYPES),
         limit)).fetchall()
-    opener = getattr(log, "_recorded", None)
+    opener = getattr(log, "recorded_events", None)
     if opener is not None:
         return list(opener(conn, rows))
     return [log_sql.to_recorded(r, log.registry) for r in rows]
@@ -192,7 +191,7 @@ def session_summary(conn: sa.Connection, scope: Scope, gen: Generation, bound: i
 
 # -- chunks --------------------------------------------------------------------------------
 
-_HIT_COLUMNS = """c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id,
+HIT_COLUMNS = """c.event_position, c.chunk_index, c.event_id, c.session_id, c.actor_id,
        c.role, c.author, c.occurred_at, c.text"""
 
 SCOPE_WHERE = """c.tenant = %(tenant)s AND c.generation = %(generation)s
@@ -204,7 +203,7 @@ SELECT count(*) FROM (
 """
 
 VECTOR_EXACT = f"""
-SELECT {_HIT_COLUMNS}, (c.embedding <=> %(q)s::vector) AS distance
+SELECT {HIT_COLUMNS}, (c.embedding <=> %(q)s::vector) AS distance
   FROM memory_chunks c
  WHERE {SCOPE_WHERE}
  ORDER BY c.embedding <=> %(q)s::vector, c.event_position, c.chunk_index
@@ -231,7 +230,7 @@ WITH q AS (
                     to_tsvector(%(config)s::regconfig, %(query)s))) AS lex
                   LIMIT %(max_terms)s) t)::tsquery AS tq
 )
-SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, q.tq) AS rank
+SELECT {HIT_COLUMNS}, ts_rank_cd(c.tsv, q.tq) AS rank
   FROM memory_chunks c, q
  WHERE {SCOPE_WHERE} AND c.tsv @@ q.tq
  ORDER BY rank DESC, c.event_position, c.chunk_index
@@ -331,13 +330,13 @@ NEIGHBOURS = f"""
 SELECT h.pos, h.idx, n.* FROM unnest(%(positions)s::bigint[], %(indexes)s::int[],
                                      %(sessions)s::text[]) AS h(pos, idx, sess)
 CROSS JOIN LATERAL (
-  (SELECT {_HIT_COLUMNS} FROM memory_chunks c
+  (SELECT {HIT_COLUMNS} FROM memory_chunks c
     WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
       AND c.actor_id = ANY(%(actors)s) AND c.session_id = h.sess
       AND c.event_position < h.pos
     ORDER BY c.event_position DESC, c.chunk_index DESC LIMIT %(w)s)
   UNION ALL
-  (SELECT {_HIT_COLUMNS} FROM memory_chunks c
+  (SELECT {HIT_COLUMNS} FROM memory_chunks c
     WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
       AND c.actor_id = ANY(%(actors)s) AND c.session_id = h.sess
       AND c.event_position > h.pos AND c.event_position <= %(bound)s
@@ -355,7 +354,7 @@ SELECT c.event_position, c.chunk_index, c.embedding FROM memory_chunks c
 _SAFE_SETTING = re.compile(r"^[a-z_]+$")
 
 
-def _hit(row: Sequence[Any]) -> Hit:
+def hit_from_row(row: Sequence[Any]) -> Hit:
     return Hit(event_position=row[0], chunk_index=row[1], event_id=row[2], session_id=row[3],
                actor_id=row[4], role=row[5], author=row[6], occurred_at=row[7], text=row[8])
 
@@ -509,7 +508,7 @@ class ChunkSearch:
             rows = self.conn.exec_driver_sql(VECTOR_EXACT, params).fetchall()
         else:
             self._hnsw_settings()
-            sql = VECTOR_HNSW.format(cols=_HIT_COLUMNS, dim=int(self.gen.dim or 0),
+            sql = VECTOR_HNSW.format(cols=HIT_COLUMNS, dim=int(self.gen.dim or 0),
                                      generation=int(self.gen.generation), where=SCOPE_WHERE)
             rows = sorted(self.conn.exec_driver_sql(sql, params).fetchall(),
                           key=lambda r: (r[9], r[0], r[1]))
@@ -532,7 +531,7 @@ class ChunkSearch:
             vector_sql = VECTOR_EXACT
         else:
             self._hnsw_settings()
-            vector_sql = VECTOR_HNSW.format(cols=_HIT_COLUMNS, dim=int(self.gen.dim or 0),
+            vector_sql = VECTOR_HNSW.format(cols=HIT_COLUMNS, dim=int(self.gen.dim or 0),
                                             generation=int(self.gen.generation),
                                             where=SCOPE_WHERE)
         sql = BOTH.format(vector=vector_sql, text=TEXT.replace("%(k)s", "%(kt)s"))
@@ -555,7 +554,7 @@ class ChunkSearch:
     def _vector_hits(rows: Sequence[Sequence[Any]]) -> list[Hit]:
         hits = []
         for rank, row in enumerate(rows, start=1):
-            h = _hit(row)
+            h = hit_from_row(row)
             h.parts["vector_sim"] = 1.0 - float(row[9])
             h.parts["vector_rank"] = float(rank)
             hits.append(h)
@@ -565,7 +564,7 @@ class ChunkSearch:
     def _text_hits(rows: Sequence[Sequence[Any]]) -> list[Hit]:
         hits = []
         for rank, row in enumerate(rows, start=1):
-            h = _hit(row)
+            h = hit_from_row(row)
             h.parts["text_rank_cd"] = float(row[9])
             h.parts["text_rank"] = float(rank)
             hits.append(h)
@@ -592,7 +591,7 @@ class ChunkSearch:
                   "indexes": [h.chunk_index for h in hits],
                   "sessions": [h.session_id for h in hits]}
         for row in self.conn.exec_driver_sql(NEIGHBOURS, params).fetchall():
-            out[(row[0], row[1])].append(_hit(row[2:]))
+            out[(row[0], row[1])].append(hit_from_row(row[2:]))
         for lst in out.values():
             lst.sort(key=lambda h: h.key)
         return out

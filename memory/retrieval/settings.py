@@ -63,7 +63,7 @@ class RetrievalSettings:
     """Distinct query lexemes OR-ed into the full-text query (a 10k-character query does
     not become a 2,000-term query)."""
 
-    # -- ranking (memory/retrieval/ranking.py) ---------------------------------------------
+    # -- ranking (memory/retrieval/ranking/fusion.py) ---------------------------------------------
     fusion: str = "linear"
     """``linear``: min-max normalised scores, weighted sum; ``rrf``: reciprocal rank fusion."""
     vector_weight: float = 0.6
@@ -142,7 +142,7 @@ class RetrievalSettings:
     (benchmarks/locomo.py --set sentence_max=false). Needs a chunks generation built with
     pieces; without them the chunk's own cosine is used."""
     expansion_weight: float = 0.2
-    """Query expansion by word vectors (memory/retrieval/expansion.py): each query word
+    """Query expansion by word vectors (memory/retrieval/ranking/expansion.py): each query word
     adds the scope's ``expansion_per_word`` lexemes nearest to it (single-word vectors,
     cosine at least ``expansion_min_cosine``) to the BM25 query, each weighing this x its
     cosine (a query term weighs 1). LoCoMo: without it open-domain recall@10 .553 -> .528,

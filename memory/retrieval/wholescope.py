@@ -1,4 +1,4 @@
-"""Whole-scope reads: every chunk of a small scope, for the default ranker (ranking.py).
+"""Whole-scope reads: every chunk of a small scope, for the default ranker (ranking/fusion.py).
 
 A small scope (one person's memory: hundreds to a few thousand chunks) is scored whole:
 every chunk's cosine to the query and the query terms it holds, so the ranker can score
@@ -6,7 +6,7 @@ windows of turns and compute BM25 from the scope's own term statistics (document
 frequencies counted here, bounded by the same position as everything else, so as_of and
 replay see exactly the statistics of their time). No side index: the rows come from
 memory_chunks, through the process's scope cache (scopedata.py) when the scope has an
-entry, else by SQL; both give the same rows (tests/test_retrieval_cache.py).
+entry, else by SQL; both give the same rows (tests/retrieval/test_retrieval_cache.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import scopedata, scopeparts
-from .search import _HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, _hit, vector_literal
+from .search import HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, hit_from_row, vector_literal
 
 SCOPE_AUTHORS = f"""
 SELECT DISTINCT c.author FROM memory_chunks c
@@ -63,7 +63,7 @@ SELECT c.event_position, c.chunk_index, t.lexeme,
 """
 
 HITS_BY_KEY = f"""
-SELECT {_HIT_COLUMNS} FROM memory_chunks c
+SELECT {HIT_COLUMNS} FROM memory_chunks c
  WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
    AND c.actor_id = ANY(%(actors)s)
    AND (c.event_position, c.chunk_index) IN (SELECT * FROM unnest(%(positions)s::bigint[],
@@ -287,6 +287,6 @@ def hits_by_key(finder: ChunkSearch, keys: Sequence[tuple[int, int]]) -> dict[tu
               "indexes": [k[1] for k in keys]}
     out = {}
     for row in finder.conn.exec_driver_sql(HITS_BY_KEY, params).fetchall():
-        h = _hit(row)
+        h = hit_from_row(row)
         out[h.key] = h
     return out

@@ -1,0 +1,536 @@
+"""Ranking: how candidate hits are fused, scored and explained. A replaceable seam.
+
+Input: the query, the candidate hits (each with its raw score parts from ``search.py``:
+``vector_sim``, ``vector_rank``, ``text_rank_cd``, ``text_rank``), a way to fetch the
+neighbours of hits (adjacent turns in their session) and the settings. Output: the hits
+in rank order, each with its final score, the parts that made it and the reasons, in words.
+The packer (``context.py``) takes them in that order while they fit.
+
+To try another ranker, pass ``ranker=`` to ``Store.context`` (any callable with the
+signature of :func:`rank`), or replace :func:`rank` here. Keep it deterministic: the same
+inputs must give the same order (ties break on the chunk's position), or replaying a
+recorded context would not rebuild the same messages.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import search, wholescope
+from ..search import Hit, NeighbourLookup
+from ..settings import RetrievalSettings
+from . import expansion
+
+if TYPE_CHECKING:
+    from ..search import ChunkSearch
+
+
+@dataclass
+class Ranked:
+    """A hit with its final score and why it is where it is."""
+
+    hit: Hit
+    score: float
+    parts: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    query: str
+    hits: Sequence[Hit]
+    neighbours: NeighbourLookup
+    settings: RetrievalSettings
+    now: datetime
+    """The moment the context is for (the log's bound, for recency)."""
+    embeddings: Callable[[Sequence[Hit]], None] | None = None
+    """Fills ``hit.embedding`` for the given hits (used by MMR)."""
+    query_vec: np.ndarray | None = None
+    """The query's embedding (of :func:`vector_query`), for whole-scope ranking."""
+    finder: ChunkSearch | None = None
+    """The scope's search, for whole-scope ranking; without it, only the hits are ranked."""
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None
+    """The query's embedder, for query words the scope's vocabulary lacks (the query
+    expansion); without it those words are not expanded."""
+
+
+Ranker = Callable[[RankRequest], list[Ranked]]
+
+
+def _minmax(values: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+    if not values:
+        return {}
+    lo, hi = min(values.values()), max(values.values())
+    if hi - lo <= 0:
+        return dict.fromkeys(values, 1.0)
+    return {k: (v - lo) / (hi - lo) for k, v in values.items()}
+
+
+def fuse(hits: Sequence[Hit], s: RetrievalSettings) -> dict[tuple[int, int], dict[str, float]]:
+    """Per hit, the fused score and its parts (normalised vector and text contributions)."""
+    out: dict[tuple[int, int], dict[str, float]] = {h.key: {} for h in hits}
+    if s.fusion == "rrf":
+        for h in hits:
+            p = out[h.key]
+            p["vector"] = (s.vector_weight / (s.rrf_k + h.parts["vector_rank"])
+                           if "vector_rank" in h.parts else 0.0)
+            p["text"] = (s.text_weight / (s.rrf_k + h.parts["text_rank"])
+                         if "text_rank" in h.parts else 0.0)
+            p["fused"] = p["vector"] + p["text"]
+        return out
+    if s.fusion != "linear":
+        raise ValueError(f"unknown fusion {s.fusion!r} (linear or rrf)")
+    vec = _minmax({h.key: h.parts["vector_sim"] for h in hits if "vector_sim" in h.parts})
+    txt = _minmax({h.key: h.parts["text_rank_cd"] for h in hits if "text_rank_cd" in h.parts})
+    for h in hits:
+        p = out[h.key]
+        p["vector"] = s.vector_weight * vec.get(h.key, 0.0)
+        p["text"] = s.text_weight * txt.get(h.key, 0.0)
+        p["fused"] = p["vector"] + p["text"]
+    return out
+
+
+def rank(req: RankRequest) -> list[Ranked]:
+    """The default ranker: a scope of at most ``scope_rank_max_chunks`` chunks is scored
+    whole (:func:`rank_scope`); a larger one, or a request without the search, is ranked
+    from its candidate hits (:func:`rank_candidates`)."""
+    s = req.settings
+    if req.finder is not None and req.query_vec is not None and s.scope_rank_max_chunks > 0:
+        size = req.finder.plan.get("scope_size")
+        if size is None:
+            size = req.finder.scope_size()
+        if 0 < size <= s.scope_rank_max_chunks:
+            return rank_scope(req)
+    return rank_candidates(req)
+
+
+def rank_candidates(req: RankRequest) -> list[Ranked]:
+    """Ranking of the candidate hits only: fusion, a share of the best neighbour's score,
+    optional recency weighting, optional MMR. See the settings for each knob."""
+    s = req.settings
+    hits = list(req.hits)
+    if not hits:
+        return []
+    fused = fuse(hits, s)
+    ranked: dict[tuple[int, int], Ranked] = {}
+    for h in hits:
+        p = dict(fused[h.key])
+        reasons = []
+        if "vector_rank" in h.parts:
+            reasons.append(f"vector #{int(h.parts['vector_rank'])} "
+                           f"(cosine {h.parts['vector_sim']:.3f})")
+        if "text_rank" in h.parts:
+            reasons.append(f"full text #{int(h.parts['text_rank'])}")
+        ranked[h.key] = Ranked(hit=h, score=p["fused"], parts=p, reasons=reasons)
+
+    if s.neighbour_share > 0 and s.neighbour_window > 0:
+        # a hit borrows from its best neighbour *among the candidates* (no extra query)
+        by_session: dict[str, list[Hit]] = {}
+        for h in hits:
+            by_session.setdefault(h.session_id, []).append(h)
+        for group in by_session.values():
+            group.sort(key=lambda h: h.key)
+            for i, h in enumerate(group):
+                best = None
+                for other in group[max(0, i - s.neighbour_window): i + s.neighbour_window + 1]:
+                    if other is h:
+                        continue
+                    score = fused[other.key]["fused"]
+                    if best is None or score > best[0]:
+                        best = (score, other)
+                if best is not None and best[0] > 0:
+                    r = ranked[h.key]
+                    bonus = s.neighbour_share * best[0]
+                    r.parts["neighbour"] = bonus
+                    r.score += bonus
+                    r.reasons.append(f"next to a hit (event {best[1].event_position})")
+
+    if s.recency_half_life_days:
+        for r in ranked.values():
+            age = max(0.0, (req.now - r.hit.occurred_at).total_seconds() / 86400.0)
+            decay = 0.5 ** (age / s.recency_half_life_days)
+            factor = 1.0 - s.recency_weight + s.recency_weight * decay
+            r.parts["recency"] = factor
+            r.score *= factor
+
+    order = sorted(ranked.values(), key=lambda r: (-r.score, r.hit.key))
+    order = [r for r in order if r.score > s.min_score]
+    for i, r in enumerate(order, start=1):
+        r.parts["rank"] = float(i)
+    if s.mmr_lambda is not None and req.embeddings is not None and order:
+        order = _mmr(order, s.mmr_lambda, req.embeddings)
+    return order
+
+
+def _mmr(order: list[Ranked], lam: float, fill: Callable[[Sequence[Hit]], None]
+         ) -> list[Ranked]:
+    fill([r.hit for r in order])
+    pool = [r for r in order if r.hit.embedding is not None]
+    rest = [r for r in order if r.hit.embedding is None]
+    if not pool:
+        return order
+    top = max(r.score for r in pool) or 1.0
+    vecs = np.stack([r.hit.embedding for r in pool])  # type: ignore[misc]
+    chosen: list[int] = []
+    left = list(range(len(pool)))
+    while left:
+        best_i, best_v = left[0], -math.inf
+        for i in left:
+            redundancy = max((float(vecs[i] @ vecs[j]) for j in chosen), default=0.0)
+            value = lam * pool[i].score / top - (1 - lam) * redundancy
+            if value > best_v + 1e-12:
+                best_i, best_v = i, value
+        chosen.append(best_i)
+        left.remove(best_i)
+        pool[best_i].parts["mmr"] = best_v
+    return [pool[i] for i in chosen] + rest
+
+
+# -- whole-scope ranking -----------------------------------------------------------------
+# Measured on LoCoMo (benchmarks/RESULTS.md, "What each part gains"; benchmarks/locomo.py
+# --set NAME=VALUE reruns one part changed):
+# each part below gained recall there; none is tuned to particular questions.
+
+def _names_pattern(names: Sequence[str]) -> re.Pattern[str] | None:
+    names = [n for n in names if n and n.strip()]
+    if not names:
+        return None
+    alts = "|".join(re.escape(n.strip()) for n in sorted(names, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alts})(?:'s|\u2019s)?(?!\w)", re.IGNORECASE)
+
+
+def vector_query(query: str, authors: Sequence[str]) -> str:
+    """The query for the vector search: the scope's author names removed (a small
+    embedding model otherwise ranks every turn of the named person alike). Unchanged if
+    nothing else would be left."""
+    pattern = _names_pattern(authors)
+    if pattern is None:
+        return query
+    out = re.sub(r"\s+", " ", pattern.sub(" ", query)).strip()
+    return out if re.search(r"\w", out) else query
+
+
+def named_authors(query: str, authors: Sequence[str]) -> list[str]:
+    """The authors whose names the query mentions (whole words, any case)."""
+    return [a for a in authors
+            if a and (p := _names_pattern([a])) is not None and p.search(query)]
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1]; all equal: 1 if positive (a lone match still counts), else 0."""
+    lo, hi = float(x.min()), float(x.max())
+    if hi > lo:
+        return (x - lo) / (hi - lo)
+    return np.full(len(x), 1.0 if hi > 0 else 0.0)
+
+
+def _bm25(tf: np.ndarray, idf: np.ndarray, lengths: np.ndarray, k1: float, b: float
+          ) -> np.ndarray:
+    """BM25 of each row; ``idf`` carries each term's weight too (1 for a query term)."""
+    if tf.shape[1] == 0:
+        return np.zeros(tf.shape[0])
+    avg = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
+    denom = tf + k1 * (1 - b + b * lengths[:, None] / avg)
+    return ((tf * (k1 + 1) / np.maximum(denom, 1e-9)) * idf[None, :]).sum(1)
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+_MON = "|".join([*_MONTHS, *(m[:3] for m in _MONTHS if len(m) > 3), "sept"])
+_DAY_FIRST = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+({_MON})\.?,?\s+(\d{{4}})\b", re.I)
+_MONTH_FIRST = re.compile(rf"\b({_MON})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b",
+                          re.I)
+_MONTH_YEAR = re.compile(rf"\b({_MON})\.?,?\s+(\d{{4}})\b", re.I)
+_MONTH = re.compile(rf"\b({_MON})\b", re.I)
+_YEAR = re.compile(r"\b(19\d\d|20\d\d)\b")
+_ANY_DATE = re.compile(rf"{_MONTH.pattern}|{_YEAR.pattern}", re.I)
+_DAY_SECONDS = 86400.0
+
+
+def _month_number(name: str) -> int:
+    name = name.lower().rstrip(".")[:3]
+    return next(i for i, m in enumerate(_MONTHS, 1) if m.startswith(name))
+
+
+def _days(d: datetime) -> float:
+    """Days since 1970-01-01 (UTC; a naive datetime is taken as UTC)."""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp() / _DAY_SECONDS
+
+
+def query_dates(query: str, years: Sequence[int]) -> list[tuple[float, float]]:
+    """The dates a query names, as day intervals (days since 1970, inclusive): a day
+    ("on 8 May, 2023", "May 8th, 2023"), a month of a year ("in June 2023"), a month alone
+    ("in June": that month of each of ``years``, the years the scope spans) or a year.
+    "May" alone is not read as a month (it is also a verb). No language model, English only.
+    """
+    out: list[tuple[float, float]] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(y: int, m: int | None, d: int | None, span: tuple[int, int]) -> None:
+        try:
+            if m is not None and d is not None:
+                lo = hi = _days(datetime(y, m, d, tzinfo=UTC))
+            elif m is not None:
+                lo = _days(datetime(y, m, 1, tzinfo=UTC))
+                hi = _days(datetime(y, m, calendar.monthrange(y, m)[1], tzinfo=UTC))
+            else:
+                lo = _days(datetime(y, 1, 1, tzinfo=UTC))
+                hi = _days(datetime(y, 12, 31, tzinfo=UTC))
+        except ValueError:  # 31 February and the like
+            return
+        out.append((lo, hi))
+        taken.append(span)
+
+    def free(span: tuple[int, int]) -> bool:
+        return all(span[1] <= a or span[0] >= b for a, b in taken)
+
+    for m in _DAY_FIRST.finditer(query):
+        add(int(m.group(3)), _month_number(m.group(2)), int(m.group(1)), m.span())
+    for m in _MONTH_FIRST.finditer(query):
+        if free(m.span()):
+            add(int(m.group(3)), _month_number(m.group(1)), int(m.group(2)), m.span())
+    for m in _MONTH_YEAR.finditer(query):
+        if free(m.span()):
+            add(int(m.group(2)), _month_number(m.group(1)), None, m.span())
+    for m in _MONTH.finditer(query):
+        if free(m.span()) and m.group(1).lower() != "may":
+            for y in years:
+                add(int(y), _month_number(m.group(1)), None, m.span())
+    for m in _YEAR.finditer(query):
+        if free(m.span()):
+            add(int(m.group(1)), None, None, m.span())
+    return out
+
+
+def date_match(days: np.ndarray, intervals: Sequence[tuple[float, float]], tau: float
+               ) -> np.ndarray:
+    """Per date (in days), exp(-distance / tau) to the nearest interval (1 inside one)."""
+    if not intervals or len(days) == 0:
+        return np.zeros(len(days))
+    dist = np.full(len(days), np.inf)
+    for lo, hi in intervals:
+        dist = np.minimum(dist, np.maximum(0.0, np.maximum(lo - days, days - hi)))
+    return np.exp(-dist / max(tau, 1e-9))
+
+
+def _session_prior(sims: np.ndarray, tf: np.ndarray, session: np.ndarray,
+                   s: RetrievalSettings, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per chunk, its session scored as one document: the session's mean cosine and the
+    BM25 (b = 0) of the session's summed term frequencies, with document frequencies
+    counted over sessions, each min-max normalised over the sessions, mixed by
+    ``session_prior_vector_share``."""
+    k = int(session.max()) + 1
+    count = np.bincount(session, minlength=k).astype(np.float64)
+    mean_sim = np.bincount(session, weights=sims, minlength=k) / np.maximum(count, 1)
+    if tf.shape[1]:
+        stf = np.zeros((k, tf.shape[1]))
+        np.add.at(stf, session, tf)
+        sdf = (stf > 0).sum(0)
+        sidf = np.log(1 + (k - sdf + 0.5) / (sdf + 0.5))
+        if weights is not None:  # the query terms' weights (expansion)
+            sidf = sidf * weights
+        lexical = _bm25(stf, sidf, np.ones(k), s.bm25_k1, 0.0)
+    else:
+        lexical = np.zeros(k)
+    share = s.session_prior_vector_share
+    prior = share * _minmax_or_zero(mean_sim) + (1 - share) * _minmax_or_zero(lexical)
+    return prior[session]
+
+
+def is_aggregate(query: str, pattern: str) -> bool:
+    """Whether the query gathers facts over time (``aggregate_pattern``: by default the
+    present perfect, "What has X painted?", "Where have they been?")."""
+    return bool(pattern) and re.search(pattern, query, re.IGNORECASE) is not None
+
+
+def rank_in_session(session: np.ndarray) -> np.ndarray:
+    """For rows in rank order, each row's rank among the rows of its session before it
+    (0 for the session's first row)."""
+    out = np.zeros(len(session))
+    seen: dict[int, int] = {}
+    for i, x in enumerate(session.tolist()):
+        k = seen.get(x, 0)
+        out[i] = k
+        seen[x] = k + 1
+    return out
+
+
+def _minmax_or_zero(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros(len(x))
+
+
+def rank_scope(req: RankRequest) -> list[Ranked]:
+    """Score every chunk of the scope, keep the best ``rank_depth``.
+
+    fused = vector_weight * minmax(max(cosine, best sentence's) + windows' mean cosine)
+          + text_weight * minmax(BM25(turn) + BM25(window))
+          + session_prior * (the turn's session scored as one document)
+    score = fused + neighbour_share * best ±neighbour_window fused
+          + speaker_boost (the one author the query names)
+          + date_boost * exp(-days from the turn's date to a date the query names / tau)
+          - question_penalty (the chunk's text ends with "?")
+    For a query that gathers facts over time (``aggregate_pattern``), the best
+    ``rank_depth`` are re-ordered by score - aggregate_session_penalty x the chunk's rank
+    within its session among them. Windows score by the cosine of their mean vector
+    (``vector_window_kind``). The BM25 query (and the session prior's) holds the query's
+    terms, weight 1, and the scope's words nearest the query's (``expansion``), weight
+    ``expansion_weight`` x their cosine; the best sentence is ``sentence_max``'s.
+    BM25 uses the scope's own document frequencies (counted in SQL, bounded like every
+    other read) and, with b = 0, no lengths. Ties break on the chunk's position.
+    """
+    s, f = req.settings, req.finder
+    assert f is not None and req.query_vec is not None
+    rows = wholescope.scope_vectors(f, req.query_vec, s.scope_rank_max_chunks + 1)
+    n = len(rows.positions)
+    if n == 0:
+        return []
+    session = rows.session_codes
+    if session is None or len(session) != n:
+        codes: dict[str, int] = {}
+        session = np.array([codes.setdefault(x, len(codes)) for x in rows.sessions])
+    sims = np.asarray(rows.sims, dtype=np.float64)
+    dense = sims.copy()
+    if s.sentence_max and rows.pieces is not None and len(rows.pieces) == n:
+        best = np.asarray(rows.pieces, dtype=np.float64)
+        dense = np.where(np.isnan(best), sims, np.maximum(sims, best))
+    dense_turn = dense.copy()
+    if s.vector_window_kind not in ("mean_vector", "mean_cosine"):
+        raise ValueError(f"unknown vector_window_kind {s.vector_window_kind!r} "
+                         "(mean_vector or mean_cosine)")
+    for w, weight in zip(s.vector_windows, s.vector_window_weights, strict=False):
+        if w > 0 and weight:
+            total, count = wholescope.window_sum(sims, session, int(w))
+            if s.vector_window_kind == "mean_vector":
+                norm = wholescope.window_norms(f, session, int(w), s.scope_rank_max_chunks + 1)
+                dense += weight * np.where(norm > 0, total / np.where(norm > 0, norm, 1.0), 0.0)
+            else:
+                dense += weight * total / count
+
+    authors = sorted({a for a in rows.authors if a})
+    terms = search.query_lexemes(f, req.query)
+    name_terms: set[str] = set()
+    if s.strip_author_names and authors:
+        name_terms = set(search.query_lexemes(f, " ".join(authors)))
+        terms = [t for t in terms if t not in name_terms] or terms
+    added = expansion.expand(f, req.query, terms, name_terms, s, req.embed)
+    weights = np.array([1.0] * len(terms) + list(added.values()))
+    terms = [*terms, *added]
+    tf = wholescope.scope_tf(f, rows, terms)
+    df = (tf > 0).sum(0)
+    idf = np.log(1 + (n - df + 0.5) / (df + 0.5)) * weights
+    lengths = np.asarray(rows.lengths, dtype=np.float64)
+    lexical = _bm25(tf, idf, lengths, s.bm25_k1, s.bm25_b)
+    if s.text_window > 0 and s.text_window_weight:
+        wtf = wholescope.window_sum(tf, session, s.text_window)[0]
+        lexical += s.text_window_weight * _bm25(wtf, idf, lengths, s.bm25_k1, 0.0)
+
+    vec_part = s.vector_weight * _norm(dense)
+    txt_part = s.text_weight * _norm(lexical)
+    score = vec_part + txt_part
+    sess_part = np.zeros(n)
+    if s.session_prior:
+        sess_part = s.session_prior * _session_prior(sims, tf, session, s, weights)
+        score = score + sess_part
+    fused = score.copy()
+    nb_part = np.zeros(n)
+    if s.neighbour_share > 0 and s.neighbour_window > 0:
+        best = np.full(n, -np.inf)
+        for d in range(1, s.neighbour_window + 1):
+            if d >= n:
+                break
+            same = session[d:] == session[:-d]
+            best[:-d][same] = np.maximum(best[:-d][same], fused[d:][same])
+            best[d:][same] = np.maximum(best[d:][same], fused[:-d][same])
+        nb_part = s.neighbour_share * np.where(np.isfinite(best), best, 0.0)
+        score = score + nb_part
+    sp_part = np.zeros(n)
+    named = named_authors(req.query, authors) if s.speaker_boost else []
+    if len(named) == 1:
+        sp_part = s.speaker_boost * np.array([a == named[0] for a in rows.authors], dtype=float)
+        score = score + sp_part
+    date_part = np.zeros(n)
+    occurred = getattr(rows, "occurred", None)
+    if (s.date_boost and occurred is not None and len(occurred) == n
+            and _ANY_DATE.search(req.query)):  # most queries name no date: skip the rest
+        intervals = query_dates(req.query, sorted({d.year for d in occurred}))
+        if intervals:
+            days = np.array([_days(d) for d in occurred])
+            date_part = s.date_boost * date_match(days, intervals, s.date_tau_days)
+            score = score + date_part
+    ask_part = np.zeros(n)
+    asks = getattr(rows, "asks", None)
+    if s.question_penalty and asks is not None and len(asks) == n:
+        ask_part = -s.question_penalty * np.asarray(asks, dtype=float)
+        score = score + ask_part
+
+    positions = np.asarray(rows.positions)
+    indexes = np.asarray(rows.indexes)
+    order = np.lexsort((indexes, positions, -score))[: max(s.rank_depth, 1)]
+    cap_part = np.zeros(n)
+    if s.aggregate_session_penalty and is_aggregate(req.query, s.aggregate_pattern):
+        cap_part[order] = -s.aggregate_session_penalty * rank_in_session(session[order])
+        score = score + cap_part
+        order = order[np.lexsort((indexes[order], positions[order], -score[order]))]
+    holds_added = tf[:, len(terms) - len(added):] > 0
+    keys = [(int(positions[i]), int(indexes[i])) for i in order]
+    hits = wholescope.hits_by_key(f, keys)
+    ranked: list[Ranked] = []
+    for i, key in zip(order, keys, strict=True):
+        h = hits.get(key)
+        if h is None:
+            continue
+        h.parts.update({"vector_sim": float(sims[i]), "bm25": float(lexical[i])})
+        if dense_turn[i] > sims[i]:
+            h.parts["sentence_sim"] = float(dense_turn[i])
+        parts = {"vector": float(vec_part[i]), "text": float(txt_part[i]),
+                 "session": float(sess_part[i]), "fused": float(fused[i]),
+                 "neighbour": float(nb_part[i]), "speaker": float(sp_part[i]),
+                 "date": float(date_part[i]), "asks": float(ask_part[i]),
+                 "session_cap": float(cap_part[i])}
+        reasons = [f"cosine {sims[i]:.3f} (with its turn windows {dense[i]:.3f})"]
+        if dense_turn[i] > sims[i]:
+            reasons.append(f"one of its sentences: cosine {dense_turn[i]:.3f}")
+        if lexical[i] > 0:
+            reasons.append(f"BM25 {lexical[i]:.2f} (turn and ±{s.text_window} window)")
+        if len(added) and holds_added[i].any():
+            near = [terms[j] for j in np.flatnonzero(holds_added[i]) + len(terms) - len(added)]
+            reasons.append(f"holds words near the query's ({', '.join(near)})")
+        if nb_part[i] > 0:
+            reasons.append("next to a strong turn")
+        if sp_part[i] > 0:
+            reasons.append(f"said by {named[0]}, whom the query names")
+        if date_part[i] > 0.01:
+            reasons.append("dated near a date the query names")
+        if cap_part[i] < 0:
+            reasons.append(f"turn {1 - cap_part[i] / s.aggregate_session_penalty:.0f} of its "
+                           "session for a question that gathers facts across sessions")
+        ranked.append(Ranked(hit=h, score=float(score[i]), parts=parts, reasons=reasons))
+
+    if s.recency_half_life_days:
+        for r in ranked:
+            age = max(0.0, (req.now - r.hit.occurred_at).total_seconds() / 86400.0)
+            factor = 1.0 - s.recency_weight + s.recency_weight * 0.5 ** (
+                age / s.recency_half_life_days)
+            r.parts["recency"] = factor
+            r.score *= factor
+        ranked.sort(key=lambda r: (-r.score, r.hit.key))
+    # the question penalty and the session cap move a chunk down, never out (min_score is
+    # about relevance)
+    ranked = [r for r in ranked if r.score - r.parts.get("asks", 0.0)
+              - r.parts.get("session_cap", 0.0) > s.min_score]
+    for i, r in enumerate(ranked, start=1):
+        r.parts["rank"] = float(i)
+    if s.mmr_lambda is not None and req.embeddings is not None and ranked:
+        ranked = _mmr(ranked, s.mmr_lambda, req.embeddings)
+    return ranked
