@@ -1,6 +1,7 @@
 """The event log: the one source of truth every projection and every context is built from.
 
-Open ``events`` for the event values (``NewEvent`` in, ``RecordedEvent`` out) and their
+Open ``contract`` for the ``EventLog`` protocol and the guarantees every face of the log
+keeps; ``events`` for the event values (``NewEvent`` in, ``RecordedEvent`` out) and their
 checks; ``schemas`` for the JSON Schema contract of each event type; ``eventlog`` for
 ``Log`` (append, read, read_session, subscribe, head) and its guarantees; ``sql`` for every
 statement the log runs (the one place the SQL lives, shared by any face of the log);
@@ -12,6 +13,7 @@ which appends tombstones) runs the same statements.
 """
 
 from . import group, sql
+from .contract import EventLog, EventSubscription
 from .eventlog import ANY, NO_STREAM, Log, Subscription
 from .events import (
     Appended,
@@ -33,6 +35,8 @@ __all__ = [
     "NO_STREAM",
     "Appended",
     "Crypto",
+    "EventLog",
+    "EventSubscription",
     "Log",
     "MasterKeys",
     "NewEvent",
