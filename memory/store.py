@@ -30,6 +30,7 @@ from .log import (
 )
 from .pg import TenantEngines, can_manage_roles, tenant_scope
 from .pg import engine as db
+from .retrieval.scopedata import CACHE, ScopeCache
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -57,6 +58,9 @@ class Store:
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
         self._tenants = _tenants  # the tenants' engines (shared with for_tenant's stores)
+        self.scope_cache: ScopeCache = CACHE
+        """What retrieval keeps in memory between calls (scope entries, lexemes); passed
+        into every retrieval call this store makes."""
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
@@ -189,10 +193,8 @@ class Store:
         import dataclasses
 
         from . import erasure
-        from .retrieval import scopedata
-
         result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
-        scopedata.CACHE.forget(self.tenant, actor)
+        self.scope_cache.forget(self.tenant, actor)
         if erase:
             with tenant_scope(self.tenant):
                 done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
