@@ -5,11 +5,11 @@ keeps; ``events`` for the event values (``NewEvent`` in, ``RecordedEvent`` out) 
 checks; ``schemas`` for the JSON Schema contract of each event type; ``eventlog`` for
 ``Log`` (append, read, read_session, subscribe, head) and its guarantees; ``sql`` for every
 statement the log runs (the one place the SQL lives, shared by any face of the log);
-``group`` for group commit of concurrent appends; ``sealing`` for per-actor keys, epochs and
-payload encryption; ``master_key`` for the key that wraps them; ``rand`` for the random
-bytes event ids and nonces draw from. The layers above import from here, not from those
-modules; ``sql`` is public as a namespace, because every face of the log (and forgetting,
-which appends tombstones) runs the same statements.
+``group`` for group commit of concurrent appends; ``keyring`` for the per-actor keys and
+epochs a process caches; ``sealing`` for payload encryption; ``master_key`` for the key
+that wraps them; ``rand`` for the random bytes event ids and nonces draw from. The layers
+above import from here, not from those modules; ``sql`` is public as a namespace, because
+every face of the log (and forgetting, which appends tombstones) runs the same statements.
 """
 
 from . import group, sql

@@ -54,10 +54,10 @@ def seal_batch(store: memory.Store, actor: str, events: list[memory.NewEvent]
         nonce = os.urandom(12)
         plain = orjson.dumps({"m": orjson.loads(e.metadata_json),
                               "p": orjson.loads(e.payload_json)})
-        event_key = crypto._event_key(key.key, secrets[32 * i:32 * i + 32], e.event_id)
+        event_key = crypto.event_key(key.key, secrets[32 * i:32 * i + 32], e.event_id)
         blobs.append(crypto.FORMAT + nonce + AESGCM(event_key).encrypt(
-            nonce, plain, crypto._seal_aad(store.tenant, e.event_id, batch)))
-    hashes = [crypto._keyed_hash(key.hash_key, e.content_hash) for e in prepared]
+            nonce, plain, crypto.seal_aad(store.tenant, e.event_id, batch)))
+    hashes = [crypto.keyed_hash(key.hash_key, e.content_hash) for e in prepared]
     return prepared, crypto.Sealed(key.key_id, batch, blobs, hashes, secrets)
 
 
@@ -132,8 +132,8 @@ def legacy_append(store: memory.Store, admin: sa.Engine, actor: str, session: st
     key = store.log.crypto.actor_key(store.engine, store.tenant, actor)
     event_id, secret, nonce = uuid.uuid4(), os.urandom(32), os.urandom(12)
     plain = orjson.dumps({"m": {"from": "0004"}, "p": {"text": text}})
-    blob = crypto.FORMAT + nonce + AESGCM(crypto._event_key(key.key, secret, event_id)) \
-        .encrypt(nonce, plain, crypto._seal_aad(store.tenant, event_id, key.key_id))
+    blob = crypto.FORMAT + nonce + AESGCM(crypto.event_key(key.key, secret, event_id)) \
+        .encrypt(nonce, plain, crypto.seal_aad(store.tenant, event_id, key.key_id))
     with admin.begin() as conn:
         conn.exec_driver_sql(
             "SELECT * FROM memory_append(%s, %s, %s, NULL, ARRAY[%s::uuid], ARRAY['note'], "

@@ -16,6 +16,7 @@ from support import forget_during_open_append, waits_for_open_transaction
 
 import memory
 from memory import note
+from memory.log import keyring
 from memory.log import sealing as crypto
 from memory.log import sql as log_sql
 
@@ -54,12 +55,12 @@ def test_inline_sealing_agrees_with_the_formulas(store: memory.Store) -> None:
             "SELECT secrets FROM memory_event_secrets WHERE batch = %s",
             (epoch.name,)).scalar_one())
     for i, (event, blob) in enumerate(zip(prepared, sealed.blobs, strict=True)):
-        event_key = crypto._epoch_key(epoch.key.key, secret, event.event_id)
+        event_key = crypto.epoch_key(epoch.key.key, secret, event.event_id)
         plain = AESGCM(event_key).decrypt(
-            blob[1:13], blob[13:], crypto._seal_aad(store.tenant, event.event_id,
+            blob[1:13], blob[13:], crypto.seal_aad(store.tenant, event.event_id,
                                                     sealed.batch))
         assert orjson.loads(plain) == {"m": {}, "p": {"text": ["one", "two"][i]}}
-        assert sealed.hashes[i] == crypto._keyed_hash(epoch.key.hash_key, event.content_hash)
+        assert sealed.hashes[i] == crypto.keyed_hash(epoch.key.hash_key, event.content_hash)
 
 
 def test_appends_of_an_actor_share_one_epoch(store: memory.Store, admin: sa.Engine,
@@ -77,7 +78,7 @@ def test_appends_of_an_actor_share_one_epoch(store: memory.Store, admin: sa.Engi
     assert [tuple(r) for r in named] == [("alice", 1), ("bob", 1)]
     assert [e.payload["text"] for e in store.read_session("s")][-1] == "batch 19"
     # A full epoch gives way to a new one at the next append; a batch is never split.
-    monkeypatch.setattr(crypto, "EPOCH_EVENTS", 3)
+    monkeypatch.setattr(keyring, "EPOCH_EVENTS", 3)
     store.log.crypto.forget_cached(store.tenant, "carol")
     for i in range(3):
         store.append("c", note(f"c{i}"), actor="carol")
