@@ -1,4 +1,4 @@
-"""Erasure that reaches what PostgreSQL keeps (issue 19): no content or key material in
+"""Erasure that reaches what PostgreSQL keeps: no content or key material in
 planner statistics, a forgotten actor's key material gone from the database's files after
 a checkpoint, pending erasure when the connection may not vacuum, and a typed error when a
 forgotten recorded context is replayed."""
