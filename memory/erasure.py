@@ -36,15 +36,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+# Columns whose planner statistics are kept (identifiers, no content); every other
+# text/bytea/jsonb/tsvector/vector column of a memory_* relation has statistics target 0.
+# Defined once with the SQL that shares it (alembic/sql/08_statistics.sql).
+from .pg.constants import STATISTICS_ALLOWED as STATISTICS_ALLOWED
+
 KEY_TABLES = ("memory_keys", "memory_event_secrets", "memory_event_keys")
 DERIVED_TABLES = ("memory_chunks", "memory_words", "memory_summaries",
                   "memory_summary_state", "memory_quarantine")
-
-# Columns whose planner statistics are kept (identifiers, no content); every other
-# text/bytea/jsonb/tsvector/vector column of a memory_* relation has statistics target 0.
-# Keep in sync with alembic/versions/0012_erasure.py (ALLOWED).
-STATISTICS_ALLOWED = ("tenant", "actor_id", "session_id", "key_id", "batch", "master_id",
-                      "name", "status", "type")
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ def flush_wal(engine: Engine) -> bool:
 def no_statistics(conn: sa.Connection, index: str) -> int:
     """Give the expression columns of ``index`` a statistics target of 0 and clear what
     an ANALYZE may already have stored for them (an index the projection runner creates
-    at run time gets what migration 0012 gives the others). Returns how many columns."""
+    at run time gets what the baseline migration gives the others). Returns how many columns."""
     cols = conn.exec_driver_sql(
         "SELECT a.attnum, a.attname FROM pg_index i JOIN pg_attribute a "
         "ON a.attrelid = i.indexrelid WHERE i.indexrelid = to_regclass(%s) "
