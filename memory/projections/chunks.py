@@ -26,7 +26,7 @@ from ..erasure import no_statistics
 from ..errors import DependencyError
 from ..log import RecordedEvent
 from .chunking import Chunker, sentence_pieces
-from .runner import BaseProjection
+from .projection import BaseProjection
 from .words import forget_words, write_words
 
 TEXT_TYPES = ("message", "note", "tool_result")
