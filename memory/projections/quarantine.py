@@ -3,7 +3,7 @@
 A projection must not stop for everyone because one event cannot be projected: an event
 whose ciphertext fails authentication, whose payload its schema or upcaster refuses, or
 whose ``apply`` raises is written to ``memory_quarantine`` (migration 0011) and the
-runner moves on (memory/projections/runner.py). Failures of what the projection depends
+runner moves on (memory/projections/applying.py). Failures of what the projection depends
 on are not the event's fault and must stop the run instead, or a database restart would
 quarantine the whole log: :func:`is_poison` draws that line.
 
