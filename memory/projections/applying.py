@@ -160,6 +160,8 @@ class Applier:
                 if not count:
                     summary.position = position
                     return
+                # the checkpoint, in the transaction that wrote the batch's rows and its
+                # quarantine entries: both commit or neither does
                 c.exec_driver_sql("UPDATE memory_projections SET position = %s "
                                   "WHERE name = %s AND generation = %s", (last, self.name, gen))
             summary.events += count
