@@ -104,12 +104,11 @@ text (CREATE OR REPLACE FUNCTION with the full body), never a splice of an older
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from alembic import op
 
-from memory.pg.constants import SQL_CONSTANTS
+from memory.pg.constants import render_sql
 
 revision = "0001"
 down_revision = None
@@ -119,21 +118,11 @@ depends_on = None
 SQL = Path(__file__).resolve().parent.parent / "sql"
 UPGRADE_FILES = ("01_log.sql", "02_projections.sql", "03_keys.sql", "04_tenancy.sql",
                  "05_append.sql", "06_secrets.sql", "07_privileges.sql", "08_statistics.sql")
-_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 def render(name: str) -> str:
-    """The SQL of alembic/sql/``name`` with every ``{{NAME}}`` replaced by its constant;
-    an unknown name is an error, so a typo never reaches the database."""
-    text = (SQL / name).read_text(encoding="utf-8")
-
-    def constant(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in SQL_CONSTANTS:
-            raise KeyError(f"alembic/sql/{name}: no constant {key} in memory.pg.constants")
-        return SQL_CONSTANTS[key]
-
-    return _PLACEHOLDER.sub(constant, text)
+    """The SQL of alembic/sql/``name``, its ``{{NAME}}`` placeholders filled in."""
+    return render_sql((SQL / name).read_text(encoding="utf-8"), f"alembic/sql/{name}")
 
 
 def upgrade() -> None:

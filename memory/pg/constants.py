@@ -7,10 +7,12 @@ Each is defined here once; tests/pg/test_migrations.py checks that the functions
 database carry the same values. A value changed here needs a migration that re-creates
 the functions holding it (with their whole new text).
 
-This module imports nothing, so any layer (and any migration) may read it.
+This module imports nothing of the library, so any layer (and any migration) may read it.
 """
 
 from __future__ import annotations
+
+import re
 
 APPEND_LOCK_KEY = 7_263_520_011
 """The transaction-level advisory lock every append holds until commit: positions become
@@ -69,3 +71,18 @@ SQL_CONSTANTS: dict[str, str] = {
     "STATISTICS_ALLOWED": ", ".join(f"'{name}'" for name in STATISTICS_ALLOWED),
 }
 """What ``{{NAME}}`` stands for in alembic/sql/*.sql (the text that goes into the SQL)."""
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+def render_sql(text: str, where: str = "SQL") -> str:
+    """``text`` with every ``{{NAME}}`` replaced by ``SQL_CONSTANTS[NAME]``; an unknown
+    name is a KeyError naming ``where``, so a typo never reaches the database."""
+
+    def constant(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in SQL_CONSTANTS:
+            raise KeyError(f"{where}: no constant {key} in memory.pg.constants")
+        return SQL_CONSTANTS[key]
+
+    return _PLACEHOLDER.sub(constant, text)
