@@ -141,7 +141,7 @@ class Log:
         for attempt in range(2):
             if self.encrypt:
                 # Sealed under the actor's current epoch, which the append checks and
-                # holds until commit (memory/log/sealing.py, alembic/versions/0007-0008).
+                # holds until commit (memory/log/sealing.py, alembic/sql/05_append.sql).
                 epoch = self.crypto.epoch(self.engine, tenant, actor_id, len(prepared))
                 batch = self.crypto.seal(tenant, epoch, prepared)
                 params: tuple[Any, ...] = (

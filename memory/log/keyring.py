@@ -64,17 +64,17 @@ GET_KEY = """
 SELECT key_id, wrapped, master_id FROM memory_keys WHERE tenant = %s AND actor_id = %s
 """
 # A new key; one already there for the actor wins. (A SECURITY DEFINER function, as every
-# write of a tenant's role but forgetting's deletions: alembic/versions/0010.)
+# write of a tenant's role but forgetting's deletions: alembic/sql/07_privileges.sql.)
 CREATE_KEY = "SELECT memory_create_key(%s, %s, %s, %s, %s)"
 EPOCH_PREFIX = "e:"
-"""How a sealed event's ``key_id`` names its epoch (0007; also a memory_event_secrets row)."""
+"""How a sealed event's ``key_id`` names its epoch (also a memory_event_secrets row)."""
 EPOCH_EVENTS = 1024
 """About how many events one epoch seals in one process (a batch is never split): the
 number of keys that forgetting one of its events writes out."""
 
 # A new epoch: one secrets row under the actor key, which must still exist (held until
 # commit, so a forget of the actor waits for this, then deletes the row with the rest);
-# false when the key is gone. Parameters: tenant, epoch, secret, actor key id (0010).
+# false when the key is gone. Parameters: tenant, epoch, secret, actor key id.
 CREATE_EPOCH = "SELECT memory_create_epoch(%s, %s, %s, %s)"
 # The wrapped actor keys, fetched only when not yet cached.
 KEYS = """

@@ -6,7 +6,7 @@ Key hierarchy
 * **master key** (never in the database): memory/log/master_key.py.
 * **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
   master key (AES-256-GCM, bound to tenant, key id and actor).
-* **epoch** (alembic/versions/0007): 32 random bytes in one row of
+* **epoch** (alembic/sql/06_secrets.sql): 32 random bytes in one row of
   ``memory_event_secrets`` named ``e:`` + hex, under the actor key. A process seals an
   actor's next :data:`memory.log.keyring.EPOCH_EVENTS` or so events under one epoch (a
   batch is never split), then makes a new one, so a sealed append writes no secrets row:
@@ -20,11 +20,11 @@ forgets every event of the actor. Forgetting one event destroys its epoch and ke
 keys of the epoch's other events instead, one ``memory_event_keys`` row each, masked:
 ``event key XOR BLAKE2s(key=actor key, event id)`` (``mem-mk1``), so they stay readable
 and nothing left derives the forgotten one's key; a kept key is forgotten later by
-nulling its row. ``memory_events`` is never updated. Formats of earlier revisions are
-still opened and forgotten: a batch row per append (0005-0006, ``key_id`` ``s:`` + hex,
+nulling its row. ``memory_events`` is never updated. Two other formats are still
+opened and forgotten: a batch row per append (``key_id`` ``s:`` + hex,
 ``BLAKE2s(key=actor key, event secret || event id)`` with ``mem-ev1``, forgotten by
 zeroing the event's 32 bytes in the row) and one ``memory_event_keys`` row per event
-(0004, ``key_id`` = the actor key id, the same formula, forgotten by nulling the row).
+(``key_id`` = the actor key id, the same formula, forgotten by nulling the row).
 
 What is sealed
 --------------
@@ -80,7 +80,7 @@ def seal_aad(tenant: str, event_id: uuid.UUID, key_id: str) -> bytes:
 # Keyed BLAKE2s is a PRF (RFC 7693) and several times cheaper than HMAC-SHA256 for these
 # short inputs; it runs once per event on every append and read.
 def event_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
-    """An event's key under a batch row or its own secret (formats before 0007)."""
+    """An event's key under a batch row or its own secret (the formats before epochs)."""
     return hashlib.blake2s(bytes(secret) + event_id.bytes, key=actor_key,
                            person=b"mem-ev1").digest()
 
@@ -103,7 +103,7 @@ def xor(a: bytes, b: bytes) -> bytes:
 
 BATCH_PREFIX = "s:"
 """How a sealed event's ``key_id`` names its batch's secrets row (an actor key id, which
-the events of before 0005 carry, is plain hex)."""
+events with a secret of their own carry, is plain hex)."""
 
 # Fetched fresh on every read (never cached): a forget elsewhere takes effect at once. The
 # log's reads join the secrets in (memory/log/sql.py); these look-ups serve rows read
@@ -114,9 +114,9 @@ SELECT s.tenant, s.batch, s.key_id, s.first_version, s.secrets
   FROM memory_event_secrets s
  WHERE (s.tenant, s.batch) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# Events sealed before 0005: one secrets row per event. The event ids travel as one bytea
-# (16 bytes each): dumping a list of UUIDs costs more in Python than the whole lookup does
-# in the server. ``n`` says which row each answer is for.
+# Events sealed with a secret of their own: one memory_event_keys row per event. The
+# event ids travel as one bytea (16 bytes each): dumping a list of UUIDs costs more in
+# Python than the whole lookup does in the server. ``n`` says which row each answer is for.
 LOOKUP = """
 SELECT q.n, ek.key_id, ek.secret
   FROM unnest(%s::text[]) WITH ORDINALITY AS q(tenant, n)
@@ -143,7 +143,7 @@ class Sealed:
     """A batch sealed for one append (see log_sql.APPEND's parameters)."""
 
     key_id: str | None  # an actor key the append checks (None: the epoch is checked)
-    batch: str  # the events' key_id: their epoch (or, before 0007, their batch row)
+    batch: str  # the events' key_id: their epoch (or, in the older format, their batch row)
     blobs: list[bytes]  # the ciphertext (payload and metadata) of each event
     hashes: list[bytes]  # the keyed content hash of each event
     secrets: bytes | None  # a batch row's secrets (None for an epoch: nothing written)

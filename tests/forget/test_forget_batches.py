@@ -1,7 +1,6 @@
-"""Events sealed the ways of earlier revisions stay readable and forgettable: one secrets
-row per appended batch (alembic/versions/0005-0006, before epochs): forgetting one event
-zeroes only its 32 bytes, forgetting an actor deletes its batch rows; one
-``memory_event_keys`` row per event (0004). The library seals under epochs now
+"""Events sealed in the formats before epochs stay readable and forgettable: one secrets
+row per appended batch: forgetting one event zeroes only its 32 bytes, forgetting an actor
+deletes its batch rows; one ``memory_event_keys`` row per event. The library seals under epochs now
 (tests/forget/test_forget_epochs.py), so these tests write the old formats themselves, with the
 formulas memory/log/sealing.py opens them by."""
 
@@ -42,7 +41,7 @@ def secrets_rows(admin: sa.Engine) -> list[tuple[str, str, int, bytes]]:
 
 def seal_batch(store: memory.Store, actor: str, events: list[memory.NewEvent]
                ) -> tuple[list[Any], crypto.Sealed]:
-    """Seal the way revisions 0005-0006 did: a fresh secret per event, all of them in one
+    """Seal in the batch format: a fresh secret per event, all of them in one
     secrets row named by the batch (``s:``), which the events' ``key_id`` names."""
     log = store.log
     key = log.crypto.actor_key(log.engine, store.tenant, actor)
@@ -170,10 +169,10 @@ def test_events_sealed_before_0005_stay_readable_and_forgettable(
 def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                                                 admin: sa.Engine) -> None:
     """Both orders of an append and a forget of the same actor. A batch append holds the
-    actor's key row FOR KEY SHARE (alembic/versions/0005), so the forget's DELETE of that
+    actor's key row FOR KEY SHARE (memory_append_request), so the forget's DELETE of that
     row waits for it, then deletes its secrets too. An epoch's append holds its epoch's
-    advisory lock (shared, 0007): a forget in flight first (holding the lock exclusively,
-    its deletions not yet committed) makes the append wait, find the epoch gone, write
+    advisory lock (shared, memory_epoch_lock): a forget in flight first (holding the lock
+    exclusively, its deletions not yet committed) makes the append wait, find the epoch gone, write
     nothing, and the library retry under a new key and epoch."""
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.

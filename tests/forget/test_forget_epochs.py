@@ -1,4 +1,4 @@
-"""Epochs (alembic/versions/0007, memory/log/sealing.py): sealed appends write no secrets row
+"""Epochs (alembic/sql/06_secrets.sql, memory/log/sealing.py): sealed appends write no secrets row
 of their own; forgetting one event of an epoch destroys the epoch and keeps its other
 events' keys, masked under the actor key; an append holding an epoch is waited for;
 a store whose cached epoch was destroyed seals again under a new one."""
@@ -142,7 +142,7 @@ def test_a_cached_epoch_destroyed_elsewhere_is_replaced(store: memory.Store,
 def epoch_append(store: memory.Store, actor: str, session: str, text: str
                  ) -> tuple[Any, tuple[Any, ...]]:
     """An event sealed under the actor's epoch and log_sql.APPEND's parameters: a lone
-    append, which checks its epoch itself (alembic/versions/0008)."""
+    append, which checks its epoch itself (memory_append_request)."""
     log = store.log
     epoch = log.crypto.epoch(log.engine, store.tenant, actor, 1)
     prepared = log.prepare(actor, [note(text)])

@@ -1,4 +1,4 @@
-"""Least privilege (alembic/versions/0010, memory/pg/tenancy.py): SQL run on a tenant's own
+"""Least privilege (alembic/sql/07_privileges.sql, memory/pg/tenancy.py): SQL run on a tenant's own
 connection, as an injection would run it, is refused or confined to that tenant, and the
 other tenants' appends, reads and projections go on. A test enumerates every privilege of
 ``memory_app`` and of a tenant role against an explicit allow-list."""
@@ -17,8 +17,7 @@ import memory
 from memory import message, note
 from memory.log import sql as log_sql
 from memory.pg import tenancy as security
-
-APPEND_LOCK_KEY = 7_263_520_011
+from memory.pg.constants import APPEND_LOCK_KEY
 
 
 def raw(engine: sa.Engine) -> psycopg.Connection:
