@@ -122,38 +122,6 @@ def flush_wal(engine: Engine) -> bool:
         return _flush_wal(conn)
 
 
-def no_statistics(conn: sa.Connection, index: str) -> int:
-    """Give the expression columns of ``index`` a statistics target of 0 and clear what
-    an ANALYZE may already have stored for them (an index the projection runner creates
-    at run time gets what the baseline migration gives the others). Returns how many columns."""
-    cols = conn.exec_driver_sql(
-        "SELECT a.attnum, a.attname FROM pg_index i JOIN pg_attribute a "
-        "ON a.attrelid = i.indexrelid WHERE i.indexrelid = to_regclass(%s) "
-        "AND a.attnum > 0 AND i.indkey[a.attnum - 1] = 0", (index,)).fetchall()
-    for attnum, attname in cols:
-        conn.exec_driver_sql(
-            f"ALTER INDEX {_quote(conn, index)} ALTER COLUMN {int(attnum)} SET STATISTICS 0")
-        _clear_statistics(conn, index, attname)
-    return len(cols)
-
-
-def _clear_statistics(conn: sa.Connection, relation: str, column: str) -> None:
-    if conn.exec_driver_sql("SELECT to_regprocedure('pg_clear_attribute_stats"
-                            "(text, text, text, boolean)') IS NOT NULL").scalar_one():
-        conn.exec_driver_sql(
-            "SELECT pg_clear_attribute_stats(current_schema(), %s, %s, b) "
-            "FROM unnest(ARRAY[false, true]) b", (relation, column)).fetchall()
-    else:
-        conn.exec_driver_sql(
-            "DELETE FROM pg_statistic WHERE starelid = to_regclass(%s) AND staattnum = "
-            "(SELECT attnum FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attname = %s)", (relation, relation, column))
-
-
-def _quote(conn: sa.Connection, name: str) -> str:
-    return str(conn.exec_driver_sql("SELECT quote_ident(%s)", (name,)).scalar_one())
-
-
 def _pending(conn: sa.Connection) -> int | None:
     """None when this role may not read the requests (AUTOCOMMIT: nothing to roll back)."""
     try:

@@ -30,7 +30,7 @@ from .log import (
 )
 from .pg import TenantEngines, can_manage_roles, tenant_scope
 from .pg import engine as db
-from .retrieval.scopedata import CACHE, ScopeCache
+from .retrieval import ScopeCache
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -48,7 +48,8 @@ class Store:
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
                  encrypt: bool = True, crypto: Crypto | None = None,
                  maintenance_engine: Engine | None = None, _owns_engine: bool = True,
-                 _tenants: TenantEngines | None = None) -> None:
+                 _tenants: TenantEngines | None = None,
+                 _scope_cache: ScopeCache | None = None) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
@@ -58,9 +59,10 @@ class Store:
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
         self._tenants = _tenants  # the tenants' engines (shared with for_tenant's stores)
-        self.scope_cache: ScopeCache = CACHE
-        """What retrieval keeps in memory between calls (scope entries, lexemes); passed
-        into every retrieval call this store makes."""
+        self.scope_cache = _scope_cache if _scope_cache is not None else ScopeCache()
+        """What retrieval keeps in memory between calls (scope entries, lexemes, word
+        vectors), passed into every retrieval call this store makes; shared with the
+        stores of :meth:`for_tenant` (an entry's key holds its tenant)."""
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
@@ -118,7 +120,7 @@ class Store:
         return Store(engine, tenant=tenant, registry=self.registry, limits=self.limits,
                      encrypt=self.log.encrypt, crypto=self.log.crypto,
                      maintenance_engine=self.maintenance_engine, _owns_engine=False,
-                     _tenants=self._tenants)
+                     _tenants=self._tenants, _scope_cache=self.scope_cache)
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -186,10 +188,11 @@ class Store:
         ``rewrite_derived`` rewrites the derived tables too (VACUUM FULL: no freed space
         left holding derived text, but reads of them wait meanwhile).
 
-        This process's retrieval cache drops the tenant's entries for the actor (or, for
-        single events, all of the tenant's: which actors they belonged to is not known
-        here) at once, so the forgotten text does not stay in memory until the next call
-        notices. Other processes' caches notice on their next call (scopedata.py)."""
+        This store's retrieval cache (``scope_cache``) drops the tenant's entries for the
+        actor (or, for single events, all of the tenant's: which actors they belonged to
+        is not known here) at once, so the forgotten text does not stay in memory until
+        the next call notices. Other stores' caches notice on their next call
+        (memory/retrieval/scopecache.py)."""
         import dataclasses
 
         from . import erasure
@@ -236,7 +239,7 @@ class Store:
         context as it was when the log ended at that position. ``record`` appends a
         ``context_assembled`` event that :meth:`replay_context` rebuilds exactly.
         """
-        from .retrieval.context import build_context
+        from .retrieval import build_context
 
         with tenant_scope(self.tenant):
             return build_context(self, query, actor=actor, session=session, budget=budget,
@@ -247,7 +250,7 @@ class Store:
     def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
         """Rebuild a recorded context (a ``context_assembled`` event) from the log;
         ``.replay_matches`` says whether the messages are identical."""
-        from .retrieval.context import replay
+        from .retrieval import replay
 
         with tenant_scope(self.tenant):
             return replay(self, event, **kw)
