@@ -9,7 +9,7 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
 2. If older turns are left out, the session's **summary** (newest version covering no event
    after the bound), cut to ``summary_max_share`` of the budget at most.
 3. **Memories**: candidates from this actor's chunks (older part of this session and
-   earlier sessions) found by ``search.py``, ordered by the ranker (``ranking/``),
+   earlier sessions) found by ``search/``, ordered by the ranker (``ranking/``),
    taken in that order while they fit (up to ``max_memories`` if set); shown oldest first, each
    with its date.
 4. What is left goes back to **older turns** (contiguously); a turn that becomes verbatim

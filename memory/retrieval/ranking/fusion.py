@@ -1,7 +1,7 @@
 """The default ranker: candidate hits fused (vector and full text), scored and explained,
 or a small scope handed whole to :mod:`.scope`.
 
-Input: the query, the candidate hits (each with its raw score parts from ``search.py``:
+Input: the query, the candidate hits (each with its raw score parts from ``search/``:
 ``vector_sim``, ``vector_rank``, ``text_rank_cd``, ``text_rank``), a way to fetch the
 neighbours of hits (adjacent turns in their session) and the settings. Output: the hits
 in rank order, each with its final score, the parts that made it and the reasons, in words.
