@@ -51,9 +51,8 @@ from locomo_data import CATEGORIES, Conversation, Question, load, session_of
 
 import memory
 from memory.pg import embedded
-from memory.retrieval import search, wholescope
+from memory.retrieval import ranking, search, wholescope
 from memory.retrieval.evaluation import KS, aggregate, context_recall, score_ranking
-from memory.retrieval.ranking import fusion as ranking
 from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 
 try:
@@ -174,7 +173,8 @@ class Retriever:
 
                 def finder(settings: RetrievalSettings = DEFAULT_SETTINGS
                            ) -> search.ChunkSearch:
-                    return search.ChunkSearch(conn, scope, gen, bound, settings)
+                    return search.ChunkSearch(conn, scope, gen, bound, settings,
+                                              cache=self.store.scope_cache)
 
                 t = time.perf_counter()
                 hits = finder().text(q.question, k=DEPTH)
@@ -277,7 +277,8 @@ def actor_authors(store: memory.Store, actors: list[str]) -> dict[str, list[str]
         for actor in actors:
             scope = search.Scope(store.tenant, actor, QUESTION_SESSION, (actor,))
             out[actor] = wholescope.scope_authors(
-                search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS))
+                search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
+                                   cache=store.scope_cache))
     return out
 
 

@@ -52,7 +52,7 @@ from machine_info import cpu_model  # noqa: E402
 import memory  # noqa: E402
 from memory.pg import embedded  # noqa: E402
 from memory.pg import engine as db  # noqa: E402
-from memory.projections.runner import DEFAULT_BATCH_SIZE  # noqa: E402
+from memory.projections import DEFAULT_BATCH_SIZE  # noqa: E402
 
 SUBJECTS = ["I", "My sister", "Caroline", "Melanie", "We", "My manager", "The kids", "Our team"]
 VERBS = ["went to", "talked about", "started", "finished", "planned", "remembered", "visited",

@@ -6,7 +6,7 @@ sentence-transformers model folder works the same way (``SentenceTransformerEmbe
 
 An embedder's ``name`` and ``dim`` are recorded in the configuration of each projection
 generation built with it, so vectors of two models never share a generation (see
-``memory.projections.runner``).
+``memory.projections.generations``).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ This module finishes the job on the owner's connection (``Store.maintenance_engi
 
 - the key tables (``KEY_TABLES``: wrapped data keys, epoch secrets, per-event secrets)
   are rewritten with ``VACUUM FULL``: the new files hold only live rows, the old files are
-  unlinked. They are small (one row per actor, one per append batch), so the rewrite takes
-  milliseconds, but it holds an ACCESS EXCLUSIVE lock on each table meanwhile, which
-  appends (they read and write these tables) wait for.
+  unlinked. They are small (a row per actor and per epoch of ~1,000 of its events), so the
+  rewrite takes milliseconds (92 ms for 1,000 actors, benchmarks/RESULTS.md, "Erasure"),
+  but it holds an ACCESS EXCLUSIVE lock on each table meanwhile, which appends (they read
+  these tables) wait for.
 - the derived tables (``DERIVED_TABLES``) get a plain ``VACUUM`` with index cleanup forced
   on, which removes the deleted rows' index entries and lets their space be reused
   without blocking readers or writers. Their bytes stay in the freed space of the pages
@@ -23,8 +24,8 @@ rewritten: the forget requests stay pending (``memory_forget_requests.erased_at`
 NULL) and ``memory forget --erase-pending``, run with the owner's URL, completes them.
 
 WAL keeps the deleted bytes (and the full-page image a DELETE writes after a checkpoint)
-until its segment is recycled and overwritten; ``flush_wal`` hastens that with a
-checkpoint, a WAL switch and a second checkpoint (see README for how long it takes).
+until its segment is removed, or recycled and overwritten; ``flush_wal`` hastens that
+with checkpoints and WAL switches (README, "What forget leaves behind", says how long).
 """
 
 from __future__ import annotations
@@ -35,15 +36,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+# Columns whose planner statistics are kept (identifiers, no content); every other
+# text/bytea/jsonb/tsvector/vector column of a memory_* relation has statistics target 0.
+# Defined once with the SQL that shares it (alembic/sql/08_statistics.sql).
+from .pg.constants import STATISTICS_ALLOWED as STATISTICS_ALLOWED
+
 KEY_TABLES = ("memory_keys", "memory_event_secrets", "memory_event_keys")
 DERIVED_TABLES = ("memory_chunks", "memory_words", "memory_summaries",
                   "memory_summary_state", "memory_quarantine")
-
-# Columns whose planner statistics are kept (identifiers, no content); every other
-# text/bytea/jsonb/tsvector/vector column of a memory_* relation has statistics target 0.
-# Keep in sync with alembic/versions/0012_erasure.py (ALLOWED).
-STATISTICS_ALLOWED = ("tenant", "actor_id", "session_id", "key_id", "batch", "master_id",
-                      "name", "status", "type")
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ class Erasure:
     ``done``: the key tables were rewritten and the derived tables vacuumed after every
     completed forget request; ``pending``: requests still waiting for that (their key
     bytes may remain in freed space of the key tables' files until then; None when this
-    connection may not read them); ``reason``: why
-    it did not run, when it did not; ``seconds``: time spent (waiting included);
-    ``wal_flushed``: a checkpoint and a WAL switch ran after the rewrite."""
+    connection may not read them); ``reason``: why it did not run, when it did not;
+    ``seconds``: time spent (waiting included); ``wal_flushed``: checkpoints and WAL
+    switches ran after the rewrite (:func:`flush_wal`)."""
 
     done: bool
     pending: int | None
@@ -64,10 +64,13 @@ class Erasure:
     wal_flushed: bool = False
 
 
-def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False
-          ) -> Erasure:
+def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False,
+          rewrite_derived: bool = False) -> Erasure:
     """Rewrite the key tables and vacuum the derived tables on ``engine`` (the owner's
     connection), then mark every forget request completed before the start as erased.
+    ``rewrite_derived`` rewrites the derived tables too (``VACUUM FULL``: their freed
+    space and the full-text index's stale words go, but readers and the projection runner
+    wait for the rewrite, HNSW index rebuilds included).
     Never raises for a refusal it can name: the result says what is pending and why.
     The engine's ``lock_timeout`` bounds the wait for the key tables' lock."""
     start = time.monotonic()
@@ -87,7 +90,8 @@ def erase(engine: Engine, *, wait_seconds: float = 10.0, flush_wal: bool = False
             conn.exec_driver_sql("VACUUM (FULL) " + ", ".join(KEY_TABLES))
             derived = _existing(conn, DERIVED_TABLES)
             if derived:
-                conn.exec_driver_sql("VACUUM (INDEX_CLEANUP ON) " + ", ".join(derived))
+                conn.exec_driver_sql(("VACUUM (FULL) " if rewrite_derived else
+                                      "VACUUM (INDEX_CLEANUP ON) ") + ", ".join(derived))
         except sa.exc.OperationalError as exc:  # lock_timeout: an append held a key table
             return Erasure(False, pending, f"could not lock the key tables: "
                            f"{str(exc.orig).strip()}", time.monotonic() - start)
@@ -108,45 +112,14 @@ def pending_requests(engine: Engine) -> int | None:
 
 
 def flush_wal(engine: Engine) -> bool:
-    """CHECKPOINT, switch to a new WAL segment, CHECKPOINT: the segments holding the
-    forgotten bytes are no longer needed for recovery and get recycled (then overwritten)
-    or removed. Needs the pg_checkpoint role and EXECUTE on pg_switch_wal (a superuser
-    has both); returns False when refused. Archived segments and replication slots are
-    not touched."""
+    """CHECKPOINT, then twice a switch to a new WAL segment and a CHECKPOINT: the segments
+    holding the forgotten bytes are no longer needed for recovery and get removed, or
+    recycled (renamed for reuse, their old bytes kept until overwritten). Needs the
+    pg_checkpoint role and EXECUTE on pg_switch_wal (a superuser has both); returns False
+    when refused. Archived segments, ``wal_keep_size`` and replication slots keep what
+    they keep."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return _flush_wal(conn)
-
-
-def no_statistics(conn: sa.Connection, index: str) -> int:
-    """Give the expression columns of ``index`` a statistics target of 0 and clear what
-    an ANALYZE may already have stored for them (an index the projection runner creates
-    at run time gets what migration 0012 gives the others). Returns how many columns."""
-    cols = conn.exec_driver_sql(
-        "SELECT a.attnum, a.attname FROM pg_index i JOIN pg_attribute a "
-        "ON a.attrelid = i.indexrelid WHERE i.indexrelid = to_regclass(%s) "
-        "AND a.attnum > 0 AND i.indkey[a.attnum - 1] = 0", (index,)).fetchall()
-    for attnum, attname in cols:
-        conn.exec_driver_sql(
-            f"ALTER INDEX {_quote(conn, index)} ALTER COLUMN {int(attnum)} SET STATISTICS 0")
-        _clear_statistics(conn, index, attname)
-    return len(cols)
-
-
-def _clear_statistics(conn: sa.Connection, relation: str, column: str) -> None:
-    if conn.exec_driver_sql("SELECT to_regprocedure('pg_clear_attribute_stats"
-                            "(text, text, text, boolean)') IS NOT NULL").scalar_one():
-        conn.exec_driver_sql(
-            "SELECT pg_clear_attribute_stats(current_schema(), %s, %s, b) "
-            "FROM unnest(ARRAY[false, true]) b", (relation, column)).fetchall()
-    else:
-        conn.exec_driver_sql(
-            "DELETE FROM pg_statistic WHERE starelid = to_regclass(%s) AND staattnum = "
-            "(SELECT attnum FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attname = %s)", (relation, relation, column))
-
-
-def _quote(conn: sa.Connection, name: str) -> str:
-    return str(conn.exec_driver_sql("SELECT quote_ident(%s)", (name,)).scalar_one())
 
 
 def _pending(conn: sa.Connection) -> int | None:
@@ -216,10 +189,14 @@ def _wait_for_horizon(conn: sa.Connection, wait_seconds: float) -> str | None:
 
 
 def _flush_wal(conn: sa.Connection) -> bool:
+    """Twice: a switch ends the segment holding the bytes, the checkpoint after it lets
+    the server remove or recycle every segment before it; the second round moves past the
+    segment the first one started (benchmarks/erasure.py measures what stays)."""
     try:
         conn.exec_driver_sql("CHECKPOINT")
-        conn.exec_driver_sql("SELECT pg_switch_wal()")
-        conn.exec_driver_sql("CHECKPOINT")
+        for _ in range(2):
+            conn.exec_driver_sql("SELECT pg_switch_wal()")
+            conn.exec_driver_sql("CHECKPOINT")
     except sa.exc.DBAPIError:  # no pg_checkpoint role / EXECUTE on pg_switch_wal
         return False
     return True

@@ -98,6 +98,7 @@ class DependencyError(Error):
     not the fault of the event being projected, so the projection runner stops and
     raises it instead of quarantining the event (memory/projections/quarantine.py)."""
 
+
 class ForgottenError(Error):
     """The event asked for was forgotten (``Store.forget``): its payload is gone, so
     what needs it (e.g. replaying a recorded context) cannot be done. ``event_id`` names

@@ -54,13 +54,13 @@ from .log import (
 )
 from .log import sql as log_sql
 from .pg import tenant_scope
+from .retrieval import CONTEXT_EVENT
 
 if TYPE_CHECKING:
     from .erasure import Erasure
     from .log import Log
 
 TOMBSTONE = "forgotten"
-CONTEXT_EVENT = "context_assembled"
 TOMBSTONE_SESSION = "memory.forget:"
 
 

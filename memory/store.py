@@ -33,6 +33,7 @@ from .log import (
 )
 from .pg import TenantEngines, can_manage_roles, tenant_scope
 from .pg import engine as db
+from .retrieval import ScopeCache
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -50,7 +51,8 @@ class Store:
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
                  encrypt: bool = True, crypto: Crypto | None = None,
                  maintenance_engine: Engine | None = None, _owns_engine: bool = True,
-                 _tenants: TenantEngines | None = None) -> None:
+                 _tenants: TenantEngines | None = None,
+                 _scope_cache: ScopeCache | None = None) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
@@ -60,6 +62,10 @@ class Store:
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
         self._tenants = _tenants  # the tenants' engines (shared with for_tenant's stores)
+        self.scope_cache = _scope_cache if _scope_cache is not None else ScopeCache()
+        """What retrieval keeps in memory between calls (scope entries, lexemes, word
+        vectors), passed into every retrieval call this store makes; shared with the
+        stores of :meth:`for_tenant` (an entry's key holds its tenant)."""
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
@@ -117,7 +123,7 @@ class Store:
         return Store(engine, tenant=tenant, registry=self.registry, limits=self.limits,
                      encrypt=self.log.encrypt, crypto=self.log.crypto,
                      maintenance_engine=self.maintenance_engine, _owns_engine=False,
-                     _tenants=self._tenants)
+                     _tenants=self._tenants, _scope_cache=self.scope_cache)
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -208,7 +214,8 @@ class Store:
 
     def forget(self, *, actor: str | None = None,
                event_ids: Iterable[uuid.UUID | str] | None = None, erase: bool = True,
-               flush_wal: bool = False, erase_wait: float = 10.0) -> ForgetResult:
+               flush_wal: bool = False, rewrite_derived: bool = False,
+               erase_wait: float = 10.0) -> ForgetResult:
         """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
         their keys are destroyed (the log itself is never rewritten), everything derived
         from them (chunks, vectors, full text, summaries, recorded contexts that cited
@@ -220,23 +227,24 @@ class Store:
         transactions). ``result.erasure`` says whether that was done or is pending and
         why (e.g. the store has only the app role's connection: ``memory forget
         --erase-pending`` with the owner's URL completes it). ``flush_wal`` also runs a
-        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner.
+        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner;
+        ``rewrite_derived`` rewrites the derived tables too (VACUUM FULL: no freed space
+        left holding derived text, but reads of them wait meanwhile).
 
-        This process's retrieval cache drops the tenant's entries for the actor (or, for
-        single events, all of the tenant's: which actors they belonged to is not known
-        here) at once, so the forgotten text does not stay in memory until the next call
-        notices. Other processes' caches notice on their next call (scopedata.py)."""
+        This store's retrieval cache (``scope_cache``) drops the tenant's entries for the
+        actor (or, for single events, all of the tenant's: which actors they belonged to
+        is not known here) at once, so the forgotten text does not stay in memory until
+        the next call notices. Other stores' caches notice on their next call
+        (memory/retrieval/scopecache.py)."""
         import dataclasses
 
         from . import erasure
-        from .retrieval import scopedata
-
         result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
-        scopedata.CACHE.forget(self.tenant, actor)
+        self.scope_cache.forget(self.tenant, actor)
         if erase:
             with tenant_scope(self.tenant):
                 done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
-                                     flush_wal=flush_wal)
+                                     flush_wal=flush_wal, rewrite_derived=rewrite_derived)
             result = dataclasses.replace(result, erasure=done)
         return result
 
@@ -274,7 +282,7 @@ class Store:
         context as it was when the log ended at that position. ``record`` appends a
         ``context_assembled`` event that :meth:`replay_context` rebuilds exactly.
         """
-        from .retrieval.context import build_context
+        from .retrieval import build_context
 
         with tenant_scope(self.tenant):
             return build_context(self, query, actor=actor, session=session, budget=budget,
@@ -285,7 +293,7 @@ class Store:
     def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
         """Rebuild a recorded context (a ``context_assembled`` event) from the log;
         ``.replay_matches`` says whether the messages are identical."""
-        from .retrieval.context import replay
+        from .retrieval import replay
 
         with tenant_scope(self.tenant):
             return replay(self, event, **kw)

@@ -32,6 +32,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--no-erase", dest="erase", action="store_false",
                    help="skip the physical erasure (it stays pending; see --erase-pending)")
+    p.add_argument("--rewrite-derived", action="store_true",
+                   help="rewrite the derived tables too (VACUUM FULL): no freed space left "
+                        "holding their text, but reads of them wait during the rewrite")
     p.add_argument("--flush-wal", action="store_true",
                    help="after erasing, CHECKPOINT and switch WAL segments so the WAL that "
                         "still holds the forgotten bytes is recycled sooner")
@@ -75,7 +78,8 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
         return 1
     with Store.open(args.url, tenant=args.tenant) as store:
         result = store.forget(actor=args.actor, event_ids=args.event, erase=args.erase,
-                              flush_wal=args.flush_wal)
+                              flush_wal=args.flush_wal,
+                              rewrite_derived=args.rewrite_derived)
     if result.already_forgotten:
         print(f"{target}: already forgotten, nothing left to destroy", file=stdout)
         _print_erasure(result.erasure, stdout)
@@ -110,7 +114,8 @@ def _erase_pending(args: argparse.Namespace, stdout: TextIO) -> int:
 
     engine = make_engine(resolve_url(args.url))
     try:
-        result = erasure.erase(engine, flush_wal=args.flush_wal)
+        result = erasure.erase(engine, flush_wal=args.flush_wal,
+                               rewrite_derived=args.rewrite_derived)
     finally:
         engine.dispose()
     _print_erasure(result, stdout)

@@ -15,9 +15,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..projections import DEFAULT_NAMES
+from ..projections import DEFAULT_BATCH_SIZE, DEFAULT_NAMES, RunSummary
 from ..projections.quarantine import QuarantinedEvent
-from ..projections.runner import DEFAULT_BATCH_SIZE, RunSummary
 from .options import add_store_options
 
 QUARANTINED_EXIT = 3

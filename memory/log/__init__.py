@@ -1,17 +1,20 @@
 """The event log: the one source of truth every projection and every context is built from.
 
-Open ``events`` for the event values (``NewEvent`` in, ``RecordedEvent`` out) and their
+Open ``contract`` for the ``EventLog`` protocol and the guarantees every face of the log
+keeps; ``events`` for the event values (``NewEvent`` in, ``RecordedEvent`` out) and their
 checks; ``schemas`` for the JSON Schema contract of each event type; ``eventlog`` for
 ``Log`` (append, read, read_session, subscribe, head) and its guarantees; ``sql`` for every
 statement the log runs (the one place the SQL lives, shared by any face of the log);
-``group`` for group commit of concurrent appends; ``sealing`` for per-actor keys, epochs and
-payload encryption; ``master_key`` for the key that wraps them; ``rand`` for the random
-bytes event ids and nonces draw from. The layers above import from here, not from those
-modules; ``sql`` is public as a namespace, because every face of the log (and forgetting,
-which appends tombstones) runs the same statements.
+``group`` for group commit of concurrent appends; ``keyring`` for the per-actor keys and
+epochs a process caches; ``sealing`` for payload encryption; ``master_key`` for the key
+that wraps them; ``rand`` for the random bytes event ids and nonces draw from; ``views``
+for a session's view (forks and retractions, themselves events). The layers
+above import from here, not from those modules; ``sql`` is public as a namespace, because
+every face of the log (and forgetting, which appends tombstones) runs the same statements.
 """
 
 from . import group, sql, views
+from .contract import EventLog, EventSubscription
 from .eventlog import ANY, NO_STREAM, Log, Subscription
 from .events import (
     MAX_VERSION,
@@ -40,6 +43,8 @@ __all__ = [
     "RETRACT_TYPE",
     "Appended",
     "Crypto",
+    "EventLog",
+    "EventSubscription",
     "Log",
     "MasterKeys",
     "NewEvent",

@@ -1,8 +1,9 @@
 """The event log: append, read, subscribe. The only source of truth.
 
-This is the synchronous face; the statements and row handling it runs live in
-``memory.log.sql`` (read its docstring for why appends are serialised). Guarantees,
-each proven by tests/test_log_*.py against a real server:
+This is the synchronous face of the ``EventLog`` contract (memory/log/contract.py); the
+statements and row handling it runs live in ``memory.log.sql`` (read its docstring for why
+appends are serialised). Guarantees, each proven against a real server by the conformance
+suite (tests/log/test_conformance.py):
 
 * append-only: UPDATE, DELETE and TRUNCATE of ``memory_events`` are refused by a trigger;
 * no gaps: a reader following positions never skips an event that commits late;
@@ -140,7 +141,7 @@ class Log:
         for attempt in range(2):
             if self.encrypt:
                 # Sealed under the actor's current epoch, which the append checks and
-                # holds until commit (memory/log/sealing.py, alembic/versions/0007-0008).
+                # holds until commit (memory/log/sealing.py, alembic/sql/05_append.sql).
                 epoch = self.crypto.epoch(self.engine, tenant, actor_id, len(prepared))
                 batch = self.crypto.seal(tenant, epoch, prepared)
                 params: tuple[Any, ...] = (

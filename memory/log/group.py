@@ -20,11 +20,11 @@ first commits, so the lock goes straight from one group to the next while the ca
 the first prepare their next appends (with one at a time, the lock sat idle meanwhile:
 measured, benchmarks/RESULTS.md).
 
-A group of several requests goes to ``memory_append_set`` (alembic/versions/0006): when
+A group of several requests goes to ``memory_append_set`` (alembic/sql/05_append.sql): when
 every request is the common case (its session's head and owner as it expects, one request
 per session, its key alive, new event ids) it writes the whole group with one insert.
 Otherwise nothing is written and the server hands the group to ``memory_append_group``
-(0005), which takes the requests in order, each in its own subtransaction, exactly as a
+(the same file), which takes the requests in order, each in its own subtransaction, exactly as a
 lone append would run: its own idempotency check, expected version, session ownership and
 key check, seeing what the requests before it wrote; a request that fails is rolled back
 alone and its error comes back in its rows. An event id seen before is only found by the

@@ -6,11 +6,11 @@ Key hierarchy
 * **master key** (never in the database): memory/log/master_key.py.
 * **actor key** (one per tenant and actor, ``memory_keys``): random, stored wrapped by the
   master key (AES-256-GCM, bound to tenant, key id and actor).
-* **epoch** (alembic/versions/0007): 32 random bytes in one row of
+* **epoch** (alembic/sql/06_secrets.sql): 32 random bytes in one row of
   ``memory_event_secrets`` named ``e:`` + hex, under the actor key. A process seals an
-  actor's next :data:`EPOCH_EVENTS` or so events under one epoch (a batch is never
-  split), then makes a new one, so a sealed append writes no secrets row: it only checks
-  that its epoch still exists and holds it until commit.
+  actor's next :data:`memory.log.keyring.EPOCH_EVENTS` or so events under one epoch (a
+  batch is never split), then makes a new one, so a sealed append writes no secrets row:
+  it only checks that its epoch still exists and holds it until commit.
 * **event key**: ``BLAKE2s(key=actor key, epoch secret || event id)`` (a keyed PRF,
   personalised ``mem-ep1``): each event its own key, derivable only while both the actor
   key and the epoch exist.
@@ -20,11 +20,11 @@ forgets every event of the actor. Forgetting one event destroys its epoch and ke
 keys of the epoch's other events instead, one ``memory_event_keys`` row each, masked:
 ``event key XOR BLAKE2s(key=actor key, event id)`` (``mem-mk1``), so they stay readable
 and nothing left derives the forgotten one's key; a kept key is forgotten later by
-nulling its row. ``memory_events`` is never updated. Formats of earlier revisions are
-still opened and forgotten: a batch row per append (0005-0006, ``key_id`` ``s:`` + hex,
+nulling its row. ``memory_events`` is never updated. Two other formats are still
+opened and forgotten: a batch row per append (``key_id`` ``s:`` + hex,
 ``BLAKE2s(key=actor key, event secret || event id)`` with ``mem-ev1``, forgotten by
 zeroing the event's 32 bytes in the row) and one ``memory_event_keys`` row per event
-(0004, ``key_id`` = the actor key id, the same formula, forgotten by nulling the row).
+(``key_id`` = the actor key id, the same formula, forgotten by nulling the row).
 
 What is sealed
 --------------
@@ -42,17 +42,18 @@ therefore refused as an id re-used for other content.)
 
 A sealed event whose key is gone reads back as ``forgotten=True`` with an empty payload
 and metadata: readers and projections skip it, so replays never resurrect it.
+
+The keys and epochs themselves are created and cached by
+:class:`memory.log.keyring.Keyring`; this module holds the formulas and the sealing and
+opening of payloads.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,91 +61,49 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import DecryptionError, Error
+from ..errors import DecryptionError
 from ..pg import parse_json
 from .events import PreparedEvent
-from .master_key import FORMAT, NONCE, MasterKeys, wrap_aad
+from .keyring import EPOCH_PREFIX, Epoch, Keyring
+from .master_key import FORMAT, NONCE, MasterKeys
 from .rand import random_bytes
 
 
-@dataclass(frozen=True)
-class ActorKey:
-    key_id: str
-    key: bytes
-    hash_key: bytes
-    # The keyed PRFs of _event_key and _keyed_hash, set up once: copying a keyed BLAKE2s
-    # state costs half of making one (0.7 against 1.3 us here), and both run for every
-    # event sealed or opened. Never updated, only copied, so threads can share them.
-    event_prf: Any = field(init=False, repr=False, compare=False)
-    epoch_prf: Any = field(init=False, repr=False, compare=False)
-    mask_prf: Any = field(init=False, repr=False, compare=False)
-    hash_prf: Any = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        for name, key, person in (("event_prf", self.key, b"mem-ev1"),
-                                  ("epoch_prf", self.key, b"mem-ep1"),
-                                  ("mask_prf", self.key, b"mem-mk1"),
-                                  ("hash_prf", self.hash_key, b"mem-ch1")):
-            object.__setattr__(self, name, hashlib.blake2s(key=key, person=person))
-
-
-@dataclass
-class Epoch:
-    """An epoch this process seals under (see the module docstring): its row's name, its
-    actor key, the keyed PRF with the epoch's secret absorbed, and how many more events
-    it takes before the next append makes a new one."""
-
-    name: str
-    key: ActorKey
-    prf: Any
-    left: int
-
-
-# The formulas of sealing. Crypto.seal and Crypto._open_one inline them (they run once per
-# event appended or read); tests/forget/test_forget_batches.py checks that they agree.
-def _seal_aad(tenant: str, event_id: uuid.UUID, key_id: str) -> bytes:
+# The formulas of sealing. Crypto.seal and Crypto.open_rows inline them (they run once per
+# event appended or read); tests/forget/test_forget_epochs.py and test_forget_batches.py
+# check that they agree.
+def seal_aad(tenant: str, event_id: uuid.UUID, key_id: str) -> bytes:
+    """The associated data that binds a ciphertext to its tenant, event id and key id."""
     return b"memory event v1\x1f" + tenant.encode() + b"\x1f" + event_id.bytes + key_id.encode()
 
 
 # Keyed BLAKE2s is a PRF (RFC 7693) and several times cheaper than HMAC-SHA256 for these
 # short inputs; it runs once per event on every append and read.
-def _event_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+def event_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+    """An event's key under a batch row or its own secret (the formats before epochs)."""
     return hashlib.blake2s(bytes(secret) + event_id.bytes, key=actor_key,
                            person=b"mem-ev1").digest()
 
 
-def _epoch_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+def epoch_key(actor_key: bytes, secret: bytes, event_id: uuid.UUID) -> bytes:
+    """An event's key under its epoch's secret."""
     return hashlib.blake2s(bytes(secret) + event_id.bytes, key=actor_key,
                            person=b"mem-ep1").digest()
 
 
-def _keyed_hash(hash_key: bytes, plain: bytes) -> bytes:
+def keyed_hash(hash_key: bytes, plain: bytes) -> bytes:
+    """The keyed idempotency hash of an event's content hash."""
     return hashlib.blake2s(plain, key=hash_key, person=b"mem-ch1").digest()
 
 
-def _xor(a: bytes, b: bytes) -> bytes:
+def xor(a: bytes, b: bytes) -> bytes:
+    """``a XOR b`` (equal lengths): how a kept event key is masked and unmasked."""
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
-GET_KEY = """
-SELECT key_id, wrapped, master_id FROM memory_keys WHERE tenant = %s AND actor_id = %s
-"""
-# A new key; one already there for the actor wins. (A SECURITY DEFINER function, as every
-# write of a tenant's role but forgetting's deletions: alembic/versions/0010.)
-CREATE_KEY = "SELECT memory_create_key(%s, %s, %s, %s, %s)"
 BATCH_PREFIX = "s:"
 """How a sealed event's ``key_id`` names its batch's secrets row (an actor key id, which
-the events of before 0005 carry, is plain hex)."""
-EPOCH_PREFIX = "e:"
-"""How a sealed event's ``key_id`` names its epoch (0007; also a memory_event_secrets row)."""
-EPOCH_EVENTS = 1024
-"""About how many events one epoch seals in one process (a batch is never split): the
-number of keys that forgetting one of its events writes out."""
-
-# A new epoch: one secrets row under the actor key, which must still exist (held until
-# commit, so a forget of the actor waits for this, then deletes the row with the rest);
-# false when the key is gone. Parameters: tenant, epoch, secret, actor key id (0010).
-CREATE_EPOCH = "SELECT memory_create_epoch(%s, %s, %s, %s)"
+events with a secret of their own carry, is plain hex)."""
 
 # Fetched fresh on every read (never cached): a forget elsewhere takes effect at once. The
 # log's reads join the secrets in (memory/log/sql.py); these look-ups serve rows read
@@ -155,19 +114,14 @@ SELECT s.tenant, s.batch, s.key_id, s.first_version, s.secrets
   FROM memory_event_secrets s
  WHERE (s.tenant, s.batch) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# Events sealed before 0005: one secrets row per event. The event ids travel as one bytea
-# (16 bytes each): dumping a list of UUIDs costs more in Python than the whole lookup does
-# in the server. ``n`` says which row each answer is for.
+# Events sealed with a secret of their own: one memory_event_keys row per event. The
+# event ids travel as one bytea (16 bytes each): dumping a list of UUIDs costs more in
+# Python than the whole lookup does in the server. ``n`` says which row each answer is for.
 LOOKUP = """
 SELECT q.n, ek.key_id, ek.secret
   FROM unnest(%s::text[]) WITH ORDINALITY AS q(tenant, n)
   JOIN memory_event_keys ek ON ek.tenant = q.tenant AND ek.event_id =
        encode(substring(%s::bytea FROM (q.n::int - 1) * 16 + 1 FOR 16), 'hex')::uuid
-"""
-# The wrapped actor keys, fetched only when not yet cached.
-KEYS = """
-SELECT tenant, key_id, actor_id, wrapped, master_id FROM memory_keys
- WHERE (tenant, key_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 _ZERO = bytes(32)
 
@@ -189,116 +143,28 @@ class Sealed:
     """A batch sealed for one append (see log_sql.APPEND's parameters)."""
 
     key_id: str | None  # an actor key the append checks (None: the epoch is checked)
-    batch: str  # the events' key_id: their epoch (or, before 0007, their batch row)
+    batch: str  # the events' key_id: their epoch (or, in the older format, their batch row)
     blobs: list[bytes]  # the ciphertext (payload and metadata) of each event
     hashes: list[bytes]  # the keyed content hash of each event
     secrets: bytes | None  # a batch row's secrets (None for an epoch: nothing written)
 
 
-class Crypto:
-    """Seals and opens payloads for one store. Actor keys are cached unwrapped in memory,
-    and each actor's current epoch with them (a key or epoch destroyed elsewhere is
-    noticed at the next append, which fails before writing anything, and
-    :meth:`forget_cached` drops both before the retry)."""
-
-    def __init__(self, master: MasterKeys) -> None:
-        self.master = master
-        self._by_actor: dict[tuple[str, str], ActorKey] = {}
-        self._by_id: dict[str, ActorKey] = {}
-        self._epochs: dict[tuple[str, str], Epoch] = {}
-        self._lock = threading.Lock()
+class Crypto(Keyring):
+    """Seals and opens payloads for one store, with the keys and epochs of its
+    :class:`~memory.log.keyring.Keyring`."""
 
     @classmethod
     def from_environment(cls, home: Path | None = None) -> Crypto:
         return cls(MasterKeys.from_environment(home))
 
-    # -- actor keys --------------------------------------------------------------------
-
-    def _remember(self, tenant: str, actor_id: str, key: ActorKey) -> ActorKey:
-        with self._lock:
-            if len(self._by_id) > 100_000:  # bounded: the next use reads them again
-                self._by_actor.clear()
-                self._by_id.clear()
-                self._epochs.clear()
-            self._by_actor[(tenant, actor_id)] = key
-            self._by_id[key.key_id] = key
-        return key
-
-    def forget_cached(self, tenant: str, actor_id: str) -> None:
-        """Drop the actor's cached key and epoch (destroyed elsewhere: an append found
-        out)."""
-        with self._lock:
-            self._epochs.pop((tenant, actor_id), None)
-            key = self._by_actor.pop((tenant, actor_id), None)
-            if key is not None:
-                self._by_id.pop(key.key_id, None)
-
-    def _unwrap(self, tenant: str, actor_id: str, key_id: str, wrapped: bytes,
-                master_id: str) -> ActorKey:
-        cached = self._by_id.get(key_id)
-        if cached is not None:
-            return cached
-        key = self.master.unwrap(wrapped, master_id, wrap_aad(tenant, key_id, actor_id))
-        hash_key = hmac.digest(key, b"memory content hash v1", "sha256")
-        return self._remember(tenant, actor_id, ActorKey(key_id, key, hash_key))
-
-    def actor_key(self, engine: sa.Engine, tenant: str, actor_id: str) -> ActorKey:
-        """The actor's live key, created on first use (in its own short transaction)."""
-        cached = self._by_actor.get((tenant, actor_id))
-        if cached is not None:
-            return cached
-        from ..pg import tenant_scope
-
-        with tenant_scope(tenant):
-            for _ in range(5):
-                with engine.begin() as conn:
-                    row = conn.exec_driver_sql(GET_KEY, (tenant, actor_id)).first()
-                    if row is None:
-                        key_id = uuid.uuid4().hex
-                        wrapped, master_id = self.master.wrap(
-                            os.urandom(32), wrap_aad(tenant, key_id, actor_id))
-                        conn.exec_driver_sql(CREATE_KEY, (tenant, key_id, actor_id, wrapped,
-                                                          master_id))
-                        row = conn.exec_driver_sql(GET_KEY, (tenant, actor_id)).first()
-                if row is not None:
-                    return self._unwrap(tenant, actor_id, row[0], row[1], row[2])
-        raise Error(f"could not create a data key for actor {actor_id!r}")
-
     # -- sealing -----------------------------------------------------------------------
-
-    def epoch(self, engine: sa.Engine, tenant: str, actor_id: str, events: int) -> Epoch:
-        """The epoch to seal the actor's next ``events`` events under: the cached one while
-        it has room, else a new one (its row written in its own short transaction)."""
-        with self._lock:
-            found = self._epochs.get((tenant, actor_id))
-            if found is not None and found.left > 0:
-                found.left -= events
-                return found
-        from ..pg import tenant_scope
-
-        for _ in range(5):
-            key = self.actor_key(engine, tenant, actor_id)
-            rand = random_bytes(48)
-            name, secret = EPOCH_PREFIX + rand[:16].hex(), rand[16:]
-            with tenant_scope(tenant), engine.begin() as conn:
-                made = conn.exec_driver_sql(CREATE_EPOCH,
-                                            (tenant, name, secret, key.key_id)).scalar_one()
-            if made:
-                prf = key.epoch_prf.copy()
-                prf.update(secret)
-                epoch = Epoch(name, key, prf, EPOCH_EVENTS - events)
-                with self._lock:
-                    self._epochs[(tenant, actor_id)] = epoch
-                return epoch
-            self.forget_cached(tenant, actor_id)  # its key was destroyed meanwhile
-        raise Error(f"could not make an epoch for actor {actor_id!r}")
 
     def seal(self, tenant: str, epoch: Epoch, events: Sequence[PreparedEvent]) -> Sealed:
         """Seal a batch under ``epoch``: per event its own key, ``BLAKE2s(key=actor key,
         epoch secret || event id)``, and a fresh nonce from the OS's random source
         (memory/log/rand.py). Nothing is written: the append checks the epoch. The per-event
-        work is inlined (the formulas are :func:`_epoch_key`, :func:`_seal_aad` and
-        :func:`_keyed_hash`; tests/forget/test_forget_epochs.py checks the two agree): it runs
+        work is inlined (the formulas are :func:`epoch_key`, :func:`seal_aad` and
+        :func:`keyed_hash`; tests/forget/test_forget_epochs.py checks the two agree): it runs
         for every event appended."""
         nonces = random_bytes(NONCE * len(events))
         aad_head = b"memory event v1\x1f" + tenant.encode() + b"\x1f"
@@ -324,7 +190,7 @@ class Crypto:
         their actor key, as ``memory_event_keys`` keeps them once the epoch is destroyed
         (memory/forget.py): ``event key XOR BLAKE2s(key=actor key, event id)``. None
         when the actor key is gone."""
-        actor = self._key_by_id(conn, tenant, key_id)
+        actor = self.key_by_id(conn, tenant, key_id)
         if actor is None:
             return None
         out = []
@@ -333,15 +199,8 @@ class Crypto:
             key, mask = actor.epoch_prf.copy(), actor.mask_prf.copy()
             key.update(secret + raw)
             mask.update(raw)
-            out.append((event_id, _xor(key.digest(), mask.digest())))
+            out.append((event_id, xor(key.digest(), mask.digest())))
         return out
-
-    def _key_by_id(self, conn: sa.Connection, tenant: str, key_id: str) -> ActorKey | None:
-        if key_id not in self._by_id:
-            for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
-                    KEYS, ([tenant], [key_id])):
-                self._unwrap(t, actor_id, kid, wrapped, master_id)
-        return self._by_id.get(key_id)
 
     # -- opening -----------------------------------------------------------------------
 
@@ -401,7 +260,8 @@ class Crypto:
                 i = by_event[n - 1]
                 how = _MASKED if rows[i][10].startswith(EPOCH_PREFIX) else _SLOT
                 found[i] = (how, key_id, bytes(secret)) if secret is not None else None
-        self._load_keys(conn, rows, found)
+        self.load_keys(conn, {(rows[i][2], f[1]) for i, f in found.items()
+                              if f is not None and f[2] != _ZERO})
         for i, f in found.items():
             out[i] = self._open_one(rows[i], f)
         for i in by_event:
@@ -409,24 +269,13 @@ class Crypto:
                 out[i] = FORGOTTEN
         return out
 
-    def _load_keys(self, conn: sa.Connection, rows: Sequence[Sequence[Any]],
-                   found: dict[int, tuple[int, str, bytes] | None]) -> None:
-        """Unwrap the actor keys of ``found`` that are not cached yet (one statement)."""
-        missing = {(rows[i][2], f[1]) for i, f in found.items()
-                   if f is not None and f[1] not in self._by_id and f[2] != _ZERO}
-        if missing:
-            tenants, key_ids = zip(*missing, strict=True)
-            for t, kid, actor_id, wrapped, master_id in conn.exec_driver_sql(
-                    KEYS, (list(tenants), list(key_ids))):
-                self._unwrap(t, actor_id, kid, wrapped, master_id)
-
     def _open_one(self, r: Sequence[Any], found: tuple[int, str, bytes] | None) -> Opened:
         """One sealed row; FORGOTTEN when its secret or its actor key is gone."""
         if found is None or found[2] == _ZERO or len(found[2]) != 32:
             return FORGOTTEN
         how, actor_key_id, secret = found
         tenant, event_id, key_id = r[2], r[1], r[10]
-        actor = self._by_id.get(actor_key_id)
+        actor = self.cached(actor_key_id)
         if actor is None or (how == _SLOT and actor_key_id != key_id
                              and not key_id.startswith(BATCH_PREFIX)):
             return FORGOTTEN
@@ -435,13 +284,13 @@ class Crypto:
         if how == _MASKED:
             h = actor.mask_prf.copy()
             h.update(raw_id)
-            event_key = _xor(secret, h.digest())
+            key = xor(secret, h.digest())
         else:
             h = (actor.epoch_prf if how == _EPOCH else actor.event_prf).copy()
             h.update(secret + raw_id)
-            event_key = h.digest()
+            key = h.digest()
         try:
-            plain = AESGCM(event_key).decrypt(
+            plain = AESGCM(key).decrypt(
                 blob[1:1 + NONCE], blob[1 + NONCE:],
                 b"memory event v1\x1f" + tenant.encode() + b"\x1f" + raw_id
                 + key_id.encode())

@@ -9,15 +9,15 @@ Why appends are serialised (the no-gap guarantee)
 Readers follow the log by position: "give me everything after N". With a plain sequence,
 two concurrent appends can take positions 10 and 11 and commit in the order 11, 10; a
 reader that saw 11 and moved its checkpoint past it would never see 10. An append
-(``memory_append_request`` and ``memory_append_group``, alembic/versions/0005; first
-``memory_append``, 0001) therefore takes a transaction-level advisory lock before it draws
+(``memory_append_request``, ``memory_append_set`` and ``memory_append_group``,
+alembic/sql/05_append.sql) therefore takes a transaction-level advisory lock before it draws
 positions and holds it until commit, so positions become visible in increasing order and a
 reader's checkpoint "everything up to the highest position I have seen" is always safe.
 The price is that appends (not reads) are serialised across the database, and the lock
 is held through the commit's WAL flush, so two appends cannot share a flush. The library
 therefore gathers the appends of one process that arrive while another is in flight and
 sends them as one statement in one transaction (``memory.log.group``; the server side is
-``memory_append_set``, alembic/versions/0006, and ``memory_append_group``, 0005): they
+``memory_append_set`` and ``memory_append_group``, alembic/sql/05_append.sql): they
 share the lock, the commit and the flush, and each keeps its own outcome. A lone append
 is one statement (:data:`APPEND`) in autocommit: one round trip.
 We chose this over the transaction-id
@@ -43,27 +43,28 @@ from ..errors import (
     TenantAccessError,
     ValidationError,
 )
+from ..pg import constants
+from ..pg.constants import (
+    SQLSTATE_APPEND_ONLY,
+    SQLSTATE_CONCURRENCY,
+    SQLSTATE_IDEMPOTENCY,
+    SQLSTATE_MALFORMED,
+    SQLSTATE_OWNERSHIP,
+    SQLSTATE_TENANT,
+)
 from .events import Appended, PreparedEvent, RecordedEvent
 from .schemas import SchemaRegistry
 
-NOTIFY_CHANNEL = "memory_events"
-
-# SQLSTATEs raised by the functions and triggers of the migrations.
-SQLSTATE_CONCURRENCY = "MM001"
-SQLSTATE_IDEMPOTENCY = "MM002"
-SQLSTATE_OWNERSHIP = "MM003"
-SQLSTATE_APPEND_ONLY = "MM010"
-# A call named another tenant than its login role's (alembic/versions/0010), and input the
-# SECURITY DEFINER functions refuse by its shape or size.
-SQLSTATE_TENANT = "MM030"
-SQLSTATE_MALFORMED = "MM031"
-
-# SQLSTATE of a set-based append that met an event id seen before (see APPEND_SET).
-SQLSTATE_RESEND = "MM020"
-
-# SQLSTATE of a request whose actor key was destroyed meanwhile (a forget elsewhere): the
-# caller drops its cached key and seals again (memory/log/eventlog.py).
-SQLSTATE_STALE_KEY = "MM004"
+# The append lock, the wake-up channel and the SQLSTATEs the server functions raise are
+# defined once, in memory/pg/constants.py, which the baseline migration writes into the
+# SQL; they are named here too because every face of the log reads them from this module.
+# SQLSTATE_RESEND: a set-based append met an event id seen before (see APPEND_SET);
+# SQLSTATE_STALE_KEY: a request's actor key or epoch was destroyed meanwhile (a forget
+# elsewhere), so the caller drops its cached key and seals again (memory/log/eventlog.py).
+APPEND_LOCK_KEY = constants.APPEND_LOCK_KEY
+NOTIFY_CHANNEL = constants.NOTIFY_CHANNEL
+SQLSTATE_RESEND = constants.SQLSTATE_RESEND
+SQLSTATE_STALE_KEY = constants.SQLSTATE_STALE_KEY
 
 # The events of an append travel as one JSON array (one row per event: id, type, schema
 # version, payload, metadata, content hash in hex, occurred_at, sealed payload in base64)
@@ -168,7 +169,7 @@ SELECT coalesce(max(version), 0) FROM memory_events WHERE tenant = %s AND sessio
 # one statement: a recursive CTE walks the chain of fork events (one index probe per
 # ancestor, on the unique (tenant, session_id, version) index), the events of each
 # (session, version range) segment are read by that index, and the hidden ids come from
-# the retractions of the same segments (a partial index, alembic 0013).
+# the retractions of the same segments (a partial index, alembic/sql/0002_views.sql).
 
 FORK_TYPE = "session_forked"
 RETRACT_TYPE = "events_retracted"
@@ -224,7 +225,8 @@ READ_VIEW = f"""{_CHAIN}
 # What a context call (or a summary refresh) needs of a view, in one round trip: the
 # chain ('c'), the ids hidden by the view's retractions ('h'), and the events retracted
 # in their own session among the searched actors' sessions ('w'). Both retraction reads
-# go by the partial indexes of alembic 0013, the named events by (tenant, event_id).
+# go by the partial indexes of alembic/sql/0002_views.sql, the named events by
+# (tenant, event_id).
 VIEW_FILTER = f"""{_CHAIN}
 SELECT 'c', c.session_id, c.upto, c.upto_pos, NULL::text FROM chain c
 UNION ALL

@@ -19,6 +19,7 @@ from ..config import Limits, database_url_from_env
 from ..errors import ConfigurationError
 from . import embedded
 from .codec import parse_json
+from .constants import MIGRATE_LOCK_KEY
 
 
 def resolve_url(url: str | None) -> str:
@@ -75,7 +76,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision``; safe to call on every open."""
     with engine.begin() as conn:
         # Serialise concurrent openers: two processes migrating at once would race.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263520000)"))
+        conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})"))
         command.upgrade(alembic_config(conn), revision)
 
 

@@ -1,5 +1,5 @@
 """Tenant isolation in the database: one login role per tenant, made and used by the library
-(the SQL side is alembic/versions/0010).
+(the SQL side is alembic/sql/04_tenancy.sql and 07_privileges.sql).
 
 The binding
 -----------
@@ -48,10 +48,8 @@ from collections.abc import Callable, Iterator
 import sqlalchemy as sa
 
 from ..config import Limits
-
-APP_ROLE = "memory_app"
-"""The group role (NOLOGIN) that holds the tenant roles' privileges."""
-ROLE_PREFIX = "memory_t_"
+from .constants import APP_ROLE as APP_ROLE
+from .constants import ROLE_PREFIX as ROLE_PREFIX
 
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("memory_tenant",
                                                                       default=None)

@@ -4,7 +4,8 @@
 (``catch_up``, ``follow``, ``rebuild``, ``reproject``, and ``quarantined``/``retry`` for
 the events a projection could not process). :func:`forget` deletes the rows
 derived from a forgotten actor or events in every projection and generation. The runner
-(checkpoints, generations, locks) is in :mod:`memory.projections.runner`.
+is in :mod:`memory.projections.runner`, which says where each of its parts lives (the
+checkpoint moves with a projection's writes in :mod:`memory.projections.applying`).
 """
 
 from __future__ import annotations
@@ -20,37 +21,27 @@ from ..embedding import Embedder, default_embedder
 from ..errors import ConfigurationError
 from ..log import Log
 from . import quarantine
+from .applying import DEFAULT_BATCH_SIZE, RunSummary
 from .chunking import Chunker, split_sentences
 from .chunks import ChunksProjection, forget_chunks, hnsw_index_name
-from .quarantine import QuarantinedEvent, is_poison
-from .runner import (
-    BaseProjection,
+from .generations import (
     Generation,
-    Projection,
-    ProjectionBusy,
-    ProjectionConfigMismatch,
-    Runner,
-    RunSummary,
     describe_config,
     full_config,
     generations,
     live_generation,
     live_generation_sql,
 )
-from .summaries import (
-    ExtractiveSummarizer,
-    SummariesProjection,
-    Summarizer,
-    Summary,
-    SummaryVersion,
-    Turn,
-    forget_summaries,
-    summary_at,
-)
+from .projection import BaseProjection, Projection, ProjectionBusy, ProjectionConfigMismatch
+from .quarantine import QuarantinedEvent, is_poison
+from .runner import Runner
+from .summaries import SummariesProjection, SummaryVersion, forget_summaries, summary_at
+from .summarizer import ExtractiveSummarizer, Summarizer, Summary, Turn
 
 DEFAULT_NAMES = ("chunks", "summaries")
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_NAMES",
     "BaseProjection",
     "Chunker",
@@ -97,7 +88,8 @@ def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
     # and holds their secrets FOR SHARE (memory/log/sealing.py), so the caller's key
     # destruction already waits for any batch that read the forgotten events.
     return (forget_chunks(conn, tenant, actor_id=actor_id, event_ids=event_ids)
-            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids))
+            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids)
+            + quarantine.forget(conn, tenant, actor_id=actor_id, event_ids=event_ids))
 
 
 def check_embedder(conn: sa.Connection, embedder: Embedder) -> Generation:

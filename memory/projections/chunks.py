@@ -22,11 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..embedding import Embedder, default_embedder
-from ..erasure import no_statistics
 from ..errors import DependencyError
 from ..log import RecordedEvent
+from ..pg.statistics import no_statistics
 from .chunking import Chunker, sentence_pieces
-from .runner import BaseProjection
+from .projection import BaseProjection
 from .words import forget_words, write_words
 
 TEXT_TYPES = ("message", "note", "tool_result")

@@ -3,13 +3,13 @@
 A projection must not stop for everyone because one event cannot be projected: an event
 whose ciphertext fails authentication, whose payload its schema or upcaster refuses, or
 whose ``apply`` raises is written to ``memory_quarantine`` (migration 0011) and the
-runner moves on (memory/projections/runner.py). Failures of what the projection depends
+runner moves on (memory/projections/applying.py). Failures of what the projection depends
 on are not the event's fault and must stop the run instead, or a database restart would
 quarantine the whole log: :func:`is_poison` draws that line.
 
 Rows are written only by the runner, on the maintenance connection, in the transaction
-that moves the checkpoint past the event. ``error_message`` is cut to
-:data:`MAX_MESSAGE` characters.
+that moves the checkpoint past the event; forgetting an actor or events deletes theirs
+(:func:`forget`). ``error_message`` is cut to :data:`MAX_MESSAGE` characters.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class QuarantinedEvent:
                 f"{self.error_class}: {self.error_message}")
 
 
-_COLUMNS = ("id, projection, generation, position, tenant, actor_id, event_id, error_class, "
+EVENT_COLUMNS = ("id, projection, generation, position, tenant, actor_id, event_id, error_class, "
             "error_message, first_seen, last_seen, attempts, resolved_at")
 
 
@@ -123,7 +123,7 @@ def record(conn: sa.Connection, projection: str, generation: int, event: Sequenc
         "ON CONFLICT (projection, generation, position) DO UPDATE SET "
         "attempts = memory_quarantine.attempts + 1, last_seen = now(), "
         "error_class = excluded.error_class, error_message = excluded.error_message, "
-        f"resolved_at = NULL RETURNING {_COLUMNS}",
+        f"resolved_at = NULL RETURNING {EVENT_COLUMNS}",
         (projection, generation, position, tenant, actor_id, event_id, error_class,
          message)).one()
     entry = QuarantinedEvent(*row)
@@ -137,7 +137,7 @@ def resolve(conn: sa.Connection, entry_id: int) -> QuarantinedEvent:
     """Mark an entry resolved (its event was applied), counting the attempt."""
     row = conn.exec_driver_sql(
         "UPDATE memory_quarantine SET resolved_at = now(), last_seen = now(), "
-        f"attempts = attempts + 1 WHERE id = %s RETURNING {_COLUMNS}", (entry_id,)).one()
+        f"attempts = attempts + 1 WHERE id = %s RETURNING {EVENT_COLUMNS}", (entry_id,)).one()
     return QuarantinedEvent(*row)
 
 
@@ -157,7 +157,7 @@ def entries(conn: sa.Connection, *, projection: str | None = None,
     if unresolved:
         where.append("q.resolved_at IS NULL")
     rows = conn.exec_driver_sql(
-        f"SELECT {', '.join('q.' + c.strip() for c in _COLUMNS.split(','))} "
+        f"SELECT {', '.join('q.' + c.strip() for c in EVENT_COLUMNS.split(','))} "
         "FROM memory_quarantine q JOIN memory_projections g "
         "ON g.name = q.projection AND g.generation = q.generation "
         f"WHERE {' AND '.join(where)} ORDER BY q.projection, q.generation, q.position",
@@ -167,7 +167,7 @@ def entries(conn: sa.Connection, *, projection: str | None = None,
 
 def by_id(conn: sa.Connection, entry_id: int) -> QuarantinedEvent:
     """One entry, whatever its state; :class:`memory.Error` if there is none."""
-    row = conn.exec_driver_sql(f"SELECT {_COLUMNS} FROM memory_quarantine WHERE id = %s",
+    row = conn.exec_driver_sql(f"SELECT {EVENT_COLUMNS} FROM memory_quarantine WHERE id = %s",
                                (entry_id,)).first()
     if row is None:
         raise Error(f"no quarantined event #{entry_id} (see `memory quarantine list`)")
@@ -178,3 +178,19 @@ def drop_generation(conn: sa.Connection, projection: str, generation: int) -> No
     """Forget the entries of a generation whose rows are being dropped."""
     conn.exec_driver_sql("DELETE FROM memory_quarantine WHERE projection = %s AND "
                          "generation = %s", (projection, generation))
+
+
+def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
+           event_ids: Sequence[Any] | None = None) -> int:
+    """Delete the entries of a forgotten actor and/or events (an error message may quote
+    what the event held), in the caller's forget transaction. Returns rows deleted."""
+    deleted = 0
+    if actor_id is not None:
+        deleted += conn.exec_driver_sql(
+            "DELETE FROM memory_quarantine WHERE tenant = %s AND actor_id = %s",
+            (tenant, actor_id)).rowcount
+    if event_ids:
+        deleted += conn.exec_driver_sql(
+            "DELETE FROM memory_quarantine WHERE tenant = %s AND event_id = ANY(%s::uuid[])",
+            (tenant, [str(e) for e in event_ids])).rowcount
+    return deleted

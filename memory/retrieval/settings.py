@@ -44,7 +44,7 @@ class RetrievalSettings:
     5k, 10k and 20k chunks, with recall 1.0 against HNSW's 0.24-0.54 (on random vectors);
     20k is the largest scope measured, so larger ones take the index."""
     scope_cache_bytes: int = 256 * 2**20
-    """Memory this process may keep for scopes read whole (memory/retrieval/scopedata.py:
+    """Memory a store's scope cache may keep for scopes read whole (retrieval/scopecache.py:
     a scope below the exact-search threshold is read once, vectors as a float32 matrix,
     and then checked, not re-read, at every call; ~1.6 KB per chunk with 384 dimensions,
     so 256 MiB holds ~160k chunks, e.g. eight 20k-chunk actors). Least recently used

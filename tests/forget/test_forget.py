@@ -1,4 +1,4 @@
-"""Encryption at rest and forgetting (issue 6), against the real server and model: payloads
+"""Encryption at rest and forgetting, against the real server and model: payloads
 and metadata sealed, keyed idempotency hash, forget by actor and by event following the
 lineage into every table, idempotent and crash-safe, master-key rotation."""
 

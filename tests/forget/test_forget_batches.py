@@ -1,7 +1,6 @@
-"""Events sealed the ways of earlier revisions stay readable and forgettable: one secrets
-row per appended batch (alembic/versions/0005-0006, before epochs): forgetting one event
-zeroes only its 32 bytes, forgetting an actor deletes its batch rows; one
-``memory_event_keys`` row per event (0004). The library seals under epochs now
+"""Events sealed in the formats before epochs stay readable and forgettable: one secrets
+row per appended batch: forgetting one event zeroes only its 32 bytes, forgetting an actor
+deletes its batch rows; one ``memory_event_keys`` row per event. The library seals under epochs now
 (tests/forget/test_forget_epochs.py), so these tests write the old formats themselves, with the
 formulas memory/log/sealing.py opens them by."""
 
@@ -42,7 +41,7 @@ def secrets_rows(admin: sa.Engine) -> list[tuple[str, str, int, bytes]]:
 
 def seal_batch(store: memory.Store, actor: str, events: list[memory.NewEvent]
                ) -> tuple[list[Any], crypto.Sealed]:
-    """Seal the way revisions 0005-0006 did: a fresh secret per event, all of them in one
+    """Seal in the batch format: a fresh secret per event, all of them in one
     secrets row named by the batch (``s:``), which the events' ``key_id`` names."""
     log = store.log
     key = log.crypto.actor_key(log.engine, store.tenant, actor)
@@ -54,10 +53,10 @@ def seal_batch(store: memory.Store, actor: str, events: list[memory.NewEvent]
         nonce = os.urandom(12)
         plain = orjson.dumps({"m": orjson.loads(e.metadata_json),
                               "p": orjson.loads(e.payload_json)})
-        event_key = crypto._event_key(key.key, secrets[32 * i:32 * i + 32], e.event_id)
+        event_key = crypto.event_key(key.key, secrets[32 * i:32 * i + 32], e.event_id)
         blobs.append(crypto.FORMAT + nonce + AESGCM(event_key).encrypt(
-            nonce, plain, crypto._seal_aad(store.tenant, e.event_id, batch)))
-    hashes = [crypto._keyed_hash(key.hash_key, e.content_hash) for e in prepared]
+            nonce, plain, crypto.seal_aad(store.tenant, e.event_id, batch)))
+    hashes = [crypto.keyed_hash(key.hash_key, e.content_hash) for e in prepared]
     return prepared, crypto.Sealed(key.key_id, batch, blobs, hashes, secrets)
 
 
@@ -132,8 +131,8 @@ def legacy_append(store: memory.Store, admin: sa.Engine, actor: str, session: st
     key = store.log.crypto.actor_key(store.engine, store.tenant, actor)
     event_id, secret, nonce = uuid.uuid4(), os.urandom(32), os.urandom(12)
     plain = orjson.dumps({"m": {"from": "0004"}, "p": {"text": text}})
-    blob = crypto.FORMAT + nonce + AESGCM(crypto._event_key(key.key, secret, event_id)) \
-        .encrypt(nonce, plain, crypto._seal_aad(store.tenant, event_id, key.key_id))
+    blob = crypto.FORMAT + nonce + AESGCM(crypto.event_key(key.key, secret, event_id)) \
+        .encrypt(nonce, plain, crypto.seal_aad(store.tenant, event_id, key.key_id))
     with admin.begin() as conn:
         conn.exec_driver_sql(
             "SELECT * FROM memory_append(%s, %s, %s, NULL, ARRAY[%s::uuid], ARRAY['note'], "
@@ -170,10 +169,10 @@ def test_events_sealed_before_0005_stay_readable_and_forgettable(
 def test_an_append_racing_a_forget_of_its_actor(store: memory.Store,
                                                 admin: sa.Engine) -> None:
     """Both orders of an append and a forget of the same actor. A batch append holds the
-    actor's key row FOR KEY SHARE (alembic/versions/0005), so the forget's DELETE of that
+    actor's key row FOR KEY SHARE (memory_append_request), so the forget's DELETE of that
     row waits for it, then deletes its secrets too. An epoch's append holds its epoch's
-    advisory lock (shared, 0007): a forget in flight first (holding the lock exclusively,
-    its deletions not yet committed) makes the append wait, find the epoch gone, write
+    advisory lock (shared, memory_epoch_lock): a forget in flight first (holding the lock
+    exclusively, its deletions not yet committed) makes the append wait, find the epoch gone, write
     nothing, and the library retry under a new key and epoch."""
     log = store.log
     # 1. The append holds the key (its transaction still open): the forget waits.

@@ -1,4 +1,4 @@
-"""Epochs (alembic/versions/0007, memory/log/sealing.py): sealed appends write no secrets row
+"""Epochs (alembic/sql/06_secrets.sql, memory/log/sealing.py): sealed appends write no secrets row
 of their own; forgetting one event of an epoch destroys the epoch and keeps its other
 events' keys, masked under the actor key; an append holding an epoch is waited for;
 a store whose cached epoch was destroyed seals again under a new one."""
@@ -16,6 +16,7 @@ from support import forget_during_open_append, waits_for_open_transaction
 
 import memory
 from memory import note
+from memory.log import keyring
 from memory.log import sealing as crypto
 from memory.log import sql as log_sql
 
@@ -54,12 +55,12 @@ def test_inline_sealing_agrees_with_the_formulas(store: memory.Store) -> None:
             "SELECT secrets FROM memory_event_secrets WHERE batch = %s",
             (epoch.name,)).scalar_one())
     for i, (event, blob) in enumerate(zip(prepared, sealed.blobs, strict=True)):
-        event_key = crypto._epoch_key(epoch.key.key, secret, event.event_id)
+        event_key = crypto.epoch_key(epoch.key.key, secret, event.event_id)
         plain = AESGCM(event_key).decrypt(
-            blob[1:13], blob[13:], crypto._seal_aad(store.tenant, event.event_id,
+            blob[1:13], blob[13:], crypto.seal_aad(store.tenant, event.event_id,
                                                     sealed.batch))
         assert orjson.loads(plain) == {"m": {}, "p": {"text": ["one", "two"][i]}}
-        assert sealed.hashes[i] == crypto._keyed_hash(epoch.key.hash_key, event.content_hash)
+        assert sealed.hashes[i] == crypto.keyed_hash(epoch.key.hash_key, event.content_hash)
 
 
 def test_appends_of_an_actor_share_one_epoch(store: memory.Store, admin: sa.Engine,
@@ -77,7 +78,7 @@ def test_appends_of_an_actor_share_one_epoch(store: memory.Store, admin: sa.Engi
     assert [tuple(r) for r in named] == [("alice", 1), ("bob", 1)]
     assert [e.payload["text"] for e in store.read_session("s")][-1] == "batch 19"
     # A full epoch gives way to a new one at the next append; a batch is never split.
-    monkeypatch.setattr(crypto, "EPOCH_EVENTS", 3)
+    monkeypatch.setattr(keyring, "EPOCH_EVENTS", 3)
     store.log.crypto.forget_cached(store.tenant, "carol")
     for i in range(3):
         store.append("c", note(f"c{i}"), actor="carol")
@@ -141,7 +142,7 @@ def test_a_cached_epoch_destroyed_elsewhere_is_replaced(store: memory.Store,
 def epoch_append(store: memory.Store, actor: str, session: str, text: str
                  ) -> tuple[Any, tuple[Any, ...]]:
     """An event sealed under the actor's epoch and log_sql.APPEND's parameters: a lone
-    append, which checks its epoch itself (alembic/versions/0008)."""
+    append, which checks its epoch itself (memory_append_request)."""
     log = store.log
     epoch = log.crypto.epoch(log.engine, store.tenant, actor, 1)
     prepared = log.prepare(actor, [note(text)])

@@ -1,4 +1,4 @@
-"""Erasure that reaches what PostgreSQL keeps (issue 19): no content or key material in
+"""Erasure that reaches what PostgreSQL keeps: no content or key material in
 planner statistics, a forgotten actor's key material gone from the database's files after
 a checkpoint, pending erasure when the connection may not vacuum, and a typed error when a
 forgotten recorded context is replayed."""
@@ -19,9 +19,12 @@ from memory import erasure, message
 from memory.cli import forget as forget_cli
 from memory.pg import embedded
 from memory.pg import engine as db
+from memory.pg.constants import render_sql
 
 A_MARK = "zqamark" + uuid.uuid4().hex[:8]
 B_MARK = "zqbmark" + uuid.uuid4().hex[:8]
+# The statistics step of the baseline migration, run again on a database an ANALYZE filled.
+STATISTICS_SQL = Path(__file__).resolve().parents[2] / "alembic" / "sql" / "08_statistics.sql"
 CONTENT_TYPES = ("text", "bytea", "jsonb", "tsvector", "vector", "vector[]")
 
 
@@ -166,8 +169,7 @@ def test_migration_clears_statistics_an_earlier_analyze_left(
     store.project(embedder=embedder)
     owner = db.make_engine(database_url)
     try:
-        db.downgrade(owner, "0011")
-        with admin.connect() as conn:  # as before 0012: default targets, then ANALYZE
+        with admin.connect() as conn:  # default targets, then ANALYZE
             for rel, col in conn.exec_driver_sql(
                     "SELECT attrelid::regclass::text, quote_ident(attname) FROM pg_attribute "
                     "WHERE attstattarget = 0 AND attrelid::regclass::text LIKE 'memory%%' "
@@ -176,7 +178,8 @@ def test_migration_clears_statistics_an_earlier_analyze_left(
                                      "SET STATISTICS -1")
             conn.exec_driver_sql("ANALYZE")
         assert A_MARK in statistics_text(admin)
-        db.migrate(owner)
+        with owner.begin() as conn:  # what the baseline migration runs last
+            conn.execute(sa.text(render_sql(STATISTICS_SQL.read_text(encoding="utf-8"))))
     finally:
         owner.dispose()
     assert A_MARK not in statistics_text(admin) and B_MARK not in statistics_text(admin)
@@ -220,6 +223,26 @@ def test_forget_erases_statistics_tables_and_key_bytes_on_disk(
     ann = [e for e in events if e.actor_id == "ann"]
     assert ann and all(e.forgotten and e.payload == {} for e in ann)
     assert all(B_MARK in e.payload["content"] for e in events if e.actor_id == "bea")
+
+
+def test_rewriting_the_derived_tables_leaves_no_text_in_their_files(
+        store: memory.Store, admin: sa.Engine, memory_home: Path,
+        embedder) -> None:  # type: ignore[no-untyped-def]
+    """The default VACUUM frees the derived rows' space without zeroing it (the text stays
+    in the files until reused, README "What forget leaves behind"); ``rewrite_derived``
+    rewrites those tables, and nothing of the forgotten actor's text is left in base/."""
+    append_markers(store)
+    store.project(embedder=embedder)
+    mark = [A_MARK.encode()]
+    assert found_on_disk(database_files(admin, memory_home), mark) == 1
+    result = store.forget(actor="ann")
+    assert result.erasure is not None and result.erasure.done
+    assert found_on_disk(database_files(admin, memory_home), mark) == 1  # freed, not gone
+    done = erasure.erase(admin, rewrite_derived=True)
+    assert done.done
+    files = database_files(admin, memory_home)
+    assert found_on_disk(files, mark) == 0
+    assert found_on_disk(files, [B_MARK.encode()]) == 1
 
 
 def test_forgetting_single_events_erases_their_secrets(
@@ -268,30 +291,22 @@ def test_erasure_waits_for_an_older_snapshot_then_is_pending(
 
 
 def test_app_role_cannot_erase_and_says_so(store: memory.Store, admin: sa.Engine,
-                                           database_url: str, memory_home: Path) -> None:
-    """A connection that may not vacuum the tables (the app role owns nothing) leaves the
-    erasure pending with the reason; the owner's `memory forget --erase-pending`
-    completes it."""
-    role = "erasure_nobody_" + uuid.uuid4().hex[:6]
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-    nobody = sa.create_engine(sa.engine.make_url(database_url).set(username=role))
-    try:
-        store.append("s", message("user", f"text {A_MARK}"), actor="ann")
-        keys = key_material(admin, "ann")
-        result = store.forget(actor="ann", erase=False)
-        assert result.erasure is None and not result.already_forgotten
-        # Deleted, not erased: the rows' bytes are still in the files.
-        assert found_on_disk(database_files(admin, memory_home), keys) == len(keys)
-        assert erasure.pending_requests(admin) == 1
-        refused = erasure.erase(nobody)
-        assert not refused.done and "may not vacuum" in (refused.reason or "")
-        assert "memory_keys" in (refused.reason or "")
-        assert erasure.pending_requests(admin) == 1
-    finally:
-        nobody.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP ROLE {role}")
+                                           memory_home: Path) -> None:
+    """A store with only the tenant role's connection (it owns nothing, so it may not
+    vacuum) forgets, and says the physical erasure is pending and why; the owner's
+    erasure (`memory forget --erase-pending`) completes it."""
+    assert store.engine.url.username != admin.url.username  # the tenant's own role
+    app_only = memory.Store(store.engine, tenant=store.tenant, _owns_engine=False)
+    store.append("s", message("user", f"text {A_MARK}"), actor="ann")
+    keys = key_material(admin, "ann")
+    result = app_only.forget(actor="ann")
+    assert not result.already_forgotten and result.erasure is not None
+    assert not result.erasure.done and "may not vacuum" in (result.erasure.reason or "")
+    assert "memory_keys" in (result.erasure.reason or "")
+    assert "--erase-pending" in (result.erasure.reason or "")
+    # Deleted, not erased: the rows' bytes are still in the files.
+    assert found_on_disk(database_files(admin, memory_home), keys) == len(keys)
+    assert erasure.pending_requests(admin) == 1
     done = erasure.erase(admin, flush_wal=True)
     assert done.done and done.pending == 0 and done.wal_flushed
     assert found_on_disk(database_files(admin, memory_home), keys) == 0

@@ -1,44 +1,20 @@
-"""Optimistic concurrency and the no-gap guarantee, against the real server.
+"""Why a reader's checkpoint is safe: the append lock of the server-side function.
 
-Invariants 2 and 3 of DESIGN.md: writers racing on one session with the same expectation
-produce exactly one winner; a reader following the log by position never skips an event
-that commits late, so its checkpoint ("everything up to the highest position I saw") is
-safe.
+The guarantees themselves (one winner among racing writers, no gaps for a follower) are
+proven for every face of the log in tests/log/test_conformance.py; here the mechanism is
+shown directly: a later append waits for an open one, and without the lock a reader would
+skip an event that commits late.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import psycopg
-import pytest
-import sqlalchemy as sa
+from support import open_append, psycopg_url
 
 import memory
-from memory.log import sql as log_sql
-
-
-def psycopg_url(url: str) -> str:
-    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False)
-
-
-@contextmanager
-def open_append(database_url: str, store: memory.Store, session: str,
-                events: list[memory.NewEvent], actor: str = "slow") -> Iterator[list[Any]]:
-    """An append whose transaction stays open inside the block (raw SQL: BEGIN, the same
-    statement the library runs, ..., COMMIT when the block ends)."""
-    prepared = store.log.prepare(actor, events)
-    params = log_sql.append_params(store.tenant, actor, session, None, prepared)
-    with psycopg.connect(psycopg_url(database_url)) as conn:
-        rows = conn.execute(log_sql.APPEND, params).fetchall()
-        yield rows
-        conn.commit()
 
 
 def wait_for_advisory_waiter(database_url: str, timeout: float = 10.0) -> None:
@@ -59,133 +35,7 @@ def wait_for_advisory_waiter(database_url: str, timeout: float = 10.0) -> None:
 # -- optimistic concurrency --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expected", [1, memory.NO_STREAM], ids=["version-1", "no-stream"])
-def test_eight_writers_same_expected_version_one_wins(store: memory.Store,
-                                                      expected: int) -> None:
-    session = "race"
-    if expected == 1:
-        store.append(session, memory.note("before the race"), actor="alice")
-    else:
-        store.append("warm-up", memory.note("the actor exists"), actor="alice")
-    barrier = threading.Barrier(8)
-    wins: list[int] = []
-    conflicts: list[memory.ConcurrencyError] = []
-    other: list[BaseException] = []
-
-    def write(k: int) -> None:
-        barrier.wait()
-        try:
-            store.append(session, memory.note(f"writer {k}"), actor="alice",
-                         expected_version=expected)
-            wins.append(k)
-        except memory.ConcurrencyError as exc:
-            conflicts.append(exc)
-        except BaseException as exc:
-            other.append(exc)
-
-    threads = [threading.Thread(target=write, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not other, other
-    assert len(wins) == 1
-    assert len(conflicts) == 7
-    for exc in conflicts:
-        assert exc.session_id == session
-        assert exc.expected == expected
-        assert exc.actual == expected + 1
-        assert "re-read the session" in str(exc)
-    events = store.read_session(session)
-    assert [e.version for e in events] == list(range(1, expected + 2))
-    assert events[-1].payload == {"text": f"writer {wins[0]}"}
-    with store.engine.connect() as conn:
-        dupes = conn.exec_driver_sql(
-            "SELECT version, count(*) FROM memory_events WHERE session_id = %s "
-            "GROUP BY version HAVING count(*) > 1", (session,)).fetchall()
-    assert dupes == []
-
-
-def test_stale_expectation_writes_nothing(store: memory.Store) -> None:
-    store.append("s", [memory.note("one"), memory.note("two")], actor="a")
-    head = store.head()
-    with pytest.raises(memory.ConcurrencyError) as info:
-        store.append("s", [memory.note("three"), memory.note("four")], actor="a",
-                     expected_version=1)
-    assert (info.value.expected, info.value.actual) == (1, 2)
-    with pytest.raises(memory.ConcurrencyError):
-        store.append("s", memory.note("three"), actor="a", expected_version=memory.NO_STREAM)
-    assert store.head() == head
-    assert [e.version for e in store.read_session("s")] == [1, 2]
-    store.append("s", memory.note("three"), actor="a", expected_version=2)
-    assert [e.version for e in store.read_session("s")] == [1, 2, 3]
-
-
 # -- no gaps -----------------------------------------------------------------------------
-
-
-def test_follower_sees_every_committed_event_once_despite_late_commits(
-        store: memory.Store, database_url: str) -> None:
-    """Writers with random delays, one of them holding its transaction open for a while
-    (twice) while the others try to append; a subscription follows the whole time. Its
-    sequence must equal a full read afterwards: nothing skipped, nothing twice."""
-    rng = random.Random(20261127)
-    delivered: list[memory.RecordedEvent] = []
-    sub = store.subscribe(0, poll_interval=0.05)
-    follower = threading.Thread(target=lambda: delivered.extend(sub))
-    follower.start()
-    written: list[int] = []
-    errors: list[BaseException] = []
-    slow_holding = threading.Event()
-
-    def slow_writer() -> None:
-        try:
-            for round_ in range(2):
-                events = [memory.note(f"slow {round_}.{i}") for i in range(3)]
-                with open_append(database_url, store, "slow-session", events) as rows:
-                    slow_holding.set()
-                    time.sleep(0.6)  # others queue behind the lock meanwhile
-                written.append(len(rows))
-                time.sleep(0.2)
-        except BaseException as exc:
-            errors.append(exc)
-
-    def fast_writer(k: int, delays: list[float], sizes: list[int]) -> None:
-        try:
-            slow_holding.wait(10)
-            for i, (delay, size) in enumerate(zip(delays, sizes, strict=True)):
-                time.sleep(delay)
-                batch = [memory.message("user", f"writer {k} turn {i}.{j}")
-                         for j in range(size)]
-                written.append(len(store.append(f"fast-{k}", batch, actor=f"user-{k}")))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=slow_writer)] + [
-        threading.Thread(target=fast_writer, args=(
-            k, [rng.uniform(0, 0.06) for _ in range(12)], [rng.randint(1, 3) for _ in range(12)]))
-        for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    total = sum(written)
-    deadline = time.monotonic() + 15
-    while len(delivered) < total and time.monotonic() < deadline:
-        time.sleep(0.02)
-    sub.stop()
-    follower.join(10)
-    assert not follower.is_alive()
-
-    full = list(store.read())
-    assert len(full) == total
-    seen = [(e.position, e.event_id) for e in delivered]
-    assert seen == [(e.position, e.event_id) for e in full]
-    assert len({e.event_id for e in delivered}) == total
-    positions = [p for p, _ in seen]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
-    assert sub.position == full[-1].position  # the checkpoint a follower keeps
 
 
 def _checkpoint_scenario(store: memory.Store, database_url: str, *, lock_expected: bool

@@ -24,8 +24,9 @@ from support import psycopg_url
 import memory
 from memory.log import group as log_group
 from memory.log import sql as log_sql
+from memory.pg.constants import APPEND_LOCK_KEY
 
-LOCK_KEY = 7_263_520_011  # alembic/versions/0005 (the no-gap lock)
+LOCK_KEY = APPEND_LOCK_KEY  # the no-gap lock
 
 
 @pytest.fixture(autouse=True)

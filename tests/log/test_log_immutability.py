@@ -1,5 +1,6 @@
-"""The log is append-only, enforced by the database (invariant 1): UPDATE, DELETE and
-TRUNCATE of memory_events fail even through raw SQL, as the table's owner."""
+"""How the sync log reports the append-only guard, and the guard's shape. That UPDATE,
+DELETE and TRUNCATE of memory_events are refused even as the owner is part of the log's
+contract: tests/log/test_conformance.py."""
 
 from __future__ import annotations
 
@@ -9,16 +10,6 @@ import sqlalchemy as sa
 
 import memory
 from memory.log import sql as log_sql
-
-STATEMENTS = {
-    "update": "UPDATE memory_events SET type = 'tampered'",
-    "update-no-match": "UPDATE memory_events SET type = 'tampered' WHERE false",
-    "delete": "DELETE FROM memory_events",
-    "delete-one": "DELETE FROM memory_events WHERE version = 1",
-    "delete-no-match": "DELETE FROM memory_events WHERE false",
-    "truncate": "TRUNCATE memory_events",
-    "truncate-cascade": "TRUNCATE memory_events CASCADE",
-}
 
 
 def raw_url(url: str) -> str:
@@ -39,22 +30,6 @@ def written(store: memory.Store, database_url: str) -> list[tuple[object, ...]]:
     rows = snapshot(database_url)
     assert len(rows) == 2
     return rows
-
-
-def test_raw_sql_cannot_change_history(database_url: str,
-                                       written: list[tuple[object, ...]]) -> None:
-    """As the superuser that owns the table; ``session_replication_role = replica`` (which
-    silences ordinary triggers) does not help either."""
-    for replica in (False, True):
-        for name, statement in STATEMENTS.items():
-            with psycopg.connect(raw_url(database_url)) as conn:
-                if replica:
-                    conn.execute("SET session_replication_role = replica")
-                with pytest.raises(psycopg.Error) as info:
-                    conn.execute(statement)
-                assert info.value.sqlstate == log_sql.SQLSTATE_APPEND_ONLY, (name, replica)
-                assert "append-only" in str(info.value)
-    assert snapshot(database_url) == written
 
 
 def test_refusal_is_a_typed_error(store: memory.Store, written: list[tuple[object, ...]],

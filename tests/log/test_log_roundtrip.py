@@ -76,8 +76,9 @@ def nested(value: Any, levels: int, key: str) -> Any:
     return value
 
 
-# The payload is level 1 and its "arguments" level 2, so up to DEPTH - 2 more levels.
-DEEP = st.builds(nested, VALUES, st.integers(0, DEPTH - 2 - 2), TEXT)
+# The payload is level 1 and its "arguments" level 2, so up to DEPTH - 2 more levels
+# around a scalar (a nested container would add its own levels past the limit).
+DEEP = st.builds(nested, SCALARS, st.integers(0, DEPTH - 2), TEXT)
 ARGUMENTS = st.dictionaries(TEXT, st.one_of(VALUES, DEEP), max_size=4)
 
 OFFSETS = st.timedeltas(min_value=-timedelta(hours=23, minutes=59, seconds=59),

@@ -66,19 +66,6 @@ def test_catches_up_then_follows_on_notify(store: memory.Store) -> None:
     assert follower.sub.position == store.head()
 
 
-def test_resumes_from_its_position(store: memory.Store) -> None:
-    store.append("s", notes("a", 5), actor="alice")
-    first = list(store.read(0))
-    follower = Follower(store.subscribe(first[2].position, poll_interval=0.1))
-    try:
-        follower.wait_for(2)
-        store.append("s", notes("b", 2), actor="alice")
-        follower.wait_for(4)
-    finally:
-        follower.stop()
-    assert [e.version for e in follower.events] == [4, 5, 6, 7]
-
-
 def test_pages_through_a_long_backlog(store: memory.Store) -> None:
     store.append("s", notes("x", 1200), actor="alice")
     sub = store.log.subscribe(0, tenant=store.tenant, poll_interval=0.1, batch_size=100)

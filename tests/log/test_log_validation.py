@@ -256,13 +256,6 @@ def test_tenant_is_checked_when_the_store_is_bound(vstore: memory.Store) -> None
         vstore.for_tenant("y" * 300)
 
 
-def test_wrong_expected_version_writes_nothing(vstore: memory.Store) -> None:
-    with pytest.raises(memory.ConcurrencyError) as info:
-        vstore.append("never-written", [msg(), msg()], actor="alice", expected_version=3)
-    assert (info.value.expected, info.value.actual) == (3, 0)
-    assert vstore.head() == 0
-
-
 def test_batch_over_the_limit(vstore: memory.Store) -> None:
     small = memory.Store(vstore.engine, limits=Limits(max_batch=3), _owns_engine=False)
     with pytest.raises(memory.ValidationError) as info:

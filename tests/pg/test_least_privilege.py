@@ -1,4 +1,4 @@
-"""Least privilege (alembic/versions/0010, memory/pg/tenancy.py): SQL run on a tenant's own
+"""Least privilege (alembic/sql/07_privileges.sql, memory/pg/tenancy.py): SQL run on a tenant's own
 connection, as an injection would run it, is refused or confined to that tenant, and the
 other tenants' appends, reads and projections go on. A test enumerates every privilege of
 ``memory_app`` and of a tenant role against an explicit allow-list."""
@@ -17,8 +17,7 @@ import memory
 from memory import message, note
 from memory.log import sql as log_sql
 from memory.pg import tenancy as security
-
-APPEND_LOCK_KEY = 7_263_520_011
+from memory.pg.constants import APPEND_LOCK_KEY
 
 
 def raw(engine: sa.Engine) -> psycopg.Connection:
@@ -82,7 +81,16 @@ def test_setting_memory_tenant_or_the_role_reads_nothing_of_another_tenant(
     assert owner_count(store, "memory_words", "globex") > 0
     tables = ["memory_events", "memory_chunks", "memory_words", "memory_keys",
               "memory_event_secrets", "memory_summaries", "memory_summary_state"]
+    with store.maintenance_engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        assert conn.exec_driver_sql(  # the tenant names are in the statistics
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'memory_events'").scalar()
     with raw(acme.engine) as conn:
+        # ... which row-level security hides from a tenant (and pg_statistic is the owner's)
+        assert conn.execute("SELECT count(*) FROM pg_stats WHERE tablename LIKE 'memory%'"
+                            ).fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM pg_statistic")
         conn.execute("SET memory.tenant = 'globex'")
         conn.execute("SELECT set_config('memory.tenant', 'globex', false)")
         for table in tables:
@@ -302,7 +310,7 @@ SELECT = {"SELECT"}
 TABLES = {
     "memory_events": SELECT,
     "memory_projections": SELECT,
-    "memory_quarantine": SELECT,
+    "memory_quarantine": SELECT | {"DELETE"},
     "memory_keys": SELECT | {"DELETE"},
     "memory_event_secrets": SELECT | {"DELETE"},
     "memory_event_keys": SELECT | {"INSERT", "DELETE"},
@@ -447,3 +455,22 @@ def test_a_role_of_another_database_sees_nothing_here(
             with pytest.raises(psycopg.Error) as info:
                 conn.execute(statement, params)
             assert info.value.sqlstate == log_sql.SQLSTATE_TENANT
+
+
+def test_what_a_role_may_change_of_itself_is_reset_when_the_library_ensures_it(
+        stores: tuple[memory.Store, memory.Store, memory.Store], database_url: str) -> None:
+    """PostgreSQL lets a role change its own password and session defaults; that reaches
+    its own tenant only, and the next store that serves the tenant undoes it."""
+    store, acme, globex = stores
+    with raw(acme.engine) as conn:
+        conn.execute("ALTER ROLE CURRENT_USER SET default_transaction_read_only = on")
+        conn.execute("ALTER ROLE CURRENT_USER PASSWORD 'mine now'")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("ALTER ROLE CURRENT_USER BYPASSRLS")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"ALTER ROLE {globex.engine.url.username} SET search_path = x")
+    with memory.Store.open(database_url, migrate=False, tenant="acme") as again:
+        again.append("s", note("written after the reset"), actor="u1")
+        with raw(again.engine) as conn:
+            assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("off",)
+    still_works(store, globex)

@@ -1,9 +1,12 @@
 """The schema exists only through Alembic migrations, and they round-trip: upgrade head,
-downgrade base, upgrade again gives the same schema, on an empty database."""
+downgrade base, upgrade again gives the same schema, on an empty database. The constants
+the server functions share with the library (memory/pg/constants.py) are the ones the
+functions in the database carry, and the migrations follow their rules (alembic/README.md)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,9 +16,11 @@ import pytest
 import sqlalchemy as sa
 from support import new_database
 
+from memory.pg import constants
 from memory.pg import engine as db
 
 REPO = Path(__file__).resolve().parents[2]
+ALEMBIC = REPO / "alembic"
 
 # Everything the migrations own in the schema (extension members excluded: an extension
 # such as pgvector is created once and may outlive the downgrade).
@@ -78,9 +83,30 @@ def test_upgrade_downgrade_upgrade_round_trips(empty_url: str) -> None:
         db.migrate(engine)  # already at head: a no-op
         assert schema(engine) == head
 
+        with engine.begin() as conn:
+            tenant_role = conn.exec_driver_sql(
+                "SELECT memory_ensure_tenant_role('acme', NULL)").scalar()
+        assert isinstance(tenant_role, str) and tenant_role.startswith(constants.ROLE_PREFIX)
+
         db.downgrade(engine)
         assert schema(engine) == []
         assert revision(engine) is None
+        with engine.connect() as conn:
+            # Roles are cluster-wide: the tenant roles this database mapped go with it; the
+            # group role stays for other databases, with no privilege left in this one.
+            roles = {r for (r,) in conn.exec_driver_sql(
+                "SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s)",
+                (tenant_role, constants.APP_ROLE))}
+            assert roles == {constants.APP_ROLE}
+            acls = conn.exec_driver_sql(
+                "SELECT coalesce(d.datacl::text, '') || coalesce(n.nspacl::text, '') "
+                "FROM pg_database d, pg_namespace n "
+                "WHERE d.datname = current_database() AND n.nspname = current_schema()"
+            ).scalar()
+            assert constants.APP_ROLE not in acls
+            assert conn.exec_driver_sql(
+                "SELECT has_function_privilege('public', 'pg_advisory_xact_lock(bigint)', "
+                "'EXECUTE')").scalar()
 
         db.migrate(engine)
         assert schema(engine) == head
@@ -102,3 +128,83 @@ def test_alembic_command_uses_memory_database_url(empty_url: str) -> None:
         assert schema(engine) == []
     finally:
         engine.dispose()
+
+
+# The bodies of the library's functions (and the append-only trigger's), as the database
+# holds them.
+BODIES = """
+SELECT p.proname, p.prosrc FROM pg_proc p
+ WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'memory%%'
+   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+"""
+
+SQLSTATES = {value for name, value in vars(constants).items() if name.startswith("SQLSTATE_")}
+
+
+@pytest.fixture
+def bodies(database_url: str) -> dict[str, str]:
+    engine = db.make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql(BODIES).fetchall())
+    finally:
+        engine.dispose()
+
+
+def test_every_append_takes_the_append_lock_of_the_library(bodies: dict[str, str]) -> None:
+    lock = f"pg_advisory_xact_lock({constants.APPEND_LOCK_KEY})"
+    appends = ["memory_append", "memory_append_request", "memory_append_group",
+               "memory_append_set"]
+    assert all(lock in bodies[name] for name in appends)
+    keys = {int(k) for body in bodies.values()
+            for k in re.findall(r"pg_advisory_xact_lock\((\d+)\)", body)}
+    assert keys == {constants.APPEND_LOCK_KEY}
+    assert constants.MIGRATE_LOCK_KEY != constants.APPEND_LOCK_KEY
+
+
+def test_the_functions_raise_only_the_sqlstates_the_library_knows(
+        bodies: dict[str, str]) -> None:
+    raised = {code for body in bodies.values()
+              for code in re.findall(r"ERRCODE = '(\w+)'", body)}
+    assert raised == SQLSTATES
+    assert "'MM" not in re.sub(r"ERRCODE = 'MM\d+'", "", "".join(bodies.values()))
+    assert f"ERRCODE = '{constants.SQLSTATE_APPEND_ONLY}'" in \
+        bodies["memory_events_refuse_change"]
+    assert f"ERRCODE = '{constants.SQLSTATE_RESEND}'" in bodies["memory_append_set"]
+
+
+def test_the_wake_up_goes_to_the_channel_the_library_listens_on(
+        bodies: dict[str, str]) -> None:
+    channels = [c for body in bodies.values() for c in re.findall(r"pg_notify\('(\w*)'", body)]
+    assert channels and set(channels) == {constants.NOTIFY_CHANNEL}
+
+
+def test_tenant_roles_are_named_and_grouped_as_the_library_expects(
+        bodies: dict[str, str]) -> None:
+    ensure = bodies["memory_ensure_tenant_role"]
+    assert f"'{constants.ROLE_PREFIX}' ||" in ensure
+    assert f"GRANT {constants.APP_ROLE} TO %I" in ensure
+    assert f"rolname = '{constants.APP_ROLE}'" in bodies["memory_secure_table"]
+
+
+def test_the_sql_files_name_the_shared_constants_instead_of_repeating_them() -> None:
+    for path in sorted((ALEMBIC / "sql").glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        assert str(constants.APPEND_LOCK_KEY) not in text, path.name
+        assert not re.search(r"'MM\d{3}'", text), path.name
+        assert f"'{constants.NOTIFY_CHANNEL}'" not in text, path.name
+        assert not re.search(rf"\b{constants.APP_ROLE}\b", text), path.name
+        assert set(re.findall(r"\{\{(\w+)\}\}", text)) <= set(constants.SQL_CONSTANTS)
+
+
+def test_no_migration_imports_another() -> None:
+    """A migration that changes a function carries its whole new text: none loads,
+    imports or splices another migration's SQL."""
+    versions = sorted((ALEMBIC / "versions").glob("*.py"))
+    assert versions
+    names = {path.stem for path in versions}
+    for path in versions:
+        text = path.read_text(encoding="utf-8")
+        assert "importlib" not in text and "with_name(" not in text, path.name
+        imports = [line for line in text.splitlines() if line.startswith(("import", "from"))]
+        assert not any(name in line for line in imports for name in names), path.name

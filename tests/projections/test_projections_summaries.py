@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from memory.embedding import HashEmbedder
-from memory.projections.summaries import ExtractiveSummarizer, Turn, tfidf_vectors
+from memory.projections.summarizer import ExtractiveSummarizer, Turn, tfidf_vectors
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import memory
 from memory import message, note
 from memory.retrieval import CharCounter, RetrievalSettings, default_counter
-from memory.retrieval.context import count_messages
+from memory.retrieval.packing import count_messages
 
 WORDS = ["dog", "Kyoto", "tofu", "piano", "Zoë", "Montréal", "🐶", "🌸", "日本", "naïve",
          "garden", "birthday", "the", "a", "is", "on", "Tuesday", "🎉🎉", "über",

@@ -1,7 +1,7 @@
-"""The scope cache (memory/retrieval/scopedata.py) and the cheaper context call: the cache
-gives what SQL gives, and is never stale (new chunks, forgetting, a generation switch,
-another tenant, as_of); token counts remembered line by line stay exact; the number of
-memories follows the budget. Real database, real model."""
+"""The scope cache (memory/retrieval/scopecache.py, each store's own) and the cheaper context
+call: the cache gives what SQL gives, and is never stale (new chunks, forgetting, a
+generation switch, another tenant, as_of); token counts remembered line by line stay exact;
+the number of memories follows the budget. Real database, real model."""
 
 from __future__ import annotations
 
@@ -17,8 +17,15 @@ import memory
 from memory import message, note
 from memory.pg import tenant_scope
 from memory.projections.chunking import Chunker
-from memory.retrieval import RetrievalSettings, default_counter, scopedata, search, wholescope
-from memory.retrieval.ranking import fusion as ranking
+from memory.retrieval import (
+    RetrievalSettings,
+    default_counter,
+    ranking,
+    scopecache,
+    scopedata,
+    search,
+    wholescope,
+)
 
 DAY0 = datetime(2025, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -46,13 +53,13 @@ def finders(store: memory.Store, conn, actor: str, s: RetrievalSettings,  # type
     head = int(conn.exec_driver_sql(search.HEAD_TENANT, (store.tenant,)).scalar_one())
     b = min(gen.position, head if bound is None else bound)
     scope = search.Scope(store.tenant, actor, "now", (actor,))
-    return (search.ChunkSearch(conn, scope, gen, b, s, use_cache=False),
-            search.ChunkSearch(conn, scope, gen, b, s))
+    return (search.ChunkSearch(conn, scope, gen, b, s),
+            search.ChunkSearch(conn, scope, gen, b, s, cache=store.scope_cache))
 
 
 def key_of(store: memory.Store, actor: str) -> tuple[object, ...]:
     with store.engine.connect() as conn:
-        return scopedata.cache_key(conn, store.tenant, (actor,))
+        return scopecache.cache_key(conn, store.tenant, (actor,))
 
 
 @pytest.mark.parametrize("as_of", [False, True])
@@ -105,22 +112,22 @@ def test_new_chunks_grow_the_entry(store: memory.Store, embedder) -> None:  # ty
     store.project(embedder=embedder)
     q = "what about the volcano in Iceland?"
     store.context(q, actor="maya", session="now", budget=400, embedder=embedder)
-    entry = scopedata.CACHE.peek(key_of(store, "maya"))
+    entry = store.scope_cache.peek(key_of(store, "maya"))
     assert entry is not None
     n = entry.n
     store.append("maya-iceland", message("user", "We hiked up the volcano in Iceland.",
                                          name="Maya"), actor="maya")
     store.project(embedder=embedder)
-    grown_before = scopedata.CACHE.stats["grown"]
+    grown_before = store.scope_cache.stats["grown"]
     ctx = store.context(q, actor="maya", session="now", budget=400, embedder=embedder)
     assert "volcano in Iceland" in ctx.text()
-    assert scopedata.CACHE.stats["grown"] == grown_before + 1
-    entry = scopedata.CACHE.peek(key_of(store, "maya"))
+    assert store.scope_cache.stats["grown"] == grown_before + 1
+    entry = store.scope_cache.peek(key_of(store, "maya"))
     assert entry is not None and entry.n == n + 1
     # and a call with nothing new takes the entry as it is
-    hits = scopedata.CACHE.stats["hits"]
+    hits = store.scope_cache.stats["hits"]
     store.context(q, actor="maya", session="now", budget=400, embedder=embedder)
-    assert scopedata.CACHE.stats["hits"] == hits + 1
+    assert store.scope_cache.stats["hits"] == hits + 1
 
 
 def test_forgotten_chunks_never_come_from_the_cache(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -132,12 +139,12 @@ def test_forgotten_chunks_never_come_from_the_cache(store: memory.Store, embedde
     q = "what is my passport number?"
     before = store.context(q, actor="maya", session="now", budget=600, embedder=embedder)
     assert "BLUEFIN" in before.text()
-    assert scopedata.CACHE.peek(key_of(store, "maya")) is not None
+    assert store.scope_cache.peek(key_of(store, "maya")) is not None
     store.forget(event_ids=[secret[0].event_id])
     after = store.context(q, actor="maya", session="now", budget=600, embedder=embedder)
     assert "BLUEFIN" not in after.text()
     assert "weather was fine" in after.text() or after.memories  # the rest is still there
-    entry = scopedata.CACHE.peek(key_of(store, "maya"))
+    entry = store.scope_cache.peek(key_of(store, "maya"))
     assert entry is not None and not any("BLUEFIN" in t for t in entry.texts)
     # a forget and a new chunk between two calls (the row count alone would not change)
     chat(store, "maya", sessions=1, turns=1, start=7)
@@ -164,10 +171,10 @@ def test_forget_drops_the_entry_at_once(store: memory.Store, embedder) -> None: 
     store.project(embedder=embedder)
     for actor in ("maya", "ines"):
         store.context("the garden", actor=actor, session="now", budget=600, embedder=embedder)
-        assert scopedata.CACHE.peek(key_of(store, actor)) is not None
+        assert store.scope_cache.peek(key_of(store, actor)) is not None
     store.forget(actor="maya")
-    assert scopedata.CACHE.peek(key_of(store, "maya")) is None  # no plaintext left behind
-    assert scopedata.CACHE.peek(key_of(store, "ines")) is not None  # others untouched
+    assert store.scope_cache.peek(key_of(store, "maya")) is None  # no plaintext left behind
+    assert store.scope_cache.peek(key_of(store, "ines")) is not None  # others untouched
 
 
 def test_generation_switch_reloads(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -179,14 +186,14 @@ def test_generation_switch_reloads(store: memory.Store, embedder) -> None:  # ty
     q = "what did Biscuit eat?"
     ctx = store.context(q, actor="maya", session="now", budget=600, embedder=embedder)
     assert {m.chunk_index for m in ctx.memories} == {0}
-    old = scopedata.CACHE.peek(key_of(store, "maya"))
+    old = store.scope_cache.peek(key_of(store, "maya"))
     assert old is not None
     # re-chunk into small pieces: a new generation with other rows at the same positions
     store.projector(embedder=embedder, chunker=Chunker(max_chars=60, overlap_chars=0)
                     ).rebuild("chunks")
     ctx = store.context(q, actor="maya", session="now", budget=600, embedder=embedder)
     assert max(m.chunk_index for m in ctx.memories) > 0
-    new = scopedata.CACHE.peek(key_of(store, "maya"))
+    new = store.scope_cache.peek(key_of(store, "maya"))
     assert new is not None and new.generation != old.generation
 
 
@@ -201,9 +208,28 @@ def test_tenants_never_share_an_entry(store: memory.Store, embedder) -> None:  #
         theirs = other.context(q, actor="maya", session="n", budget=400, embedder=embedder)
         assert "TANGERINE" in mine.text() and "WALRUS" not in mine.text()
         assert "WALRUS" in theirs.text() and "TANGERINE" not in theirs.text()
-    a = scopedata.CACHE.peek(key_of(store, "maya"))
-    b = scopedata.CACHE.peek(key_of(other, "maya"))
+    a = store.scope_cache.peek(key_of(store, "maya"))
+    b = other.scope_cache.peek(key_of(other, "maya"))
     assert a is not None and b is not None and a is not b
+
+
+def test_each_store_owns_its_cache(store: memory.Store, embedder, database_url: str  # type: ignore[no-untyped-def]
+                                   ) -> None:
+    chat(store, "maya", sessions=1)
+    store.project(embedder=embedder)
+    q = "the garden tomatoes"
+    with memory.Store.open(database_url, tenant=store.tenant, migrate=False) as second:
+        assert second.scope_cache is not store.scope_cache
+        store.context(q, actor="maya", session="now", budget=400, embedder=embedder)
+        assert store.scope_cache.peek(key_of(store, "maya")) is not None
+        assert second.scope_cache.peek(key_of(second, "maya")) is None  # not shared
+        assert len(second.scope_cache.lexemes) == 0
+        ctx = second.context(q, actor="maya", session="now", budget=400, embedder=embedder)
+        assert ctx.memories and second.scope_cache.peek(key_of(second, "maya")) is not None
+        assert len(second.scope_cache.lexemes) > 0
+        second.forget(actor="maya", erase=False)
+        assert second.scope_cache.peek(key_of(second, "maya")) is None
+    assert store.for_tenant("acme").scope_cache is store.scope_cache  # one database, one store
 
 
 def test_as_of_from_a_newer_entry(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
@@ -225,16 +251,16 @@ def test_cache_off_gives_the_same_context(store: memory.Store, embedder) -> None
     store.project(embedder=embedder)
     q = "which city does Zoë live in?"
     on = store.context(q, actor="maya", session="now", budget=700, embedder=embedder)
-    scopedata.CACHE.forget(store.tenant, "maya")
+    store.scope_cache.forget(store.tenant, "maya")
     off_settings = RetrievalSettings(scope_cache_bytes=0)
     off = store.context(q, actor="maya", session="now", budget=700, embedder=embedder,
                         settings=off_settings)
     assert off.messages() == on.messages()
-    assert scopedata.CACHE.peek(key_of(store, "maya")) is None  # nothing kept
+    assert store.scope_cache.peek(key_of(store, "maya")) is None  # nothing kept
 
 
 def test_cache_is_bounded_by_bytes() -> None:
-    cache = scopedata.ScopeCache()
+    cache = scopecache.ScopeCache()
     cols = {k: [] for k in ("positions", "indexes", "event_ids", "sessions", "actor_ids",
                             "roles", "authors", "occurred", "texts", "lengths")}
     n = 100

@@ -11,7 +11,7 @@ import pytest
 import memory
 from memory import message, note
 from memory.retrieval import RetrievalSettings, default_counter
-from memory.retrieval.context import count_messages
+from memory.retrieval.packing import count_messages
 
 DAY0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The whole-scope ranker's date matching and session prior (memory/retrieval/ranking/fusion.py):
+"""The whole-scope ranker's date matching and session prior (memory/retrieval/ranking/):
 the pure parts on their own, then through Store.context against the real database and
 model."""
 
@@ -13,19 +13,13 @@ import pytest
 import memory
 from memory import message
 from memory.retrieval import RetrievalSettings, search, wholescope
-from memory.retrieval.ranking.fusion import (
-    _days,
-    _session_prior,
-    date_match,
-    is_aggregate,
-    query_dates,
-    rank_in_session,
-)
+from memory.retrieval.ranking.dates import date_match, day_number, query_dates
+from memory.retrieval.ranking.scope import is_aggregate, rank_in_session, session_prior
 from memory.retrieval.settings import DEFAULT_SETTINGS
 
 
 def day(y: int, m: int, d: int) -> float:
-    return _days(datetime(y, m, d, tzinfo=UTC))
+    return day_number(datetime(y, m, d, tzinfo=UTC))
 
 
 @pytest.mark.parametrize(("query", "want"), [
@@ -69,10 +63,10 @@ def test_session_prior_scores_whole_sessions() -> None:
     session = np.array([0, 0, 0, 1, 1])
     sims = np.array([0.1, 0.2, 0.1, 0.5, 0.4])
     tf = np.array([[0.0], [0.0], [0.0], [1.0], [0.0]])
-    prior = _session_prior(sims, tf, session, DEFAULT_SETTINGS)
+    prior = session_prior(sims, tf, session, DEFAULT_SETTINGS)
     assert prior.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
     # no query terms: the mean cosine alone (half the weight)
-    prior = _session_prior(sims, np.zeros((5, 0)), session, DEFAULT_SETTINGS)
+    prior = session_prior(sims, np.zeros((5, 0)), session, DEFAULT_SETTINGS)
     assert prior.tolist() == [0.0, 0.0, 0.0, 0.5, 0.5]
 
 
@@ -143,14 +137,14 @@ def test_a_turn_that_asks_ranks_below_the_one_that_tells(store: memory.Store,
 def _searches_without_and_with_the_cache(store: memory.Store, actor: str
                                         ) -> Iterator[search.ChunkSearch]:
     """The actor's chunk search at the live generation, read from SQL, then from the
-    scope cache (memory/retrieval/scopedata.py), in one transaction."""
+    store's scope cache (memory/retrieval/scopecache.py), in one transaction."""
     with store.engine.connect() as conn, conn.begin():
         conn.exec_driver_sql("SELECT set_config('memory.tenant', %s, true)", (store.tenant,))
         gen = search.live_generations(conn)[search.CHUNKS_PROJECTION]
         scope = search.Scope(store.tenant, actor, "q", (actor,))
-        for cache in (False, True):
+        for cache in (None, store.scope_cache):
             yield search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
-                                     use_cache=cache)
+                                     cache=cache)
 
 
 def test_scope_rows_agree_on_dates_and_questions_with_and_without_the_cache(

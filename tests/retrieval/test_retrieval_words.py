@@ -13,8 +13,7 @@ import memory
 from memory import message
 from memory.pg import tenant_scope
 from memory.projections.chunking import sentence_pieces, words_of
-from memory.retrieval import RetrievalSettings, search, wholescope
-from memory.retrieval.ranking import fusion as ranking
+from memory.retrieval import RetrievalSettings, ranking, search, wholescope
 from memory.retrieval.ranking.expansion import expand, vocabulary
 
 DAY0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -115,8 +114,8 @@ def _finders(store: memory.Store, conn: Any, s: RetrievalSettings, bound: int | 
     head = int(conn.exec_driver_sql(search.HEAD_TENANT, (store.tenant,)).scalar_one())
     b = min(gen.position, head if bound is None else bound)
     scope = search.Scope(store.tenant, "ana", "now", ("ana",))
-    return (search.ChunkSearch(conn, scope, gen, b, s, use_cache=False),
-            search.ChunkSearch(conn, scope, gen, b, s))
+    return (search.ChunkSearch(conn, scope, gen, b, s),
+            search.ChunkSearch(conn, scope, gen, b, s, cache=store.scope_cache))
 
 
 def test_cache_and_sql_read_the_same_pieces_and_vocabulary(store: memory.Store,
@@ -227,25 +226,23 @@ def test_a_projection_without_pieces_and_words_still_ranks(store: memory.Store,
 
 def test_an_entry_cached_without_its_parts_reads_them_when_asked(store: memory.Store,
                                                                  embedder: Any) -> None:
-    from memory.retrieval import scopedata
-
     chat(store)
     store.project(["chunks"], embedder=embedder)
-    scopedata.CACHE.clear()
+    store.scope_cache.clear()
     qvec = embedder.embed(["Which instrument is Ana learning?"])[0]
     with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():
         # a scope above scope_rank_max_chunks is cached without sentence vectors and words
         big = _finders(store, conn, RetrievalSettings(scope_rank_max_chunks=0), None)[1]
         data = big.data()
         assert data is not None and data.pieces is None and data.words is None
-        assert scopedata.CACHE.nbytes == data.nbytes
+        assert store.scope_cache.nbytes == data.nbytes
         sql, cached = _finders(store, conn, RetrievalSettings(), None)
         assert cached.data() is data  # the same entry, now asked for its parts
         a, b = (wholescope.scope_vectors(f, qvec, 1000) for f in (sql, cached))
         assert data.pieces is not None and data.words is not None
         assert np.allclose(np.nan_to_num(a.pieces), np.nan_to_num(b.pieces), atol=1e-6)
         assert vocabulary(cached).lexemes == vocabulary(sql).lexemes
-        assert scopedata.CACHE.nbytes == data.nbytes  # their bytes are counted
+        assert store.scope_cache.nbytes == data.nbytes  # their bytes are counted
 
 
 def test_a_store_projected_before_pieces_and_words_is_told_to_reproject(

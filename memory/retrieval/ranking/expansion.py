@@ -17,16 +17,17 @@ asked of Postgres), which needs the call's embedder.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...pg.vectors import binary_rows
 from ...projections.chunking import words_of
 from ...projections.words import WORDS_CONFIG, lexeme_lists
-from .. import scopeparts, search
+from ..scopecache import WordVectorMemo
+from ..scopeparts import Words, words_from_rows
 from ..search import ChunkSearch
 from ..settings import RetrievalSettings
 
@@ -53,7 +54,7 @@ class Vocabulary:
     words: dict[str, tuple[str, np.ndarray]]
 
 
-def build(rows: scopeparts.Words) -> Vocabulary:
+def build(rows: Words) -> Vocabulary:
     """From vocabulary rows (a word held by several actors counts once)."""
     if not rows.words:
         return Vocabulary([], np.zeros((0, 0), dtype=np.float32), {})
@@ -74,44 +75,35 @@ def vocabulary(finder: ChunkSearch) -> Vocabulary:
     when the bound holds every row), else read in SQL."""
     data = finder.data_parts()
     if data is not None and data.words is not None:
-        every = finder._rows is None
+        every = finder.whole_entry
         found = data.derived.get("vocabulary") if every else None
         if found is None:
             rows = data.words
             if not every:
                 keep = np.flatnonzero(rows.positions <= finder.bound)
-                rows = scopeparts.Words([rows.words[i] for i in keep],
-                                       [rows.lexemes[i] for i in keep],
-                                       rows.positions[keep], rows.matrix[keep]
-                                       if len(rows.matrix) else rows.matrix)
+                rows = Words([rows.words[i] for i in keep],
+                             [rows.lexemes[i] for i in keep],
+                             rows.positions[keep], rows.matrix[keep]
+                             if len(rows.matrix) else rows.matrix)
             found = build(rows)
             if every:
                 data.derived["vocabulary"] = found
         return found
-    return build(scopeparts.words_from_rows(
-        scopeparts.binary_rows(finder.conn, VOCABULARY, finder._params)))
+    return build(words_from_rows(binary_rows(finder.conn, VOCABULARY, finder.sql_params())))
 
 
-_WORD_VECTORS: dict[tuple[str, int, str], Any] = {}
-_WORD_VECTORS_MAX = 20_000  # ~30 MB of 384-dim vectors
-_WORD_LOCK = threading.Lock()
-
-
-def word_vectors(model: Embedder, words: Sequence[str]) -> np.ndarray:
+def word_vectors(model: Embedder, words: Sequence[str], memo: WordVectorMemo
+                 ) -> np.ndarray:
     """The query expansion's vectors of query words the scope's vocabulary lacks. Each
     word is embedded alone (so its vector never depends on which words came with it, and
-    a recorded context replays bit for bit) and remembered per model in this process: a
-    question's words recur, and a model call costs far more than the ranking."""
+    a recorded context replays bit for bit) and remembered per model in ``memo`` (the
+    store's): a question's words recur, and a model call costs far more than the ranking."""
     out = []
     for w in words:
-        key = (model.name, int(model.dim), w)
-        vec = _WORD_VECTORS.get(key)
+        vec = memo.get(model.name, int(model.dim), w)
         if vec is None:
             vec = model.embed([w])[0]
-            with _WORD_LOCK:
-                if len(_WORD_VECTORS) >= _WORD_VECTORS_MAX:
-                    _WORD_VECTORS.clear()
-                _WORD_VECTORS[key] = vec
+            memo.put(model.name, int(model.dim), w, vec)
         out.append(vec)
     return np.stack(out) if out else np.zeros((0, int(model.dim)), dtype=np.float32)
 
@@ -150,12 +142,12 @@ def _top(sims: np.ndarray, k: int) -> list[int]:
 
 def _lexemes(finder: ChunkSearch, words: list[str]) -> dict[str, str]:
     """word -> its one lexeme, for the query words the vocabulary lacked; remembered
-    with the queries' lexemes (search.py), so Postgres is asked once per word."""
-    found = {w: search.known_lexemes(finder.conn, WORDS_CONFIG, w) for w in words}
+    with the queries' lexemes (``finder.lexemes``), so Postgres is asked once per word."""
+    found = {w: finder.lexemes.get(finder.conn, WORDS_CONFIG, w) for w in words}
     todo = [w for w, lx in found.items() if lx is None]
     if todo:
         for w, lx in lexeme_lists(finder.conn, todo).items():
-            search.remember_lexemes(finder.conn, WORDS_CONFIG, w, lx)
+            finder.lexemes.put(finder.conn, WORDS_CONFIG, w, lx)
             found[w] = lx
     return {w: lx[0] for w, lx in found.items() if lx is not None and len(lx) == 1}
 

@@ -1,43 +1,5 @@
-"""Projection state and the views retrieval reads: chunks (vectors + full text), summaries.
+-- Projections: derived, disposable state built from the log, one generation at a time.
 
-Revision ID: 0002
-Revises: 0001
-
-Projections are derived and disposable. Each rebuild is a new *generation* of a
-projection, built beside the live one and switched to atomically, so the chunks and
-summaries tables carry the generation in every key. The embedding column has no fixed
-dimension so generations embedded by different models can coexist; each generation
-gets its own partial HNSW index on ``embedding::vector(dim)``, created by the runner
-when the generation goes live (memory/projections/chunks.py, ``finalize``).
-
-Reading: select the live generation in the same statement as the rows, e.g.
-``WHERE generation = (SELECT generation FROM memory_projections WHERE name = 'chunks'
-AND status = 'live')`` (``memory.projections.live_generation_sql``); the switch to a new
-generation is one transaction, so a statement sees the old or the new one, never a mix.
-Projection names: ``chunks`` (memory_chunks) and ``summaries`` (memory_summaries).
-
-Chunks: ``role`` is the message role, ``'note'`` for notes, ``'tool'`` for tool results;
-``author`` is the message ``name`` (or the tool's name). The HNSW index of generation g is
-``memory_chunks_hnsw_g<g>`` on ``(embedding::vector(<dim>)) vector_cosine_ops WHERE
-generation = g``; the dimension is ``config->>'dim'`` of the generation's row.
-
-Summaries: one row per version of a session's rolling summary. ``covers_position`` is the
-log position of the last session event it covers, ``events_covered`` that event's session
-version (= number of session events covered). ``text`` is one sentence per line;
-``source_event_ids`` names the events the text was drawn from (for the extractive
-summarizer, line by line; for a plugged-in summarizer, every event that fed it,
-transitively). The summary as of position P: the row with the greatest
-``covers_position <= P``.
-"""
-
-from alembic import op
-
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
-
-UPGRADE = """
 CREATE EXTENSION IF NOT EXISTS vector;
 
 CREATE TABLE memory_projections (
@@ -67,6 +29,8 @@ CREATE TABLE memory_chunks (
     text           text        NOT NULL,
     tsv            tsvector    GENERATED ALWAYS AS (to_tsvector('english', text)) STORED,
     embedding      vector      NOT NULL,
+    -- The vectors of a chunk's sentences; NULL for a chunk of one sentence.
+    pieces         vector[],
     CONSTRAINT memory_chunks_pk PRIMARY KEY (tenant, generation, event_position, chunk_index)
 );
 CREATE INDEX memory_chunks_actor_idx ON memory_chunks (tenant, generation, actor_id);
@@ -105,19 +69,41 @@ CREATE TABLE memory_summary_state (
 );
 CREATE INDEX memory_summary_state_pending_idx ON memory_summary_state (generation)
     WHERE last_version > summarized_version;
-"""
 
-DOWNGRADE = """
-DROP TABLE memory_summary_state;
-DROP TABLE memory_summaries;
-DROP TABLE memory_chunks;
-DROP TABLE memory_projections;
-"""
+-- Each actor's vocabulary per chunks generation: one row per word its chunks use, with the
+-- word's Postgres lexeme and its vector; event_position is the first chunk holding it.
+CREATE TABLE memory_words (
+    tenant         text    NOT NULL,
+    generation     integer NOT NULL,
+    actor_id       text    NOT NULL,
+    word           text    NOT NULL,
+    lexeme         text    NOT NULL,
+    event_position bigint  NOT NULL,
+    embedding      vector  NOT NULL,
+    CONSTRAINT memory_words_pk PRIMARY KEY (tenant, generation, actor_id, word)
+);
+CREATE INDEX memory_words_position_idx
+    ON memory_words (tenant, generation, actor_id, event_position);
 
-
-def upgrade() -> None:
-    op.execute(UPGRADE)
-
-
-def downgrade() -> None:
-    op.execute(DOWNGRADE)
+-- Poison events: one row per (projection, generation, position) a projection could not
+-- process, written in the transaction that moves its checkpoint past the event.
+CREATE TABLE memory_quarantine (
+    id            bigint      GENERATED ALWAYS AS IDENTITY,
+    projection    text        NOT NULL,
+    generation    integer     NOT NULL,
+    position      bigint      NOT NULL,
+    tenant        text        NOT NULL,
+    actor_id      text        NOT NULL,
+    event_id      uuid        NOT NULL,
+    error_class   text        NOT NULL,
+    error_message text        NOT NULL,
+    first_seen    timestamptz NOT NULL DEFAULT now(),
+    last_seen     timestamptz NOT NULL DEFAULT now(),
+    attempts      integer     NOT NULL DEFAULT 1,
+    resolved_at   timestamptz,
+    CONSTRAINT memory_quarantine_pk PRIMARY KEY (id),
+    CONSTRAINT memory_quarantine_event UNIQUE (projection, generation, position)
+);
+CREATE INDEX memory_quarantine_unresolved_idx
+    ON memory_quarantine (projection, generation) WHERE resolved_at IS NULL;
+CREATE INDEX memory_quarantine_tenant_idx ON memory_quarantine (tenant, actor_id);
