@@ -176,7 +176,10 @@ class SummariesProjection(BaseProjection):
                 s = batch.sessions[key] = _Session(ev.tenant, ev.actor_id, ev.session_id,
                                                    ev.position, ev.version, ev.occurred_at)
             s.last_position, s.last_version = ev.position, ev.version
-            s.last_occurred_at = ev.occurred_at
+            # the newest time the session has shown: an event dated earlier (a caller's
+            # occurred_at) never moves it back, so the projection's clock (the newest
+            # of these) is the newest event time applied, whatever the batches
+            s.last_occurred_at = max(s.last_occurred_at, ev.occurred_at)
             s.dirty = True
             if s.last_version - s.summarized_version >= self.every or \
                     ev.type in CONTROL_TYPES:  # a fork or retraction reshapes the view
