@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is internal.
 
 from .config import Limits
 from .embedding import Embedder, SentenceTransformerEmbedder
+from .embedding_onnx import OnnxEmbedder
 from .errors import (
     AppendOnlyViolation,
     ConcurrencyError,
@@ -48,6 +49,7 @@ __all__ = [
     "IdempotencyConflict",
     "Limits",
     "NewEvent",
+    "OnnxEmbedder",
     "PayloadTooLarge",
     "ProjectionBusy",
     "ProjectionConfigMismatch",
