@@ -242,6 +242,8 @@ def main() -> None:
     ap.add_argument("--url", help="a PostgreSQL server URL (default: an embedded server in a "
                                   "temporary folder); a fresh database is made on it")
     ap.add_argument("--skip-concurrency", action="store_true")
+    ap.add_argument("--concurrency-only", action="store_true",
+                    help="only the concurrent context calls (parts 1-3 skipped)")
     args = ap.parse_args()
 
     result: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -255,13 +257,15 @@ def main() -> None:
         load_s[b] = round(time.perf_counter() - t, 2)
     result["embedders"] = {b: repr(m) for b, m in models.items()}
     result["load_seconds"] = load_s  # includes a one-off export when nothing was cached
-    result["query"] = query_latency(models, questions, args.rounds)
-    print("query p50 ms:", {b: result["query"][b]["p50_ms"] for b in BACKENDS}, flush=True)
-    result["projection"], batched = projection_throughput(models, turns, args.rounds)
-    print("texts/s:", {b: result["projection"][b]["texts_per_s"] for b in BACKENDS},
-          flush=True)
-    result["cosine_gap_vs_torch"] = agreement(models, batched, questions)
-    print("1 - cos:", result["cosine_gap_vs_torch"], flush=True)
+    if not args.concurrency_only:
+        result["query"] = query_latency(models, questions, args.rounds)
+        print("query p50 ms:", {b: result["query"][b]["p50_ms"] for b in BACKENDS},
+              flush=True)
+        result["projection"], batched = projection_throughput(models, turns, args.rounds)
+        print("texts/s:", {b: result["projection"][b]["texts_per_s"] for b in BACKENDS},
+              flush=True)
+        result["cosine_gap_vs_torch"] = agreement(models, batched, questions)
+        print("1 - cos:", result["cosine_gap_vs_torch"], flush=True)
     if not args.skip_concurrency:
         result["concurrency"] = concurrency(args, models)
         for b, rows in result["concurrency"]["backends"].items():
