@@ -19,7 +19,8 @@ absolute numbers carry the load average they were taken under.
    included) on a store holding ``--conversations`` LoCoMo conversations (ingested through
    the public API, projected with the default backend), with 1, 2, 4 and 8 threads calling
    at once, the same ``--context-calls`` calls split among them; p50/p95 per call and calls/s,
-   for the default backend and PyTorch. Every question is asked once per backend before
+   for the default backend and PyTorch, with the embedding's part of each call
+   (``embed_ms`` of ``Context.timings``). Every question is asked once per backend before
    timing, so the process's caches (the scope's vectors, the expansion's word vectors) are
    warm alike for both.
 
@@ -169,11 +170,11 @@ def concurrency(args: argparse.Namespace, models: dict[str, Any]) -> dict[str, A
             project_s = time.perf_counter() - t
             asks = [(c.sample_id, q.question) for c in convs for q in c.questions]
 
-            def call(model: Any, actor: str, question: str) -> float:
+            def call(model: Any, actor: str, question: str) -> tuple[float, float]:
                 t0 = time.perf_counter()
-                store.context(question, actor=actor, session="bench/question", budget=BUDGET,
-                              embedder=model)
-                return (time.perf_counter() - t0) * 1000
+                ctx = store.context(question, actor=actor, session="bench/question",
+                                    budget=BUDGET, embedder=model)
+                return (time.perf_counter() - t0) * 1000, ctx.timings.get("embed_ms", 0.0)
 
             for b in compared:  # warm: every question once per backend
                 for actor, q in asks[: args.context_calls]:
@@ -197,7 +198,7 @@ def concurrency(args: argparse.Namespace, models: dict[str, Any]) -> dict[str, A
 def run_callers(call: Any, model: Any, asks: list[tuple[str, str]], callers: int,
                 total: int) -> dict[str, Any]:
     per = [asks[i:total:callers] for i in range(callers)]
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(callers + 1)
 
@@ -216,8 +217,11 @@ def run_callers(call: Any, model: Any, asks: list[tuple[str, str]], callers: int
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"callers": callers, "calls": len(times), "p50_ms": pct(times, 50),
-            "p95_ms": pct(times, 95), "max_ms": round(max(times), 3),
+    total = [t for t, _ in times]
+    embed = [e for _, e in times]
+    return {"callers": callers, "calls": len(times), "p50_ms": pct(total, 50),
+            "p95_ms": pct(total, 95), "max_ms": round(max(total), 3),
+            "embed_p50_ms": pct(embed, 50), "embed_p95_ms": pct(embed, 95),
             "calls_per_s": round(len(times) / wall, 2), "loadavg_start": start_load,
             "loadavg_end": loadavg()}
 
