@@ -24,6 +24,12 @@ absolute numbers carry the load average they were taken under.
    timing, so the process's caches (the scope's vectors, the expansion's word vectors) are
    warm alike for both.
 
+``--thread-settings`` measures instead how the ONNX embedder's threads are best spent, on
+the same texts, interleaved: one intra-op thread against two for a query at batch 1, and
+for ``--turns`` texts in one call (projection) a pool of one worker per CPU each running
+one intra-op thread (the shipped setting) against one worker with two intra-op threads and
+one worker with one.
+
 The data is CC BY-NC 4.0: read from where it is, never copied into the repository.
 """
 
@@ -226,6 +232,39 @@ def run_callers(call: Any, model: Any, asks: list[tuple[str, str]], callers: int
             "loadavg_end": loadavg()}
 
 
+THREAD_SETTINGS = {"1 thread x 2 workers": {"threads": 1, "workers": 2},
+                   "2 threads x 1 worker": {"threads": 2, "workers": 1},
+                   "1 thread x 1 worker": {"threads": 1, "workers": 1}}
+
+
+def thread_settings(questions: list[str], turns: list[str], rounds: int, variant: str
+                    ) -> dict[str, Any]:
+    from memory.embedding_onnx import OnnxEmbedder
+
+    names = list(THREAD_SETTINGS)
+    models = {k: OnnxEmbedder(variant=variant, **v) for k, v in THREAD_SETTINGS.items()}
+    for m in models.values():
+        for q in questions[:10]:
+            m.embed([q])
+    ms: dict[str, list[float]] = {k: [] for k in names}
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    start = loadavg()
+    for r in range(rounds):
+        for i, q in enumerate(questions):
+            k0 = r * len(questions) + i
+            for k in names[k0 % 3:] + names[:k0 % 3]:
+                t = time.perf_counter()
+                models[k].embed([q])
+                ms[k].append((time.perf_counter() - t) * 1000)
+        for k in names[r % 3:] + names[:r % 3]:
+            t = time.perf_counter()
+            models[k].embed(turns)
+            rates[k].append(len(turns) / (time.perf_counter() - t))
+    return {"variant": variant, "loadavg_start": start, "loadavg_end": loadavg(),
+            **{k: {"query_p50_ms": pct(ms[k], 50), "query_p95_ms": pct(ms[k], 95),
+                   "texts_per_s": round(statistics.median(rates[k]), 1)} for k in names}}
+
+
 def texts(path: str, n_questions: int, n_turns: int) -> tuple[list[str], list[str]]:
     convs = load(path)
     questions = [q.question for c in convs for q in c.questions][:n_questions]
@@ -248,11 +287,19 @@ def main() -> None:
     ap.add_argument("--skip-concurrency", action="store_true")
     ap.add_argument("--concurrency-only", action="store_true",
                     help="only the concurrent context calls (parts 1-3 skipped)")
+    ap.add_argument("--thread-settings", action="store_true",
+                    help="compare the ONNX embedder's thread settings instead")
     args = ap.parse_args()
 
     result: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                               "machine": machine(), "loadavg_start": loadavg()}
     questions, turns = texts(args.data, args.questions, args.turns)
+    if args.thread_settings:
+        result["thread_settings"] = [thread_settings(questions, turns, args.rounds, v)
+                                     for v in ("fp32", "int8")]
+        print(json.dumps(result["thread_settings"], indent=1))
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return
     models: dict[str, Any] = {}
     load_s: dict[str, float] = {}
     for b in BACKENDS:
