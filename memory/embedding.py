@@ -150,10 +150,14 @@ def _make(path: str | Path | None, backend: str, explicit: bool) -> Embedder:
                                  f"{', '.join(BACKENDS)}")
     if backend == "torch":
         return SentenceTransformerEmbedder(path)
-    from .embedding_onnx import OnnxEmbedder
+    from .embedding_onnx import OnnxEmbedder, unsupported
     from .errors import ConfigurationError
 
     variant = "int8" if backend == "onnx-int8" else "fp32"
+    if path is not None and not explicit and variant == "fp32" \
+            and Path(path).is_dir() and unsupported(Path(path)) is not None:
+        # a model ONNX cannot run (e.g. with a Dense layer): PyTorch, same name and vectors
+        return SentenceTransformerEmbedder(path)
     try:
         return OnnxEmbedder(path, variant=variant)
     except ConfigurationError:

@@ -73,7 +73,7 @@ class OnnxEmbedder:
         self.threads = threads
         self.workers = workers or os.cpu_count() or 1
         self.max_seq_length = _max_seq_length(folder)
-        _check_pooling(folder)
+        _check_supported(folder)
         self._tokenizer = _tokenizer(folder, self.max_seq_length)
         if model_file is None:
             from .onnx_export import cached_export
@@ -144,16 +144,39 @@ def _max_seq_length(folder: Path) -> int:
     return DEFAULT_MAX_SEQ_LENGTH
 
 
-def _check_pooling(folder: Path) -> None:
-    """Only mean pooling is implemented; a model pooled otherwise is refused rather than
-    given other vectors than sentence-transformers would."""
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def unsupported(folder: Path) -> str | None:
+    """Why this embedder cannot give ``folder``'s sentence-transformers vectors, or None.
+    It runs a transformer, mean pooling and normalisation; a model with other modules
+    (a Dense layer, another pooling) is refused rather than given other vectors."""
+    modules = folder / "modules.json"
+    if modules.is_file():
+        for m in json.loads(modules.read_text()):
+            kind = str(m.get("type", "")).rsplit(".", 1)[-1]
+            if kind not in SUPPORTED_MODULES:
+                return f"it has a {kind} module"
     for cfg in folder.glob("*_Pooling/config.json"):
-        modes = {k for k, v in json.loads(cfg.read_text()).items()
-                 if k.startswith("pooling_mode") and v}
-        if modes and modes != {"pooling_mode_mean_tokens"}:
-            raise ConfigurationError(
-                f"the model at {folder} pools with {sorted(modes)}; the ONNX embedder "
-                "implements mean pooling only (use the PyTorch embedder)")
+        conf = json.loads(cfg.read_text())
+        mode = conf.get("pooling_mode")
+        if isinstance(mode, str):  # newer sentence-transformers: one named mode
+            modes = {mode}
+        else:
+            modes = {k.removeprefix("pooling_mode_").removesuffix("_tokens")
+                     for k, v in conf.items() if k.startswith("pooling_mode_") and v is True}
+        if modes and modes != {"mean"}:
+            return f"it pools with {sorted(modes)}"
+    return None
+
+
+def _check_supported(folder: Path) -> None:
+    reason = unsupported(folder)
+    if reason is not None:
+        raise ConfigurationError(
+            f"the ONNX embedder cannot run the model at {folder}: {reason} (it runs a "
+            "transformer with mean pooling); use the PyTorch embedder (MEMORY_EMBEDDER=torch "
+            "or --embedder torch)")
 
 
 def _tokenizer(folder: Path, max_length: int) -> Any:

@@ -225,3 +225,22 @@ def test_default_without_an_exporter_falls_back_to_pytorch_unless_onnx_was_asked
     with pytest.raises(ConfigurationError, match=r"memory\[onnx\]"):
         embedding._make(None, "onnx-int8", explicit=False)
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
+
+
+def test_models_onnx_cannot_run_are_named_and_left_to_pytorch(tmp_path: Path) -> None:
+    from memory.embedding import default_model_path
+    from memory.embedding_onnx import unsupported
+
+    assert unsupported(default_model_path()) is None
+    (tmp_path / "modules.json").write_text(
+        '[{"type": "sentence_transformers.base.modules.transformer.Transformer"},'
+        ' {"type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},'
+        ' {"type": "sentence_transformers.base.modules.dense.Dense"}]')
+    assert unsupported(tmp_path) == "it has a Dense module"
+    (tmp_path / "modules.json").write_text("[]")
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text('{"pooling_mode": "cls"}')
+    assert unsupported(tmp_path) == "it pools with ['cls']"
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        '{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}')
+    assert unsupported(tmp_path) is None
