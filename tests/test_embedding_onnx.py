@@ -3,7 +3,10 @@ and the export cache (offline, with the network blocked)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,18 @@ def test_fp32_gives_pytorchs_vectors_under_the_same_name(embedder: Any,
     # one text alone (the query path) gives the vector it has in a batch
     np.testing.assert_allclose(embedder.embed([TEXTS[1]])[0], got[1], atol=1e-5)
     assert embedder.embed([]).shape == (0, 384)
+
+
+def test_the_query_path_needs_no_torch(embedder: Any) -> None:
+    """Once exported (by the fixture, into this run's MEMORY_HOME), a process embeds with
+    the tokenizer, ONNX Runtime and numpy alone."""
+    code = ("import sys; from memory.embedding import default_embedder; "
+            "v = default_embedder().embed(['where did we stay?']); "
+            "print(v.shape, sorted(m for m in ('torch', 'transformers', "
+            "'sentence_transformers', 'onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "(1, 384) []"
 
 
 def test_int8_is_close_but_another_model(int8: Any, torch_embedder: Any) -> None:
