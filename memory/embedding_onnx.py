@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigurationError
+from .packaged_model import DEFAULT_MODEL, default_model_path
 
 DEFAULT_MAX_SEQ_LENGTH = 256
 INT8_SUFFIX = "+int8"
@@ -56,8 +57,6 @@ class OnnxEmbedder:
     def __init__(self, path: str | Path | None = None, *, variant: str = "fp32",
                  name: str | None = None, batch_size: int = 64, threads: int = 1,
                  workers: int | None = None, model_file: str | Path | None = None) -> None:
-        from .embedding import DEFAULT_MODEL, default_model_path
-
         folder = Path(path) if path is not None else default_model_path()
         if not (folder / "tokenizer.json").is_file():
             raise ConfigurationError(
