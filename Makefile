@@ -20,6 +20,7 @@ demo: env
 
 test: env
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
 lint: env

@@ -1,5 +1,5 @@
 """Alembic environment: migrations run on a connection handed over by the library
-(memory.db.migrate), or on MEMORY_DATABASE_URL when the `alembic` command is used."""
+(memory.pg.engine.migrate), or on MEMORY_DATABASE_URL when the `alembic` command is used."""
 
 from alembic import context
 from sqlalchemy import create_engine
@@ -12,7 +12,7 @@ if connection is not None:
     with context.begin_transaction():
         context.run_migrations()
 else:
-    from memory.db import resolve_url
+    from memory.pg import resolve_url
 
     engine = create_engine(resolve_url(None))
     with engine.connect() as conn:

@@ -8,7 +8,7 @@ concurrent writers (threads, each its own session). The library path is ``Store.
 with validation on (JSON Schema, size, NUL/surrogate checks, idempotency hash, expected-
 version logic, append lock, NOTIFY) and, by default, encryption; the writers share one
 store, whose appends that arrive while another is in flight are sent together in one
-transaction (memory/log_group.py), so "one per call" is not always one per transaction on
+transaction (memory/log/group.py), so "one per call" is not always one per transaction on
 the library side. The table reports appends per statement (``per stmt``) for it. The raw
 path is psycopg INSERTs into an equivalent table created in the same database (same columns
 and indexes, a jsonb payload; no validation, no lock): one autocommit INSERT per event for
@@ -62,7 +62,8 @@ from machine_info import cpu_model
 from psycopg.types.json import Jsonb
 
 import memory
-from memory import db, embedded
+from memory.pg import embedded
+from memory.pg import engine as db
 
 SHAPES = [(1, 1), (1, 4), (100, 1), (100, 4), (1000, 1), (1000, 4)]
 TARGETS = {1: 0.7, 1000: 0.6}
@@ -297,7 +298,7 @@ def follower_lag(store: memory.Store, duration: float) -> dict[str, Any]:
             "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": lags[-1]}
 
 
-# -- encryption on vs off (issue 6) -------------------------------------------------------
+# -- encryption on vs off: what sealing costs ---------------------------------------------
 
 ENCRYPTION_SHAPES = [(1, 1), (100, 1), (1000, 1), (1, 4)]
 ENCRYPTION_TARGET = 0.85  # encryption may cost at most 15% of append throughput

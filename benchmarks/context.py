@@ -29,9 +29,9 @@ What it does, in one run:
    product + argpartition, vectors already in memory) runs in the same process on the same
    queries, as a baseline, and gives HNSW's recall@50 against the exact top 50.
    The first call of each path is timed apart (``first_call_excl_embed_ms``): it may read
-   the actor's scope into the process's scope cache (memory/retrieval/scopedata.py);
+   the actor's scope into the store's scope cache (memory/retrieval/scopecache.py);
    the percentiles are over the calls after it, which check the cache and reuse it.
-   ``search`` includes packing the memories (their token counts), as it always did.
+   ``search`` includes packing the memories (their token counts).
 
 ``--sizes a1k,a20k`` and ``--paths default`` measure a subset (quicker while iterating).
 The output JSON has p50/p95 per size and part, in milliseconds, the machine, and the load
@@ -60,8 +60,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from machine_info import cpu_model
 
 import memory
-from memory import db, embedded, message
+from memory import message
 from memory.embedding import default_embedder
+from memory.pg import embedded, to_array
+from memory.pg import engine as db
 from memory.retrieval import RetrievalSettings, search
 
 DB_NAME = "bench_context"
@@ -265,7 +267,7 @@ def actor_vectors(url: str, actor: str) -> tuple[np.ndarray, list[tuple[int, int
             (GENERATION, actor)).fetchall()
     engine.dispose()
     keys = [(r[0], r[1]) for r in rows]
-    return np.stack([search.to_array(r[2]) for r in rows]), keys
+    return np.stack([to_array(r[2]) for r in rows]), keys
 
 
 class FixedEmbedder:
@@ -364,7 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             memories: list[int] = []
             tops: list[list[tuple[int, int]]] = []
             # the first call of a path reads the scope into the process's scope cache
-            # (memory/retrieval/scopedata.py) when it has not been read yet: timed apart
+            # (memory/retrieval/scopecache.py) when it has not been read yet: timed apart
             fixed.i, fixed.query = 0, qs[0]
             first = store.context(qs[0], actor=actor, session=session, budget=BUDGET,
                                   settings=settings, embedder=fixed).timings
@@ -426,12 +428,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _vector_top(store: memory.Store, actor: str, qv: np.ndarray,
                 settings: RetrievalSettings) -> list[tuple[int, int]]:
     """The vector candidates alone, down the path the settings force (for recall)."""
-    from memory.security import tenant_scope
+    from memory.pg import tenant_scope
 
     scope = search.Scope(store.tenant, actor, "x", (actor,))
     with tenant_scope(store.tenant), store.engine.connect() as conn, conn.begin():
         gen = search.live_generations(conn)["chunks"]
-        finder = search.ChunkSearch(conn, scope, gen, 10**12, settings)
+        finder = search.ChunkSearch(conn, scope, gen, 10**12, settings,
+                                    cache=store.scope_cache)
         return [h.key for h in finder.vector(qv)]
 
 

@@ -1,6 +1,7 @@
-"""LoCoMo retrieval benchmark (issue 5): recall of the evidence turns, through the library.
+"""LoCoMo retrieval benchmark: recall of the evidence turns, through the library.
 
     python benchmarks/locomo.py --data FILE --out RESULT.json [--per-question FILE.jsonl]
+        [--conversations N] [--limit N]
 
 1. Ingests every conversation through the public API into a fresh database: one actor per
    conversation, one session per LoCoMo session, one ``message`` event per turn (the
@@ -11,16 +12,19 @@
    ``fulltext`` (Postgres full text, ts_rank_cd), ``bm25`` (the library's in-database BM25
    alone), ``vector`` (pgvector cosine), ``hybrid`` (reciprocal-rank fusion of the two
    candidate lists) and ``default`` (what ``Store.context`` uses), and scores the top 50
-   turns against the evidence (benchmarks/locomo_metrics.py). Context recall: the share of
+   turns against the evidence (memory.retrieval.evaluation). Context recall: the share of
    evidence turns present in what ``Store.context`` returns at 1,000 and 2,000 tokens.
    Query latency excludes the query embedding (it is the same for every system).
 
-The data is CC BY-NC 4.0: read from where it is, never copied into the repository.
+The data is CC BY-NC 4.0: read from where it is (benchmarks/locomo_data.py), never copied
+into the repository. ``--conversations 1 --limit 5`` checks the whole pipeline in a few
+minutes; the figures in benchmarks/RESULTS.md are of the full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -43,23 +47,16 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from locomo_metrics import (
-    KS,
-    Conversation,
-    Question,
-    aggregate,
-    context_recall,
-    load,
-    score_question,
-)
+from locomo_data import CATEGORIES, Conversation, Question, load, session_of
 
 import memory
-from memory import embedded
+from memory.pg import embedded
 from memory.retrieval import ranking, search, wholescope
+from memory.retrieval.evaluation import KS, aggregate, context_recall, score_ranking
 from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
 
 try:
-    from memory.security import tenant_scope
+    from memory.pg import tenant_scope
 except ImportError:  # pragma: no cover
     def tenant_scope(tenant: str | None) -> Any:  # type: ignore[misc]
         return nullcontext()
@@ -153,10 +150,13 @@ class LazyHits(Sequence[search.Hit]):
 
 
 class Retriever:
-    """The systems, each a function (finder, question, vectors) -> ranked hits."""
+    """The systems, each a function (finder, question, vectors) -> ranked hits;
+    ``default`` ranks with ``settings`` (the library's defaults unless ``--set``)."""
 
-    def __init__(self, store: memory.Store) -> None:
+    def __init__(self, store: memory.Store, settings: RetrievalSettings = DEFAULT_SETTINGS
+                 ) -> None:
         self.store = store
+        self.settings = settings
 
     def run(self, actor: str, q: Question, raw_vec: np.ndarray,
             embed: Callable[[list[str]], np.ndarray], where: dict[int, str]
@@ -173,7 +173,8 @@ class Retriever:
 
                 def finder(settings: RetrievalSettings = DEFAULT_SETTINGS
                            ) -> search.ChunkSearch:
-                    return search.ChunkSearch(conn, scope, gen, bound, settings)
+                    return search.ChunkSearch(conn, scope, gen, bound, settings,
+                                              cache=self.store.scope_cache)
 
                 t = time.perf_counter()
                 hits = finder().text(q.question, k=DEPTH)
@@ -202,7 +203,7 @@ class Retriever:
 
                 # default: exactly the steps Store.context takes (context.py), the query
                 # embedding timed apart
-                s = DEFAULT_SETTINGS
+                s = self.settings
                 t = time.perf_counter()
                 f = finder(s)
                 f.scope_size()
@@ -276,7 +277,8 @@ def actor_authors(store: memory.Store, actors: list[str]) -> dict[str, list[str]
         for actor in actors:
             scope = search.Scope(store.tenant, actor, QUESTION_SESSION, (actor,))
             out[actor] = wholescope.scope_authors(
-                search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS))
+                search.ChunkSearch(conn, scope, gen, gen.position, DEFAULT_SETTINGS,
+                                   cache=store.scope_cache))
     return out
 
 
@@ -287,6 +289,27 @@ def context_positions(store: memory.Store, actor: str, question: str, budget: in
                         settings=settings, ranker=ranker, embedder=embedder)  # type: ignore[arg-type]
     assert ctx.tokens <= budget
     return {s.position for s in ctx.sources if s.kind in ("memory", "neighbour", "turn")}
+
+
+def settings_with(changes: Sequence[str]) -> tuple[RetrievalSettings, dict[str, Any]]:
+    """The default settings with ``NAME=VALUE`` changes (VALUE read as JSON, else as a
+    string): ``--set question_penalty=0.15 --set sentence_max=false`` measures what one
+    part of the default ranker is worth."""
+    fields = {f.name: f for f in dataclasses.fields(RetrievalSettings)}
+    parsed: dict[str, Any] = {}
+    for item in changes:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(sorted(fields))}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if isinstance(value, list):
+            value = tuple(value)
+        parsed[name] = value
+    return DEFAULT_SETTINGS.replace(**parsed), parsed
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -330,10 +353,16 @@ def main() -> None:
     ap.add_argument("--home", help="MEMORY_HOME for the embedded server (default: temporary)")
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
     ap.add_argument("--limit", type=int, help="only the first N questions per conversation")
+    ap.add_argument("--conversations", type=int,
+                    help="only the first N conversations (a quick check of the pipeline)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="change one RetrievalSettings field of the default system "
+                         "(repeatable; VALUE as JSON, e.g. --set sentence_max=false)")
     args = ap.parse_args()
+    args.settings, args.changes = settings_with(args.set)
 
     started = time.perf_counter()
-    convs = load(args.data)
+    convs = load(args.data)[: args.conversations]
     if args.limit:
         for c in convs:
             c.questions = c.questions[: args.limit]
@@ -379,7 +408,8 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
                       for actor, q in questions])
         embed_s += time.perf_counter() - t
 
-        retriever = Retriever(store)
+        retriever = Retriever(store, args.settings)
+        CONTEXT_SYSTEMS["default"] = (args.settings, None)
         rows: dict[str, list[tuple[int, dict[str, float]]]] = {s: [] for s in SYSTEMS}
         times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
         per_q = open(args.per_question, "w") if args.per_question else None  # noqa: SIM115
@@ -400,7 +430,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
                                         "evidence": q.evidence, "systems": {}}
                 for name in SYSTEMS:
                     ranked, secs = found[name]
-                    m = score_question(ranked, q.evidence)
+                    m = score_ranking(ranked, q.evidence, session_of)
                     for budget in BUDGETS:
                         m[f"context_recall@{budget}"] = ctx[name, budget]
                     rows[name].append((q.category, m))
@@ -417,7 +447,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
 
     systems: dict[str, Any] = {}
     for name in SYSTEMS:
-        agg = aggregate(rows[name])
+        agg = aggregate(rows[name], CATEGORIES)
         ms = np.asarray(times[name])
         agg["query_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
         agg["query_ms_p95"] = round(float(np.percentile(ms, 95)), 2)
@@ -434,6 +464,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
         "projection_events_per_second": round(n_events / project_s, 1),
         "question_embedding_seconds": round(embed_s, 2),
         "depth": DEPTH,
+        "default_settings_changed": args.changes,
         "ks": list(KS),
         "notes": "context_recall@B: Store.context with each system's settings (fulltext and "
                  "vector keep only their own candidates), a new session, budget B tokens; "

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from locomo_metrics import CATEGORIES, load
+from locomo_data import CATEGORIES, load
 
 KEYS = ("recall@5", "recall@10", "recall@25", "recall@50", "session_recall_any@5", "mrr",
         "context_recall@1000", "context_recall@2000")

@@ -7,8 +7,8 @@
    embed, write the rows (with the database-generated tsvector) and the vocabulary, move
    the checkpoint, and, as a rebuild does, build the HNSW index and switch. Rates are in
    chunks per second on both sides; ``chunk_only_encode_per_s`` is the raw encode of the
-   chunk texts alone, what the projection embedded before the sentence vectors and the
-   vocabulary (so ``projection_per_s / chunk_only_encode_per_s`` is what they cost). Runs
+   chunk texts alone (so ``projection_per_s / chunk_only_encode_per_s`` is what the
+   sentence vectors and the vocabulary cost). Runs
    alternate (encode, project, encode, project...) so that load from other work on the
    machine hits both; medians are kept.
 2. Peak RSS of a rebuild over 20k and 100k events, each in its own subprocess, to show the
@@ -50,8 +50,9 @@ sys.path.insert(0, str(ROOT))
 from machine_info import cpu_model  # noqa: E402
 
 import memory  # noqa: E402
-from memory import db, embedded  # noqa: E402
-from memory.projections.runner import DEFAULT_BATCH_SIZE  # noqa: E402
+from memory.pg import embedded  # noqa: E402
+from memory.pg import engine as db  # noqa: E402
+from memory.projections import DEFAULT_BATCH_SIZE  # noqa: E402
 
 SUBJECTS = ["I", "My sister", "Caroline", "Melanie", "We", "My manager", "The kids", "Our team"]
 VERBS = ["went to", "talked about", "started", "finished", "planned", "remembered", "visited",

@@ -11,8 +11,8 @@ process: ``onnx`` (fp32, the default), ``onnx-int8`` (dynamically quantised) or 
 
 An embedder's ``name`` and ``dim`` are recorded in the configuration of each projection
 generation built with it, so vectors of two models never share a generation (see
-``memory.projections.runner``). ONNX fp32 and PyTorch give the same vectors (to ~1e-7 in
-cosine) and share the model's name; int8 is another model (``all-MiniLM-L6-v2+int8``).
+``memory.projections.generations``). ONNX fp32 and PyTorch give the same vectors (to ~1e-7
+in cosine) and share the model's name; int8 is another model (``all-MiniLM-L6-v2+int8``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,18 @@ class ValidationError(Error):
         self.reason = message
 
 
+class InvalidArgument(ValidationError, ValueError):
+    """An argument of a call, not an event, is of the wrong type or out of range (e.g.
+    ``expected_version=2**63``, a negative ``from_position``, a ``Limits`` field); nothing
+    was read or written. ``field`` (and ``name``) is the argument."""
+
+    def __init__(self, name: str, message: str) -> None:
+        Error.__init__(self, f"{name}: {message}")
+        self.index = 0
+        self.field = self.name = name
+        self.reason = message
+
+
 class UnknownEventType(ValidationError):
     """The event's type (or its schema version) is not registered."""
 
@@ -70,6 +82,28 @@ class AppendOnlyViolation(Error):
     """Something tried to change or remove history in the event log."""
 
 
+class TenantAccessError(Error):
+    """A call named another tenant than the one its connection's role acts for (or the
+    role acts for none): nothing was read or written. A tenant's role is bound to its
+    tenant (memory/pg/tenancy.py)."""
+
+
 class DecryptionError(Error):
     """A sealed payload or a wrapped key failed authentication (wrong master key or
     tampered data): never silently treated as forgotten."""
+
+
+class DependencyError(Error):
+    """Something a projection depends on failed (the embedder, a summarizer's model):
+    not the fault of the event being projected, so the projection runner stops and
+    raises it instead of quarantining the event (memory/projections/quarantine.py)."""
+
+
+class ForgottenError(Error):
+    """The event asked for was forgotten (``Store.forget``): its payload is gone, so
+    what needs it (e.g. replaying a recorded context) cannot be done. ``event_id`` names
+    it."""
+
+    def __init__(self, message: str, *, event_id: str) -> None:
+        super().__init__(message)
+        self.event_id = event_id

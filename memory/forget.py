@@ -2,12 +2,12 @@
 everything derived from it.
 
 ``memory_events`` is never updated (a trigger refuses it). Forgetting destroys keys
-instead (crypto-shredding, see memory/crypto.py), then follows the lineage:
+instead (crypto-shredding, see memory/log/sealing.py), then follows the lineage:
 
 1. **One transaction** records the request (``memory_forget_requests``, pending),
    destroys the keys (an actor: its key row and every epoch and secrets row under it;
    events: their epochs, whose other events' keys are kept one row each, or for older
-   formats their own secrets; memory/crypto.py), and deletes what every projection
+   formats their own secrets; memory/log/sealing.py), and deletes what every projection
    derived (``memory.projections.forget``: chunks with their vectors and full text,
    summaries).
    Recorded contexts (``context_assembled`` events) are sealed like any event: an actor's
@@ -23,15 +23,16 @@ whole (nothing was forgotten; call again). Calling forget again for the same act
 events is a no-op that reports ``already_forgotten``.
 
 Why projections cannot resurrect: a projection runner opens event payloads inside its
-write transaction and locks their event secrets (``FOR SHARE``, memory/crypto.py), so
+write transaction and locks their event secrets (``FOR SHARE``, memory/log/sealing.py), so
 step 1 waits for a runner that already decrypted an event to commit, then deletes what it
 wrote. Replays and rebuilds read forgotten events as ``forgotten=True`` with an empty
 payload, and derive nothing from them.
 
-What this does not do: rows deleted by PostgreSQL stay in the data files until VACUUM
-reclaims them (autovacuum does, or ``VACUUM memory_keys, memory_event_keys``), and copies
-made before the forget (backups, WAL archives, replicas' lag) keep the key for as long as
-they are kept. Events stored while encryption was off cannot be erased from the log; a
+Rows deleted by PostgreSQL keep their bytes in the data files: ``Store.forget`` then
+rewrites the key tables and vacuums the derived ones (memory/erasure.py), or records that
+this is pending when its connection may not. Copies made before the forget (backups, WAL
+archives, replicas' lag) keep the key for as long as they are kept (README, "What forget
+leaves behind"). Events stored while encryption was off cannot be erased from the log; a
 forget that would leave such payloads refuses with :class:`ForgetError`.
 """
 
@@ -44,16 +45,17 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from . import log_sql
 from .errors import Error, ValidationError
-from .events import NewEvent, check_id, parse_event_id
-from .security import tenant_scope
+from .log import NewEvent, check_id, parse_event_id
+from .log import sql as log_sql
+from .pg import tenant_scope
+from .retrieval import CONTEXT_EVENT
 
 if TYPE_CHECKING:
+    from .erasure import Erasure
     from .log import Log
 
 TOMBSTONE = "forgotten"
-CONTEXT_EVENT = "context_assembled"
 TOMBSTONE_SESSION = "memory.forget:"
 
 
@@ -73,6 +75,8 @@ class ForgetResult:
     event_ids: tuple[uuid.UUID, ...]
     derived_rows: int
     already_forgotten: bool
+    # The physical erasure that followed (memory/erasure.py): done, or pending and why.
+    erasure: Erasure | None = None
 
 
 def _projections_forget(conn: sa.Connection, tenant: str, *, actor_id: str | None,
@@ -94,11 +98,11 @@ def _citing_contexts(log: Log, conn: sa.Connection, tenant: str, forgotten: set[
     if not forgotten:
         return []
     rows = conn.exec_driver_sql(
-        f"SELECT {log_sql._COLUMNS} FROM memory_events WHERE tenant = %s AND type = %s "
+        f"SELECT {log_sql.EVENT_COLUMNS} FROM memory_events WHERE tenant = %s AND type = %s "
         "AND actor_id IS DISTINCT FROM %s ORDER BY position",
         (tenant, CONTEXT_EVENT, skip_actor)).fetchall()
     out = []
-    for event in log._recorded(conn, rows):
+    for event in log.recorded_events(conn, rows):
         if event.forgotten:
             continue
         cited = {str(e) for e in event.payload.get("source_event_ids") or []}
@@ -164,11 +168,8 @@ def forget(log: Log, tenant: str, *, actor_id: str | None = None,
                 "RETURNING key_id", (tenant, actor_id))]
             destroyed += len(keys)
             if keys:
-                conn.exec_driver_sql(
-                    "SELECT pg_advisory_xact_lock(memory_epoch_lock(batch)) FROM ("
-                    "SELECT batch FROM memory_event_secrets WHERE tenant = %s AND "
-                    "key_id = ANY(%s) AND batch LIKE 'e:%%' ORDER BY batch COLLATE \"C\") e",
-                    (tenant, keys)).fetchall()
+                conn.exec_driver_sql(  # in name order (alembic/versions/0010)
+                    "SELECT memory_lock_epochs(%s, %s)", (tenant, keys)).scalar_one()
                 conn.exec_driver_sql(
                     "DELETE FROM memory_event_secrets WHERE tenant = %s AND key_id = ANY(%s)",
                     (tenant, keys))
@@ -204,7 +205,7 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
                     targets: Sequence[uuid.UUID]) -> int:
     """Destroy the epochs that sealed any of ``targets``, keeping the keys of their
     other events (one ``memory_event_keys`` row each, masked under the actor key:
-    memory/crypto.py). Returns how many targets lost their key here.
+    memory/log/sealing.py). Returns how many targets lost their key here.
 
     Each epoch is locked first, both ways its users hold it: exclusively its advisory
     lock, which appends under it hold (shared) until they commit (alembic/versions/0007),
@@ -220,10 +221,10 @@ def _destroy_epochs(log: Log, conn: sa.Connection, tenant: str,
             "WHERE tenant = %s AND event_id = ANY(%s::uuid[]) AND key_id LIKE 'e:%%' "
             "ORDER BY 1",
             (tenant, list(targets))).fetchall():
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(memory_epoch_lock(%s))", (name,))
-        row = conn.exec_driver_sql(
-            "SELECT key_id, secrets FROM memory_event_secrets WHERE tenant = %s "
-            "AND batch = %s FOR UPDATE", (tenant, name)).first()
+        # both locks, in a function (alembic/versions/0010): the advisory-lock functions
+        # are the owner's alone
+        row = conn.exec_driver_sql("SELECT key_id, secrets FROM memory_lock_epoch(%s, %s)",
+                                   (tenant, name)).first()
         if row is None:
             continue  # destroyed by an earlier forget: its kept keys are nulled below
         sealed = [r[0] for r in conn.exec_driver_sql(

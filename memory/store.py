@@ -1,6 +1,7 @@
 """The public face: open a store, append, read, subscribe (and, as they land, project and
-build context). A Store is bound to one tenant; ``store.for_tenant(t)`` gives another
-tenant's face over the same connections.
+build context). A Store is bound to one tenant and, when it can make tenant roles, logs
+in as that tenant's role (memory/pg/tenancy.py); ``store.for_tenant(t)`` gives another
+tenant's face, with that tenant's own connections, owned by the store that made it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,25 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from . import db, security
 from . import forget as forget_mod
-from .config import DEFAULT_TENANT, Limits, database_url_from_env
-from .crypto import Crypto
-from .events import Appended, NewEvent, RecordedEvent, check_id
+from .config import DEFAULT_TENANT, Limits
+from .errors import ConfigurationError
 from .forget import ForgetResult
-from .log import ANY, Log, Subscription
-from .schemas import SchemaRegistry
+from .log import (
+    ANY,
+    Appended,
+    Crypto,
+    Log,
+    NewEvent,
+    RecordedEvent,
+    SchemaRegistry,
+    Subscription,
+    check_id,
+    group,
+)
+from .pg import TenantEngines, can_manage_roles, tenant_scope
+from .pg import engine as db
+from .retrieval import ScopeCache
 
 if TYPE_CHECKING:
     from .embedding import Embedder
@@ -35,66 +47,96 @@ class Store:
     def __init__(self, engine: Engine, *, tenant: str = DEFAULT_TENANT,
                  registry: SchemaRegistry | None = None, limits: Limits | None = None,
                  encrypt: bool = True, crypto: Crypto | None = None,
-                 maintenance_engine: Engine | None = None, _owns_engine: bool = True) -> None:
+                 maintenance_engine: Engine | None = None, _owns_engine: bool = True,
+                 _tenants: TenantEngines | None = None,
+                 _scope_cache: ScopeCache | None = None) -> None:
         self.limits = limits or Limits()
         self.tenant = check_id(tenant, "tenant", self.limits)
         self.engine = engine
         # Cross-tenant work (the projection runner) needs a connection that row-level
-        # security does not confine to one tenant: the owner's (memory/security.py).
+        # security does not confine to one tenant: the owner's (memory/pg/tenancy.py).
         self.maintenance_engine = maintenance_engine or engine
         self.log = Log(engine, registry, self.limits, encrypt=encrypt, crypto=crypto)
         self._owns_engine = _owns_engine
+        self._tenants = _tenants  # the tenants' engines (shared with for_tenant's stores)
+        self.scope_cache = _scope_cache if _scope_cache is not None else ScopeCache()
+        """What retrieval keeps in memory between calls (scope entries, lexemes, word
+        vectors), passed into every retrieval call this store makes; shared with the
+        stores of :meth:`for_tenant` (an entry's key holds its tenant)."""
 
     @classmethod
     def open(cls, url: str | None = None, *, tenant: str = DEFAULT_TENANT,
              limits: Limits | None = None, migrate: bool = True,
-             encrypt: bool = True, role: str | None = None) -> Store:
+             encrypt: bool = True, tenant_roles: bool | None = None) -> Store:
         """Open the store at ``url``; with no URL, ``MEMORY_DATABASE_URL``; with neither,
         the embedded server (started if needed). Migrations run unless ``migrate=False``.
 
         ``encrypt`` (default on) seals payloads and metadata under per-actor keys, which
-        is what makes :meth:`forget` possible (memory/crypto.py). A forget that a crash
+        is what makes :meth:`forget` possible (memory/log/sealing.py). A forget that a crash
         left half-done in this tenant is completed here.
 
-        ``role``: log in as this role for the library's own work, keeping the URL's role
-        (the owner) for migrations and cross-tenant maintenance (``maintenance_engine``).
-        On the embedded server the default is ``memory_app``, which row-level security
-        confines to the store's tenant; with a URL, the URL's role is used as given (give
-        the library a ``memory_app`` URL in production, see memory/security.py)."""
+        ``tenant_roles``: whether the library logs in as each tenant's own role, made and
+        managed by the library, to which row-level security binds it (memory/pg/tenancy.py),
+        keeping the URL's role, the owner, for migrations and cross-tenant maintenance
+        (``maintenance_engine``). The default does so when the URL's role may make tenant
+        roles (it runs the migrations); ``False`` uses the URL's role for everything (an
+        owner's URL then sees every tenant; a tenant role's URL its own tenant only);
+        ``True`` refuses to open without them."""
         resolved = db.resolve_url(url)
-        engine = db.make_engine(resolved, limits)
-        if migrate:
-            db.migrate(engine)
-        if role is None and url is None and database_url_from_env() is None \
-                and security.role_exists(engine, security.APP_ROLE):
-            role = security.APP_ROLE
-        app = None
-        if role is not None and role != engine.url.username:
-            app = db.make_engine(security.role_url(resolved, role), limits)
-        store = cls(app or engine, tenant=tenant, limits=limits, encrypt=encrypt,
-                    maintenance_engine=engine if app is not None else None)
-        store._owns_maintenance = app is not None
+        limits = limits or Limits()
+        check_id(tenant, "tenant", limits)
+        owner = db.make_engine(resolved, limits)
+        try:
+            if migrate:
+                db.migrate(owner)
+            if tenant_roles is None:
+                tenant_roles = can_manage_roles(owner)
+            elif tenant_roles and not can_manage_roles(owner):
+                raise ConfigurationError(
+                    f"role {owner.url.username!r} cannot make tenant roles: open the store "
+                    "with the URL of the role that owns the schema (it runs the "
+                    "migrations), or with tenant_roles=False")
+            if not tenant_roles:
+                store = cls(owner, tenant=tenant, limits=limits, encrypt=encrypt)
+            else:
+                crypto = Crypto.from_environment()
+                tenants = TenantEngines(
+                    owner, resolved, limits,
+                    lambda: crypto.master.derive(b"tenant role passwords"))
+                store = cls(tenants.engine(tenant), tenant=tenant, limits=limits,
+                            encrypt=encrypt, crypto=crypto, maintenance_engine=owner,
+                            _tenants=tenants)
+        except BaseException:
+            owner.dispose()
+            raise
         forget_mod.complete_pending(store.log, store.tenant)
         return store
 
     def for_tenant(self, tenant: str) -> Store:
-        """The same database seen as another tenant (connections are shared)."""
-        return Store(self.engine, tenant=tenant, registry=self.registry, limits=self.limits,
+        """The same database seen as another tenant: with tenant roles, through that
+        tenant's own engine (made on first use, disposed when this store closes)."""
+        check_id(tenant, "tenant", self.limits)
+        engine = self._tenants.engine(tenant) if self._tenants is not None else self.engine
+        return Store(engine, tenant=tenant, registry=self.registry, limits=self.limits,
                      encrypt=self.log.encrypt, crypto=self.log.crypto,
-                     maintenance_engine=self.maintenance_engine, _owns_engine=False)
+                     maintenance_engine=self.maintenance_engine, _owns_engine=False,
+                     _tenants=self._tenants, _scope_cache=self.scope_cache)
 
     @property
     def registry(self) -> SchemaRegistry:
         return self.log.registry
 
-    _owns_maintenance = False
-
     def close(self) -> None:
-        if self._owns_engine:
-            self.log.close()  # the append connections (memory/log_group.py)
+        if not self._owns_engine:
+            return
+        if self._tenants is not None:
+            # every tenant's engine, and the append connections the log keeps for each
+            self._tenants.close(lambda engine: group.appender(engine).close())
+        else:
+            self.log.close()  # the append connections (memory/log/group.py)
             self.engine.dispose()
-            if self._owns_maintenance:
-                self.maintenance_engine.dispose()
+        if self.maintenance_engine is not self.engine:
+            self.maintenance_engine.dispose()
 
     def __enter__(self) -> Store:
         return self
@@ -128,20 +170,39 @@ class Store:
     # -- forgetting (memory/forget.py) ---------------------------------------------------
 
     def forget(self, *, actor: str | None = None,
-               event_ids: Iterable[uuid.UUID | str] | None = None) -> ForgetResult:
+               event_ids: Iterable[uuid.UUID | str] | None = None, erase: bool = True,
+               flush_wal: bool = False, rewrite_derived: bool = False,
+               erase_wait: float = 10.0) -> ForgetResult:
         """Forget every event of ``actor`` in this tenant, or the events ``event_ids``:
         their keys are destroyed (the log itself is never rewritten), everything derived
         from them (chunks, vectors, full text, summaries, recorded contexts that cited
         them) is deleted, and a ``forgotten`` tombstone (ids only) is appended. Idempotent.
 
-        This process's retrieval cache drops the tenant's entries for the actor (or, for
-        single events, all of the tenant's: which actors they belonged to is not known
-        here) at once, so the forgotten text does not stay in memory until the next call
-        notices. Other processes' caches notice on their next call (scopedata.py)."""
-        from .retrieval import scopedata
+        Then (``erase``, the default) the deleted bytes are erased from the live data
+        files on ``maintenance_engine``: the key tables rewritten, the derived tables
+        vacuumed (memory/erasure.py; it waits up to ``erase_wait`` seconds for older
+        transactions). ``result.erasure`` says whether that was done or is pending and
+        why (e.g. the store has only the app role's connection: ``memory forget
+        --erase-pending`` with the owner's URL completes it). ``flush_wal`` also runs a
+        checkpoint and a WAL switch so the WAL holding the bytes is recycled sooner;
+        ``rewrite_derived`` rewrites the derived tables too (VACUUM FULL: no freed space
+        left holding derived text, but reads of them wait meanwhile).
 
+        This store's retrieval cache (``scope_cache``) drops the tenant's entries for the
+        actor (or, for single events, all of the tenant's: which actors they belonged to
+        is not known here) at once, so the forgotten text does not stay in memory until
+        the next call notices. Other stores' caches notice on their next call
+        (memory/retrieval/scopecache.py)."""
+        import dataclasses
+
+        from . import erasure
         result = forget_mod.forget(self.log, self.tenant, actor_id=actor, event_ids=event_ids)
-        scopedata.CACHE.forget(self.tenant, actor)
+        self.scope_cache.forget(self.tenant, actor)
+        if erase:
+            with tenant_scope(self.tenant):
+                done = erasure.erase(self.maintenance_engine, wait_seconds=erase_wait,
+                                     flush_wal=flush_wal, rewrite_derived=rewrite_derived)
+            result = dataclasses.replace(result, erasure=done)
         return result
 
     # -- projections (memory/projections) --------------------------------------------
@@ -178,9 +239,9 @@ class Store:
         context as it was when the log ended at that position. ``record`` appends a
         ``context_assembled`` event that :meth:`replay_context` rebuilds exactly.
         """
-        from .retrieval.context import build_context
+        from .retrieval import build_context
 
-        with security.tenant_scope(self.tenant):
+        with tenant_scope(self.tenant):
             return build_context(self, query, actor=actor, session=session, budget=budget,
                                  settings=settings, as_of=as_of, strong=strong,
                                  actors=actors, record=record, counter=counter,
@@ -189,7 +250,7 @@ class Store:
     def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
         """Rebuild a recorded context (a ``context_assembled`` event) from the log;
         ``.replay_matches`` says whether the messages are identical."""
-        from .retrieval.context import replay
+        from .retrieval import replay
 
-        with security.tenant_scope(self.tenant):
+        with tenant_scope(self.tenant):
             return replay(self, event, **kw)

@@ -16,7 +16,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from support import TEMPLATE, new_database
 
 import memory
-from memory import db, embedded
+from memory.pg import embedded
+from memory.pg import engine as db
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 
 import memory
+from memory.log import sql as log_sql
 
 TEMPLATE = "memory_template"  # made by conftest.template_url
 _counter = itertools.count()
@@ -41,6 +43,20 @@ def new_database(server_url: str, tag: str, *, template: str | None = TEMPLATE
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+@contextmanager
+def open_append(database_url: str, store: memory.Store, session: str,
+                events: list[memory.NewEvent], actor: str = "slow") -> Iterator[list[Any]]:
+    """An append whose transaction stays open inside the block: a foreign writer of the
+    same database (BEGIN, the statement the library runs, ..., COMMIT when the block
+    ends), to test what readers and other writers see meanwhile."""
+    prepared = store.log.prepare(actor, events)
+    params = log_sql.append_params(store.tenant, actor, session, None, prepared)
+    with psycopg.connect(psycopg_url(database_url)) as conn:
+        rows = conn.execute(log_sql.APPEND, params).fetchall()
+        yield rows
+        conn.commit()
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 import memory
-from memory import db
+from memory.pg import engine as db
 
 
 def test_append_and_read_back(store: memory.Store) -> None:
@@ -12,7 +12,7 @@ def test_append_and_read_back(store: memory.Store) -> None:
 
 
 def test_json_from_the_server_is_parsed_whatever_its_numbers(database_url: str) -> None:
-    """jsonb values come back through orjson (memory/db.py); a number orjson refuses (an
+    """jsonb values come back through orjson (memory/pg/engine.py); a number orjson refuses (an
     integer beyond 64 bits, which jsonb holds) falls back to the standard library."""
     engine = db.make_engine(database_url)
     try:

@@ -1,9 +1,11 @@
 """Projections: derived, disposable views of the log (chunks, session summaries).
 
 :class:`Projector` is the face: it knows the projections of a store and runs them
-(``catch_up``, ``follow``, ``rebuild``, ``reproject``). :func:`forget` deletes the rows
+(``catch_up``, ``follow``, ``rebuild``, ``reproject``, and ``quarantined``/``retry`` for
+the events a projection could not process). :func:`forget` deletes the rows
 derived from a forgotten actor or events in every projection and generation. The runner
-(checkpoints, generations, locks) is in :mod:`memory.projections.runner`.
+is in :mod:`memory.projections.runner`, which says where each of its parts lives (the
+checkpoint moves with a projection's writes in :mod:`memory.projections.applying`).
 """
 
 from __future__ import annotations
@@ -18,36 +20,28 @@ from sqlalchemy.engine import Engine
 from ..embedding import Embedder, default_embedder
 from ..errors import ConfigurationError
 from ..log import Log
+from . import quarantine
+from .applying import DEFAULT_BATCH_SIZE, RunSummary
 from .chunking import Chunker, split_sentences
 from .chunks import ChunksProjection, forget_chunks, hnsw_index_name
-from .runner import (
-    BaseProjection,
+from .generations import (
     Generation,
-    Projection,
-    ProjectionBusy,
-    ProjectionConfigMismatch,
-    Runner,
-    RunSummary,
     describe_config,
     full_config,
     generations,
     live_generation,
     live_generation_sql,
 )
-from .summaries import (
-    ExtractiveSummarizer,
-    SummariesProjection,
-    Summarizer,
-    Summary,
-    SummaryVersion,
-    Turn,
-    forget_summaries,
-    summary_at,
-)
+from .projection import BaseProjection, Projection, ProjectionBusy, ProjectionConfigMismatch
+from .quarantine import QuarantinedEvent, is_poison
+from .runner import Runner
+from .summaries import SummariesProjection, SummaryVersion, forget_summaries, summary_at
+from .summarizer import ExtractiveSummarizer, Summarizer, Summary, Turn
 
 DEFAULT_NAMES = ("chunks", "summaries")
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_NAMES",
     "BaseProjection",
     "Chunker",
@@ -58,6 +52,7 @@ __all__ = [
     "ProjectionBusy",
     "ProjectionConfigMismatch",
     "Projector",
+    "QuarantinedEvent",
     "RunSummary",
     "Runner",
     "SummariesProjection",
@@ -71,6 +66,7 @@ __all__ = [
     "full_config",
     "generations",
     "hnsw_index_name",
+    "is_poison",
     "live_generation",
     "live_generation_sql",
     "split_sentences",
@@ -89,10 +85,11 @@ def forget(conn: sa.Connection, tenant: str, *, actor_id: str | None = None,
     if actor_id is None and not event_ids:
         raise ValueError("forget needs actor_id or event_ids")
     # No extra locking here: a runner batch opens sealed payloads inside its transaction
-    # and holds their secrets FOR SHARE (memory/crypto.py), so the caller's key
+    # and holds their secrets FOR SHARE (memory/log/sealing.py), so the caller's key
     # destruction already waits for any batch that read the forgotten events.
     return (forget_chunks(conn, tenant, actor_id=actor_id, event_ids=event_ids)
-            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids))
+            + forget_summaries(conn, tenant, actor_id=actor_id, event_ids=event_ids)
+            + quarantine.forget(conn, tenant, actor_id=actor_id, event_ids=event_ids))
 
 
 def check_embedder(conn: sa.Connection, embedder: Embedder) -> Generation:
@@ -195,6 +192,29 @@ class Projector:
     def status(self) -> dict[str, list[Generation]]:
         with self.engine.connect() as conn:
             return {n: generations(conn, n) for n in self.names()}
+
+    def quarantined(self, projection: str | None = None, *, unresolved: bool = True
+                    ) -> list[QuarantinedEvent]:
+        """Events the projections quarantined (memory/projections/quarantine.py), in
+        generations that still exist; ``unresolved=False`` includes resolved ones."""
+        with self.engine.connect() as conn:
+            return quarantine.entries(conn, projection=projection, unresolved=unresolved)
+
+    def retry(self, ids: Sequence[int] | None = None, *,
+              projection: str | None = None) -> list[QuarantinedEvent]:
+        """Apply quarantined events again through their projection: the entries ``ids``,
+        or every unresolved one (of ``projection``, if given). An entry that applies is
+        marked resolved; one that fails again stays, with its newest error. Returns the
+        entries as they now stand."""
+        with self.engine.connect() as conn:
+            if ids is None:
+                chosen = quarantine.entries(conn, projection=projection)
+            else:
+                chosen = [quarantine.by_id(conn, i) for i in ids]
+        out: list[QuarantinedEvent] = []
+        for name in dict.fromkeys(e.projection for e in chosen):
+            out += self.runner(name).retry([e for e in chosen if e.projection == name])
+        return out
 
     def forget(self, tenant: str, *, actor_id: str | None = None,
                event_ids: Sequence[Any] | None = None) -> int:

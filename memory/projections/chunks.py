@@ -22,9 +22,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..embedding import Embedder, default_embedder
-from ..events import RecordedEvent
+from ..errors import DependencyError
+from ..log import RecordedEvent
+from ..pg.statistics import no_statistics
 from .chunking import Chunker, sentence_pieces
-from .runner import BaseProjection
+from .projection import BaseProjection
 from .words import forget_words, write_words
 
 TEXT_TYPES = ("message", "note", "tool_result")
@@ -74,7 +76,8 @@ class ChunksProjection(BaseProjection):
     """Chunks with embeddings and full text. ``embedder`` defaults to the packaged
     all-MiniLM-L6-v2; its name and dimension are part of the generation's config.
     ``pieces`` (sentence vectors) and ``words`` (the vocabulary) cost encode time at
-    ingest (benchmarks/RESULTS.md, "Session 7"); turned off, the ranker does without."""
+    ingest (about 2.4 times the encode time, benchmarks/RESULTS.md, "Projection"); turned
+    off, the ranker does without."""
 
     name = "chunks"
     version = 2  # 2: sentence vectors and the vocabulary (migration 0009)
@@ -124,10 +127,17 @@ class ChunksProjection(BaseProjection):
         return len(rows)
 
     def _embed(self, texts: Sequence[str]) -> Any:
-        vectors = self.embedder.embed(list(texts))
+        # The model failing is not the fault of the events embedded: the runner stops on
+        # a DependencyError instead of quarantining them (memory/projections/quarantine.py).
+        try:
+            vectors = self.embedder.embed(list(texts))
+        except Exception as exc:
+            raise DependencyError(f"embedder {self.embedder.name!r} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         if vectors.shape != (len(texts), self.embedder.dim):
-            raise ValueError(f"embedder {self.embedder.name!r} returned shape "
-                             f"{vectors.shape}, expected ({len(texts)}, {self.embedder.dim})")
+            raise DependencyError(
+                f"embedder {self.embedder.name!r} returned shape {vectors.shape}, "
+                f"expected ({len(texts)}, {self.embedder.dim})")
         return vectors
 
     def finalize(self, engine: Engine, generation: int) -> None:
@@ -148,6 +158,9 @@ class ChunksProjection(BaseProjection):
                     f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memory_chunks "
                     f"USING hnsw ((embedding::vector({dim})) vector_cosine_ops) "
                     f"WHERE generation = {int(generation)}")
+            # An expression column would get planner statistics (vectors) of its own:
+            # none, like every content column (alembic/versions/0012_erasure.py).
+            no_statistics(conn, name)
 
     def drop_indexes(self, engine: Engine, generation: int) -> None:
         """DROP INDEX CONCURRENTLY: a plain DROP INDEX would lock memory_chunks against

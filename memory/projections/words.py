@@ -2,7 +2,7 @@
 
 Written by the chunks projection (memory/projections/chunks.py) in the transaction that
 writes the chunks, read by the whole-scope ranker to widen a question's lexical query with
-the actor's words nearest its own (memory/retrieval/expansion.py). Why a table and not
+the actor's words nearest its own (memory/retrieval/ranking/expansion.py). Why a table and not
 the model at query time: embedding an actor's ~2,000 words takes seconds; embedding each
 once, when it first appears, takes ~1.5 ms a word.
 

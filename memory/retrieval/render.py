@@ -14,12 +14,10 @@ may cut a call from its result, and chat APIs refuse an orphan tool message.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from .result import Context, Memory
+from typing import Any, Protocol
 
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 MEMORIES_HEADER = "Relevant memories (date, speaker: text):"
@@ -59,21 +57,63 @@ def format_date(when: datetime, fmt: str) -> str:
 
 
 class Dated(Protocol):
-    """What a memory line is made of (a :class:`Memory`, or a search ``Hit`` while
+    """What a memory line is made of (a ``result.Memory``, or a search ``Hit`` while
     packing, which saves building a Memory for every candidate)."""
 
-    author: str | None
-    role: str | None
-    occurred_at: datetime
-    text: str
+    @property
+    def author(self) -> str | None: ...
+    @property
+    def role(self) -> str | None: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def text(self) -> str: ...
 
 
-def memory_line(m: Memory | Dated, date_format: str) -> str:
+class Spoken(Protocol):
+    """What a turn is rendered from (a ``result.Turn``)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+
+
+class Summarised(Protocol):
+    """What a summary is rendered from (a ``result.Summary``)."""
+
+    @property
+    def text(self) -> str: ...
+
+
+class Formatted(Protocol):
+    """The one setting rendering reads (``RetrievalSettings.date_format``)."""
+
+    @property
+    def date_format(self) -> str: ...
+
+
+class Renderable(Protocol):
+    """What a rendering reads from a context (a ``result.Context``, which calls these
+    functions for its own ``messages()``, ``anthropic()`` and ``text()``; the renderings
+    see only this shape, so they do not import the values that call them)."""
+
+    @property
+    def summary(self) -> Summarised | None: ...
+    @property
+    def memories(self) -> Sequence[Dated]: ...
+    @property
+    def turns(self) -> Sequence[Spoken]: ...
+    @property
+    def settings(self) -> Formatted: ...
+
+
+def memory_line(m: Dated, date_format: str) -> str:
     speaker = m.author or m.role or "note"
     return f"- [{format_date(m.occurred_at, date_format)}] {speaker}: {m.text}"
 
 
-def system_text(ctx: Context) -> str:
+def system_text(ctx: Renderable) -> str:
     """The system part: the session summary and the relevant memories (may be empty)."""
     sections = []
     if ctx.summary is not None:
@@ -84,7 +124,7 @@ def system_text(ctx: Context) -> str:
     return SECTION_SEPARATOR.join(sections)
 
 
-def openai_messages(ctx: Context) -> list[dict[str, str]]:
+def openai_messages(ctx: Renderable) -> list[dict[str, str]]:
     """``[{"role": ..., "content": ...}, ...]``: a system message (if there is anything
     to remember), then the recent turns, oldest first."""
     out = []
@@ -95,7 +135,7 @@ def openai_messages(ctx: Context) -> list[dict[str, str]]:
     return out
 
 
-def anthropic(ctx: Context) -> tuple[str, list[dict[str, str]]]:
+def anthropic(ctx: Renderable) -> tuple[str, list[dict[str, str]]]:
     """``(system, messages)`` for the Anthropic Messages API: roles are user/assistant only
     (a system turn of the session is shown as a user turn) and consecutive turns of one
     role are merged. If the window starts with an assistant turn, so does the list: put
@@ -110,7 +150,7 @@ def anthropic(ctx: Context) -> tuple[str, list[dict[str, str]]]:
     return system_text(ctx), messages
 
 
-def plain_text(ctx: Context) -> str:
+def plain_text(ctx: Renderable) -> str:
     """The whole context as one text: the system part, then ``role: content`` lines."""
     parts = []
     system = system_text(ctx)

@@ -1,8 +1,8 @@
 """What :meth:`Store.context` returns: the packed context and where each part came from.
 
-Kept apart from the packing (``context.py``) so that a caller, a renderer (``render.py``) or
-a recorded context's reader needs only these plain values, not the machinery that builds
-them.
+Kept apart from the building (``context.py``, ``packing.py``) so that a caller, a renderer
+(``render.py``) or a recorded context's reader needs only these plain values, not the
+machinery that builds them.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
+from ..log import Appended
 from . import render
 from .search import Scope
 from .settings import RetrievalSettings
-
-if TYPE_CHECKING:
-    from ..events import Appended
 
 
 @dataclass(frozen=True)

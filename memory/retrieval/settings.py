@@ -39,12 +39,12 @@ class RetrievalSettings:
     exact_search_max_chunks: int = 20_000
     """A scope with at most this many chunks is searched exactly (scope first, then every
     vector compared); larger scopes go through the HNSW index with iterative scans.
-    Measured by benchmarks/context.py (benchmarks/RESULTS.md, "Context (issue 4)"): in a
+    Measured by benchmarks/context.py (benchmarks/RESULTS.md, "Context"): in a
     200k-chunk database, exact search was as fast as or faster than HNSW for scopes of 1k,
     5k, 10k and 20k chunks, with recall 1.0 against HNSW's 0.24-0.54 (on random vectors);
     20k is the largest scope measured, so larger ones take the index."""
     scope_cache_bytes: int = 256 * 2**20
-    """Memory this process may keep for scopes read whole (memory/retrieval/scopedata.py:
+    """Memory a store's scope cache may keep for scopes read whole (retrieval/scopecache.py:
     a scope below the exact-search threshold is read once, vectors as a float32 matrix,
     and then checked, not re-read, at every call; ~1.6 KB per chunk with 384 dimensions,
     so 256 MiB holds ~160k chunks, e.g. eight 20k-chunk actors). Least recently used
@@ -63,7 +63,7 @@ class RetrievalSettings:
     """Distinct query lexemes OR-ed into the full-text query (a 10k-character query does
     not become a 2,000-term query)."""
 
-    # -- ranking (memory/retrieval/ranking.py) ---------------------------------------------
+    # -- ranking (memory/retrieval/ranking/fusion.py) ---------------------------------------------
     fusion: str = "linear"
     """``linear``: min-max normalised scores, weighted sum; ``rrf``: reciprocal rank fusion."""
     vector_weight: float = 0.6
@@ -110,44 +110,43 @@ class RetrievalSettings:
     """How a window scores against the query: ``mean_vector``, the cosine of the mean of
     its turns' (unit) vectors, i.e. the sum of their cosines over the norm of their summed
     vectors (a window of like turns scores like one turn, a mixed one lower); or
-    ``mean_cosine``, the mean of its turns' cosines. LoCoMo (benchmarks/locomo_lab.py
-    --round3 final): mean_vector +0.0014 session recall_any@5, +0.0007 recall@50."""
+    ``mean_cosine``, the mean of its turns' cosines. LoCoMo: mean_vector +0.0014 session
+    recall_any@5, +0.0007 recall@50 on the ranking of 1df9453 (rerun: benchmarks/locomo.py
+    --set vector_window_kind=mean_cosine)."""
     speaker_boost: float = 0.15
     """Added to the score of turns by the one author the query names (0 = off)."""
     session_prior: float = 0.15
     """Added x the turn's session scored as one document (its mean cosine and the BM25 of
-    its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo
-    (benchmarks/locomo_lab.py --new-ideas): 0.1 gave +0.006 recall@10 alone, +0.004 on top
-    of date matching, no conversation down; 0.15 with the aggregate-question session cap
-    (--round3 tail): +0.002 recall@50 over 0.1. 0 = off."""
+    its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo:
+    0.15 gives +0.002 recall@50 over 0.1 on the ranking of 1df9453 (rerun:
+    benchmarks/locomo.py --set session_prior=0.1). 0 = off."""
     session_prior_vector_share: float = 0.5
     """Share of the session's mean cosine in that prior (BM25 gets the rest)."""
     date_boost: float = 0.5
     """Added x exp(-days / ``date_tau_days``) from the turn's ``occurred_at`` to the
     nearest date the query names ("on 8 May, 2023", "in June 2023", "in 2022"; English,
     no model). LoCoMo: +0.019 recall@10 alone, every conversation up (+0.008 to +0.041;
-    12% of its questions name a date). 0 = off."""
+    12% of its questions name a date), on the ranking of ce48a7b (rerun:
+    benchmarks/locomo.py --set date_boost=0). 0 = off."""
     date_tau_days: float = 14.0
     question_penalty: float = 0.1
     """Subtracted from chunks whose text ends with a question mark: a turn that asks
     rarely holds the fact asked about later (LoCoMo: 25% of turns, 14% of evidence turns;
-    it often echoes the topic words of the turn it answers). LoCoMo: 0.1 gave +0.008
-    recall@10, +0.021 MRR on top of the rest; 0.15 with the aggregate-question session cap
-    +0.009 recall@5 over 0.1, and 0.1 again with the sentence vectors and the query
-    expansion (recall@50 .951 against .949 at 0.15, "Session 7"). 0 = off."""
+    it often echoes the topic words of the turn it answers). LoCoMo: recall@50 .9510 at
+    0.1 against .9488 at 0.15 (benchmarks/locomo.py --set question_penalty=0.15). 0 = off."""
     sentence_max: bool = True
     """A chunk's own cosine (before its windows') is the larger of its vector's and its
     best sentence's (``memory_chunks.pieces``, chunks of several sentences): the sentence
-    that answers scores higher alone than blurred into its turn. LoCoMo (ablation,
-    "Session 7"): without it recall@5 .773 -> .767, recall@50 .951 -> .948, multi-hop
-    recall@10 .570 -> .560. Needs a chunks generation built with pieces; without them the
-    chunk's own cosine is used."""
+    that answers scores higher alone than blurred into its turn. LoCoMo: without it
+    recall@5 .773 -> .767, recall@50 .951 -> .948, multi-hop recall@10 .570 -> .560
+    (benchmarks/locomo.py --set sentence_max=false). Needs a chunks generation built with
+    pieces; without them the chunk's own cosine is used."""
     expansion_weight: float = 0.2
-    """Query expansion by word vectors (memory/retrieval/expansion.py): each query word
+    """Query expansion by word vectors (memory/retrieval/ranking/expansion.py): each query word
     adds the scope's ``expansion_per_word`` lexemes nearest to it (single-word vectors,
     cosine at least ``expansion_min_cosine``) to the BM25 query, each weighing this x its
-    cosine (a query term weighs 1). LoCoMo (ablation, "Session 7"): without it
-    open-domain recall@10 .553 -> .528, recall@50 .951 -> .947. 0 = off."""
+    cosine (a query term weighs 1). LoCoMo: without it open-domain recall@10 .553 -> .528,
+    recall@50 .951 -> .947 (benchmarks/locomo.py --set expansion_weight=0). 0 = off."""
     expansion_min_cosine: float = 0.5
     expansion_per_word: int = 5
     aggregate_session_penalty: float = 0.05
@@ -156,7 +155,8 @@ class RetrievalSettings:
     chunks are re-ordered by score minus this x the chunk's rank within its session among
     them (0 for a session's best chunk, 1 for its second...): the facts of such a question
     lie in several sessions, and the best-matching session would otherwise fill the top.
-    LoCoMo (--round3 aggregate): multi-hop recall@10 +0.027, recall@10 +0.003; 0 = off."""
+    LoCoMo: multi-hop recall@10 +0.027, recall@10 +0.003 on the ranking of 1df9453 (rerun:
+    benchmarks/locomo.py --set aggregate_session_penalty=0). 0 = off."""
     aggregate_pattern: str = r"\b(?:has|have)\b"
     """Regular expression (case-insensitive) that marks such a query."""
     rank_depth: int = 100

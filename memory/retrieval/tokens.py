@@ -77,7 +77,7 @@ class WordPieceCounter:
         then the final messages) and again in the next call. Exact, because WordPiece
         never makes a token across a line break: the BERT pre-tokenizer splits on
         whitespace first, so a text's count is the sum of its lines' counts (tested on
-        random unicode in tests/test_retrieval_cache.py)."""
+        random unicode in tests/retrieval/test_retrieval_cache.py)."""
         memo = self._memo
         todo: list[str] = []
         split = []

@@ -1,12 +1,12 @@
-"""Whole-scope reads: every chunk of a small scope, for the default ranker (ranking.py).
+"""Whole-scope reads: every chunk of a small scope, for the whole-scope ranker (ranking/scope.py).
 
 A small scope (one person's memory: hundreds to a few thousand chunks) is scored whole:
 every chunk's cosine to the query and the query terms it holds, so the ranker can score
 windows of turns and compute BM25 from the scope's own term statistics (document
 frequencies counted here, bounded by the same position as everything else, so as_of and
 replay see exactly the statistics of their time). No side index: the rows come from
-memory_chunks, through the process's scope cache (scopedata.py) when the scope has an
-entry, else by SQL; both give the same rows (tests/test_retrieval_cache.py).
+memory_chunks, through the store's scope cache (scopecache.py) when the scope has an
+entry, else by SQL; both give the same rows (tests/retrieval/test_retrieval_cache.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import scopedata, scopeparts
-from .search import _HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, _hit, vector_literal
+from ..pg.vectors import vector_literal
+from .scopedata import ScopeData
+from .scopeload import read_terms
+from .scopeparts import cosines
+from .search import HIT_COLUMNS, SCOPE_WHERE, ChunkSearch, Hit, hit_from_row
 
 SCOPE_AUTHORS = f"""
 SELECT DISTINCT c.author FROM memory_chunks c
@@ -63,7 +66,7 @@ SELECT c.event_position, c.chunk_index, t.lexeme,
 """
 
 HITS_BY_KEY = f"""
-SELECT {_HIT_COLUMNS} FROM memory_chunks c
+SELECT {HIT_COLUMNS} FROM memory_chunks c
  WHERE c.tenant = %(tenant)s AND c.generation = %(generation)s
    AND c.actor_id = ANY(%(actors)s)
    AND (c.event_position, c.chunk_index) IN (SELECT * FROM unnest(%(positions)s::bigint[],
@@ -101,19 +104,17 @@ def scope_authors(finder: ChunkSearch, cap: int = 64) -> list[str]:
     data = finder.data()
     if data is not None:
         authors = data.authors
-        found = {authors[r] for r in finder.rows().tolist()} if finder._rows is not None \
-            else set(authors)
+        found = set(authors) if finder.whole_entry else \
+            {authors[r] for r in finder.rows().tolist()}
         return sorted(a for a in found if a)[:cap]
-    rows = finder.conn.exec_driver_sql(SCOPE_AUTHORS, {**finder._params, "cap": cap})
+    rows = finder.conn.exec_driver_sql(SCOPE_AUTHORS, finder.sql_params(cap=cap))
     return sorted(r[0] for r in rows)
 
 
 def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> ScopeRows:
     data = finder.data()
     if data is not None:
-        rows = data.order if finder._rows is None else \
-            data.order[data.positions[data.order] <= finder.bound]
-        rows = rows[:cap]
+        rows = finder.session_rows()[:cap]
         sims = data.sims(query_vec, None)[rows]  # per-row values: same as on the subset
         pieces = (_best_pieces(finder, query_vec)[rows].tolist()
                   if getattr(finder.settings, "sentence_max", False) else None)
@@ -127,7 +128,7 @@ def scope_vectors(finder: ChunkSearch, query_vec: np.ndarray, cap: int) -> Scope
         return ScopeRows(c["positions"], c["indexes"], c["sessions"], c["authors"],
                          c["lengths"], sims.tolist(), c["occurred"], c["asks"], pieces,
                          data.session_codes[rows], rows)
-    params = {**finder._params, "q": vector_literal(query_vec), "cap": cap}
+    params = finder.sql_params(q=vector_literal(query_vec), cap=cap)
     rows = finder.conn.exec_driver_sql(SCOPE_VECTORS, params).fetchall()
     return ScopeRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                      [r[3] for r in rows], [int(r[4] or 0) for r in rows],
@@ -144,7 +145,7 @@ def _best_pieces(finder: ChunkSearch, query_vec: np.ndarray) -> np.ndarray:
     best = np.full(data.n, np.nan)
     p = data.pieces
     if p is not None and len(p.rows):
-        sims = scopeparts.cosines(p.matrix, p.norms, query_vec)
+        sims = cosines(p.matrix, p.norms, query_vec)
         top = np.full(data.n, -np.inf)
         np.maximum.at(top, p.rows, sims)
         best = np.where(np.isfinite(top), top, np.nan)
@@ -177,12 +178,11 @@ def window_norms(finder: ChunkSearch, session: np.ndarray, width: int, cap: int
     scope has an entry (kept with it when every row is in), else in SQL."""
     data = finder.data()
     if data is not None:
-        every = finder._rows is None
+        every = finder.whole_entry
         found = data.derived.get(("window_norms", width)) if every else None
         if found is not None and len(found) == len(session):
             return found
-        rows = data.order if every else data.order[data.positions[data.order] <= finder.bound]
-        rows = rows[:cap]
+        rows = finder.session_rows()[:cap]
         norms = data.norms[rows].astype(np.float64)
         unit = data.matrix[rows].astype(np.float64) / np.where(norms > 0, norms, 1.0)[:, None]
         total = window_sum(unit, session, width)[0]
@@ -191,11 +191,11 @@ def window_norms(finder: ChunkSearch, session: np.ndarray, width: int, cap: int
             data.derived[("window_norms", width)] = out
         return out
     rows = finder.conn.exec_driver_sql(SCOPE_WINDOW_NORMS,
-                                       {**finder._params, "w": int(width), "cap": cap})
+                                       finder.sql_params(w=int(width), cap=cap))
     return np.array([float(r[0] or 0.0) for r in rows], dtype=np.float64)
 
 
-def _columns(data: scopedata.ScopeData, rows: np.ndarray) -> dict[str, list[Any]]:
+def _columns(data: ScopeData, rows: np.ndarray) -> dict[str, list[Any]]:
     """The columns :class:`ScopeRows` holds, for ``rows`` of the cached data."""
     idx = rows.tolist()
     return {"positions": data.positions[rows].tolist(),
@@ -207,7 +207,7 @@ def _columns(data: scopedata.ScopeData, rows: np.ndarray) -> dict[str, list[Any]
             "asks": [data.texts[r].rstrip(" \t\r\n").endswith("?") for r in idx]}
 
 
-def _ordered_columns(data: scopedata.ScopeData) -> dict[str, list[Any]]:
+def _ordered_columns(data: ScopeData) -> dict[str, list[Any]]:
     """:func:`_columns` of every row in session order, built once per entry (a call
     then copies lists instead of rebuilding them row by row)."""
     found = data.derived.get("ordered_columns")
@@ -225,8 +225,8 @@ def scope_tf(finder: ChunkSearch, rows: ScopeRows, terms: Sequence[str]) -> np.n
     data = finder.data()
     if data is not None and rows.entry_rows is not None and len(rows.entry_rows) == n:
         if data.terms is None:
-            data.terms = scopedata.read_terms(finder.conn, data, finder.scope.tenant,
-                                              finder.scope.actors)
+            data.terms = read_terms(finder.conn, data, finder.scope.tenant,
+                                    finder.scope.actors)
         where = np.full(data.n, -1, dtype=np.int64)
         where[rows.entry_rows] = np.arange(n)
         for j, t in enumerate(terms):
@@ -253,21 +253,21 @@ def scope_terms(finder: ChunkSearch, terms: Sequence[str]
     data = finder.data()
     if data is not None:
         if data.terms is None:
-            data.terms = scopedata.read_terms(finder.conn, data, finder.scope.tenant,
-                                              finder.scope.actors)
+            data.terms = read_terms(finder.conn, data, finder.scope.tenant,
+                                    finder.scope.actors)
         out: list[tuple[int, int, str, int]] = []
         for t in dict.fromkeys(terms):
             found = data.terms.get(t)
             if found is None:
                 continue
             rows, freqs = found
-            if finder._rows is not None:
+            if not finder.whole_entry:
                 keep = data.positions[rows] <= finder.bound
                 rows, freqs = rows[keep], freqs[keep]
             out.extend(zip(data.positions[rows].tolist(), data.indexes[rows].tolist(),
                            [t] * len(rows), freqs.tolist(), strict=True))
         return out
-    rows = finder.conn.exec_driver_sql(SCOPE_TERMS, {**finder._params, "terms": list(terms)})
+    rows = finder.conn.exec_driver_sql(SCOPE_TERMS, finder.sql_params(terms=list(terms)))
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
@@ -283,10 +283,10 @@ def hits_by_key(finder: ChunkSearch, keys: Sequence[tuple[int, int]]) -> dict[tu
             if r is not None:
                 out[(int(k[0]), int(k[1]))] = finder.hit(r)
         return out
-    params = {**finder._params, "positions": [k[0] for k in keys],
-              "indexes": [k[1] for k in keys]}
+    params = finder.sql_params(positions=[k[0] for k in keys],
+                               indexes=[k[1] for k in keys])
     out = {}
     for row in finder.conn.exec_driver_sql(HITS_BY_KEY, params).fetchall():
-        h = _hit(row)
+        h = hit_from_row(row)
         out[h.key] = h
     return out
