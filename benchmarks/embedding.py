@@ -11,7 +11,7 @@ absolute numbers carry the load average they were taken under.
 1. **Query latency**: ``--questions`` LoCoMo questions embedded one at a time (batch 1,
    the query path of ``Store.context``), p50/p95 per backend.
 2. **Projection throughput**: ``--turns`` LoCoMo turns embedded in calls of the
-   projection's page size (``memory.projections.runner.DEFAULT_BATCH_SIZE`` texts; each
+   projection's page size (``memory.projections.DEFAULT_BATCH_SIZE`` texts; each
    backend batches by 64 inside, sorted by length), texts/s per round, median of rounds.
 3. **Agreement**: 1 - cosine between each ONNX variant's vectors and PyTorch's, largest and
    mean, for the turns (batched) and the questions (one at a time).
@@ -54,12 +54,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from locomo_metrics import load
+from locomo_data import load
 from machine_info import cpu_model
 
 import memory
 from memory.embedding import default_embedder
-from memory.projections.runner import DEFAULT_BATCH_SIZE
+from memory.projections import DEFAULT_BATCH_SIZE
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 CALLERS = (1, 2, 4, 8)
