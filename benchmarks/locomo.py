@@ -469,8 +469,9 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
         "notes": "context_recall@B: Store.context with each system's settings (fulltext and "
                  "vector keep only their own candidates), a new session, budget B tokens; "
                  "query_ms: search and ranking, the query embedding excluded.",
+        "embedder": repr(embedder),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count()},
+                    "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -12,6 +12,7 @@ report (:class:`ForgetResult` with its :class:`Erasure`, :class:`RunSummary`,
 
 from .config import Limits
 from .embedding import Embedder, SentenceTransformerEmbedder
+from .embedding_onnx import OnnxEmbedder
 from .erasure import Erasure
 from .errors import (
     AppendOnlyViolation,
@@ -110,6 +111,7 @@ __all__ = [
     "Limits",
     "Memory",
     "NewEvent",
+    "OnnxEmbedder",
     "PayloadTooLarge",
     "ProjectionBusy",
     "ProjectionConfigMismatch",

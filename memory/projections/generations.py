@@ -100,6 +100,7 @@ def check_config(projection: Projection, gen: Generation) -> None:
             f"{config_changes(gen.config, want)}). Rows of two configurations are never "
             f"mixed: re-project to build the new one beside the old and switch when done "
             f"(`memory reproject {name}"
-            + (" --model PATH`)" if gen.config.get("model") != want.get("model")
+            + (" --model PATH` or `--embedder NAME`)"
+               if gen.config.get("model") != want.get("model")
                else "`)")
             + ", or use the configuration the live generation was built with.")

@@ -279,6 +279,14 @@ def _query_embedder(store: StoreView, embedder: Embedder | None, gen: Generation
             f"the query embedder {embedder.name!r} has {embedder.dim} dimensions, the live "
             f"chunks generation {gen.generation} has {gen.dim}: use the model it was built "
             "with, or re-project (memory reproject chunks --model PATH)")
+    if gen.model_name is not None and embedder.name != gen.model_name:
+        # same dimension, other vector space (e.g. int8 against fp32): never mixed silently
+        from ..projections import ProjectionConfigMismatch
+
+        raise ProjectionConfigMismatch(
+            f"the live chunks generation {gen.generation} was built with "
+            f"{gen.model_name!r}, the query embedder is {embedder.name!r}: query with the "
+            "same model (MEMORY_EMBEDDER), or re-project (memory reproject chunks)")
     return embedder
 
 

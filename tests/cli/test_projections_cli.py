@@ -4,25 +4,25 @@ dimension (MiniLM + a Dense layer to 96 dims, built offline into a temporary fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import memory
 from memory.cli import main
-from memory.embedding import SentenceTransformerEmbedder
+from memory.embedding import SentenceTransformerEmbedder, default_embedder
 from memory.projections import live_generation
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Path:
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer, models
 
     torch.manual_seed(0)
-    dense = models.Dense(in_features=embedder.dim, out_features=96,
+    base = default_embedder("torch")  # the PyTorch modules, to stack a Dense layer on
+    dense = models.Dense(in_features=base.dim, out_features=96,
                          activation_function=torch.nn.Identity())
-    model = SentenceTransformer(modules=[*embedder.model, dense], device="cpu")
+    model = SentenceTransformer(modules=[*base.model, dense], device="cpu")
     folder = tmp_path_factory.mktemp("models") / "minilm-dense-96"
     model.save(str(folder))
     return folder

@@ -126,7 +126,7 @@ def test_forgetting_an_actor_deletes_its_batch_rows(store: memory.Store,
 
 def legacy_append(store: memory.Store, admin: sa.Engine, actor: str, session: str,
                   text: str) -> uuid.UUID:
-    """An event sealed the way revision 0004 did: ``key_id`` = the actor key, one
+    """An event sealed with a secret of its own: ``key_id`` = the actor key, one
     ``memory_event_keys`` row, written by the old ``memory_append``."""
     key = store.log.crypto.actor_key(store.engine, store.tenant, actor)
     event_id, secret, nonce = uuid.uuid4(), os.urandom(32), os.urandom(12)
