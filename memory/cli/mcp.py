@@ -10,7 +10,9 @@ it needs the ``mcp`` extra (``pip install 'memory-pg[mcp]'``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -21,7 +23,8 @@ def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "mcp", help="serve one actor's memory to MCP clients (stdio or streamable HTTP)",
         description="Serve the memory of one actor in one tenant as MCP tools: remember, "
-                    "recall, search (and forget with --allow-forget).")
+                    "recall, search (and forget with --allow-forget). The tenant is --tenant, "
+                    "else MEMORY_TENANT, else 'default'.")
     p.add_argument("--actor", default=os.environ.get("MEMORY_ACTOR"),
                    help="whose memory (default: MEMORY_ACTOR)")
     p.add_argument("--transport", choices=["stdio", "http"], default="stdio",
@@ -45,9 +48,13 @@ def run_mcp(args: argparse.Namespace) -> int:
 
     actor = args.actor
     if not actor:
-        raise ConfigurationError("memory mcp: give --actor or set MEMORY_ACTOR")
+        raise ConfigurationError("give --actor (whose memory to serve) or set MEMORY_ACTOR")
     tenant = args.tenant or os.environ.get("MEMORY_TENANT") or "default"
-    with Store.open(args.url, tenant=tenant) as store:
+    # Over stdio, stdout carries the protocol: anything opening the store prints (the
+    # embedded server starting, migrations) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        store = Store.open(args.url, tenant=tenant)
+    with store:
         server = build_server(store, actor, allow_forget=args.allow_forget)
         if args.transport == "stdio":
             server.run("stdio")

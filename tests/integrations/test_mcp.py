@@ -186,3 +186,24 @@ def test_another_actors_and_tenants_memories_are_unreachable(transport: str,
         assert [e.payload["content"] for e in store.read(actor="bob")] == [
             "Bob's locker code is 7731."]
         assert len(list(store.read(actor="alice"))) == 1
+
+
+def test_the_example_runs(database_url: str) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, os.path.join(root, "examples", "mcp_client.py")],
+                          env=server_env(database_url), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "'recall', 'remember', 'search'" in done.stdout
+    assert "peanuts" in done.stdout.split("sources:")[0]
+    assert "search: I am allergic to peanuts." in done.stdout
+    assert "bad call is a tool error: True" in done.stdout
+
+
+def test_the_command_needs_an_actor(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from memory.cli.main import main
+
+    monkeypatch.delenv("MEMORY_ACTOR", raising=False)
+    assert main(["mcp", "--url", "postgresql://nobody@127.0.0.1:1/none"]) == 1
+    assert "MEMORY_ACTOR" in capsys.readouterr().err
