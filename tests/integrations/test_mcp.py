@@ -207,3 +207,21 @@ def test_the_command_needs_an_actor(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("MEMORY_ACTOR", raising=False)
     assert main(["mcp", "--url", "postgresql://nobody@127.0.0.1:1/none"]) == 1
     assert "MEMORY_ACTOR" in capsys.readouterr().err
+
+
+def test_tenant_and_actor_from_the_environment(database_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with memory.Store.open(database_url, migrate=False) as store:
+        store.append("notes", memory.message("user", "Default-tenant code 7731."),
+                     actor="alice")
+        store.for_tenant("other").append(
+            "notes", memory.message("user", "Other-tenant code 9902."), actor="alice")
+        store.project()
+    monkeypatch.setenv("MEMORY_TENANT", "other")
+    monkeypatch.setenv("MEMORY_ACTOR", "alice")
+
+    async def body(s: ClientSession) -> None:
+        text = (await call(s, "recall", question="What is the code?", session="notes"))["text"]
+        assert "9902" in text and "7731" not in text
+
+    run("stdio", database_url, [], body)
