@@ -18,6 +18,7 @@ from ..log import NewEvent
 from ..pg import embedded
 from .context import add_commands as retrieval_commands
 from .forget import add_commands as forget_commands
+from .mcp import add_commands as mcp_commands
 from .options import add_store_options
 from .projections import add_commands as projection_commands
 from .views import add_commands as view_commands
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.set_defaults(func=_append)
 
     for add_commands in (projection_commands, retrieval_commands, forget_commands,
-                         view_commands):
+                         view_commands, mcp_commands):
         add_commands(sub)
     return parser
 
