@@ -4,10 +4,18 @@ store behaves like LangGraph's stores, and a compiled graph uses both across pro
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.store.base import InvalidNamespaceError
+from langgraph.types import Command
 
 import memory
 from memory.errors import ConfigurationError
@@ -121,3 +129,78 @@ def test_store_async_face(store: memory.Store) -> None:
         return [i.key for i in await items.asearch(("n",))]
 
     assert asyncio.run(run()) == ["k2"]
+
+
+# -- a compiled graph using both, across processes -----------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "langgraph_memory.py"
+
+
+def _example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("langgraph_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _env(database_url: str) -> dict[str, str]:
+    return {**os.environ, "MEMORY_DATABASE_URL": database_url, "HF_HUB_OFFLINE": "1"}
+
+
+def test_graph_is_interrupted_resumed_elsewhere_and_travels_back(
+        store: memory.Store, database_url: str, embedder) -> None:  # type: ignore[no-untyped-def]
+    ex = _example()
+    graph = ex.build(MemoryCheckpointer(store, actor=ex.ACTOR),
+                     MemoryStore(store, actor=ex.ACTOR, embedder=embedder))
+    graph.store.put(("memories", "ada"), "dog", {"text": "Ada's dog is a beagle, Biscuit."})
+    graph.store.put(("memories", "ada"), "job", {"text": "Ada works night shifts."})
+    out = graph.invoke({"messages": [HumanMessage("What is my dog called?")]}, ex.CONFIG)
+    assert "Biscuit" in out["__interrupt__"][0].value["draft"]
+    assert graph.get_state(ex.CONFIG).next == ("review",)
+    kinds = {e.type for e in store.read_session("langgraph:support-1")}
+    assert {"langgraph_checkpoint", "langgraph_writes"} <= kinds
+
+    # another process resumes the interrupted thread from the log
+    run = subprocess.run([sys.executable, str(EXAMPLE), "--resume"], env=_env(database_url),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resuming at: ('review',)" in run.stdout
+    assert "answer: From what I remember: Ada's dog is a beagle, Biscuit." in run.stdout
+    done = graph.get_state(ex.CONFIG)
+    assert done.next == () and "Biscuit" in done.values["messages"][-1].content
+    finished_id = done.config["configurable"]["checkpoint_id"]
+
+    # time travel: replay from the checkpoint before `chat` ran, after the memory changed
+    history = list(graph.get_state_history(ex.CONFIG))
+    before_chat = next(h for h in history if h.next == ("chat",))
+    graph.store.put(("memories", "ada"), "dog", {"text": "Ada's dog is now called Rex."})
+    start_id = before_chat.config["configurable"]["checkpoint_id"]
+    travel = {"configurable": {**ex.CONFIG["configurable"], "checkpoint_id": start_id}}
+    replay = graph.invoke(None, travel)
+    assert "Rex" in replay["__interrupt__"][0].value["draft"]
+    branch = graph.get_state(ex.CONFIG)
+    assert branch.next == ("review",)
+    path, at = [], branch
+    while at.parent_config is not None:  # the new branch grows from the travelled-to checkpoint
+        path.append(at.parent_config["configurable"]["checkpoint_id"])
+        at = graph.get_state({"configurable": {**ex.CONFIG["configurable"],
+                                               "checkpoint_id": path[-1]}})
+    assert start_id in path and finished_id not in path
+    assert len(branch.values["messages"]) == 2  # the question, the new draft
+    # the first branch is still there, whole
+    old = graph.get_state({"configurable": {**ex.CONFIG["configurable"],
+                                            "checkpoint_id": finished_id}})
+    assert "Biscuit" in old.values["messages"][-1].content
+    final = graph.invoke(Command(resume="reject"), ex.CONFIG)
+    assert final["messages"][-1].content == "(answer withdrawn)"
+
+
+def test_the_example_runs_offline(database_url: str) -> None:
+    run = subprocess.run([sys.executable, str(EXAMPLE)], env=_env(database_url),
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "stopped for review: From what I remember: Ada's dog is a beagle, Biscuit." \
+        in run.stdout
+    assert "resuming at: ('review',)" in run.stdout
+    assert "answer: From what I remember: Ada's dog is a beagle, Biscuit." in run.stdout
