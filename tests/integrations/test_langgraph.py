@@ -4,6 +4,7 @@ store behaves like LangGraph's stores, and a compiled graph uses both across pro
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import os
 import subprocess
@@ -13,6 +14,7 @@ from types import ModuleType
 
 import pytest
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.store.base import InvalidNamespaceError
 from langgraph.types import Command
@@ -33,6 +35,33 @@ def test_checkpointer_passes_the_conformance_suite(store: memory.Store) -> None:
     passed = {name for name, r in report.results.items() if r.passed}
     assert passed == {"put", "put_writes", "get_tuple", "list", "delete_thread",
                       "delete_for_runs", "copy_thread"}
+
+
+
+def test_checkpoints_are_typed_events_read_back_byte_equal_and_deleted_by_forget(
+        store: memory.Store) -> None:
+    saver = MemoryCheckpointer(store, actor="graph")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"notes": ["é", b"\x00\xff"]}
+    checkpoint["channel_versions"] = {"notes": saver.get_next_version(None, None)}
+    stored = saver.put(config, checkpoint, {"source": "input", "step": -1},
+                       checkpoint["channel_versions"])
+    saver.put_writes(stored, [("notes", "x")], task_id="task-1")
+    [event, writes] = store.read_session("langgraph:t")
+    assert (event.type, writes.type) == ("langgraph_checkpoint", "langgraph_writes")
+    typed = saver.serde.dumps_typed({k: v for k, v in checkpoint.items()
+                                     if k != "channel_values"})
+    assert event.payload["checkpoint"] == {"type": typed[0],
+                                           "data": base64.b64encode(typed[1]).decode()}
+    got = saver.get_tuple(config)
+    assert got is not None and got.checkpoint["channel_values"] == {"notes": ["é", b"\x00\xff"]}
+    assert got.pending_writes == [("task-1", "notes", "x")]
+
+    saver.delete_thread("t")
+    assert saver.get_tuple(config) is None
+    assert all(e.forgotten and e.payload == {} for e in store.read_session("langgraph:t"))
+    assert [e.type for e in store.read() if e.type == "forgotten"] == ["forgotten"]
 
 
 # -- the item store ------------------------------------------------------------------------
