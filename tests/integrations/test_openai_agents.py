@@ -303,9 +303,11 @@ def test_a_fresh_process_resumes_and_recalls_an_earlier_session(
     assert got["after"] == len(week2_items) + 2
 
 
-def test_example_runs_offline() -> None:
+def test_example_runs_offline(database_url: str) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "openai_agents.py")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         env={**os.environ, "HF_HUB_OFFLINE": "1",
+                              "MEMORY_DATABASE_URL": database_url})
     assert out.returncode == 0, out.stderr
-    assert "walnuts" in out.stdout
+    assert "walnuts" in out.stdout.split("answer:")[1].splitlines()[0]
+    assert "source: memory" in out.stdout
