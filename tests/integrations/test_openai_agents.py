@@ -128,6 +128,18 @@ def test_limit_returns_the_latest_in_order(store: memory.Store) -> None:
     assert asyncio.run(bounded.get_items(limit=1)) == items(5)[-1:]
 
 
+def test_the_runner_honours_session_settings(store: memory.Store) -> None:
+    model = RuleModel()
+    session = MemorySession("st", store, actor="maya", session_settings={"limit": 4})
+    asyncio.run(session.add_items(items(6)))
+    Runner.run_sync(agent(model), "Thanks.", session=session, run_config=NO_TRACES)
+    assert model.seen[-1][1] == [*items(6)[-4:], {"role": "user", "content": "Thanks."}]
+    per_run = RunConfig(tracing_disabled=True, session_settings=SessionSettings(limit=1))
+    Runner.run_sync(agent(model), "Thanks.", session=session, run_config=per_run)
+    assert model.seen[-1][1][0]["type"] == "message"  # the previous reply, alone
+    assert len(model.seen[-1][1]) == 2
+
+
 def test_pop_on_empty_and_pop_order(store: memory.Store) -> None:
     s = MemorySession("p", store, actor="maya")
     assert asyncio.run(s.pop_item()) is None  # no events at all
