@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# CPU torch first: a bare `torch` requirement would resolve to a multi-GB CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,onnx,mcp,langgraph]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,onnx,mcp,langgraph,openai-agents]'
 	touch $@
 
 env: $(BIN)/.installed
