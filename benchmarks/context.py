@@ -321,7 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr)
         gen = generate(url, rng)
         print(f"  {gen}", file=sys.stderr)
-        with store.engine.connect() as conn:
+        with store.maintenance_engine.connect() as conn:
             conn.exec_driver_sql(
                 f"SELECT setval('memory_events_position_seq', {POSITION_OFFSET})")
             conn.commit()

@@ -193,8 +193,10 @@ def run_projection(url: str, embedder: Any, batch_size: int) -> dict[str, Any]:
     from memory.projections import ChunksProjection, Runner
 
     timed = TimedEmbedder(embedder)
-    with memory.Store.open(url, migrate=False) as store:
-        runner = Runner(store.engine, ChunksProjection(timed), log=store.log,
+    # The database is a copy of a template, whose tenant-role mapping names the template's
+    # roles; the runner works as the owner in any case, so the store opens as the owner.
+    with memory.Store.open(url, migrate=False, tenant_roles=False) as store:
+        runner = Runner(store.maintenance_engine, ChunksProjection(timed), log=store.log,
                         batch_size=batch_size, progress=False)
         start = time.perf_counter()
         result = runner.rebuild()
@@ -262,8 +264,9 @@ def rss_child(url: str, batch_size: int) -> None:
     def on_batch(_n: int, _position: int) -> None:
         last_batch[0] = time.perf_counter()
 
-    with memory.Store.open(url, migrate=False) as store:
-        runner = Runner(store.engine, ChunksProjection(HashEmbedder(384, name="hash-384")),
+    with memory.Store.open(url, migrate=False, tenant_roles=False) as store:
+        runner = Runner(store.maintenance_engine,
+                        ChunksProjection(HashEmbedder(384, name="hash-384")),
                         log=store.log, batch_size=batch_size, progress=False,
                         on_batch=on_batch)
         before = hwm_mb()
