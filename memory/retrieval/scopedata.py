@@ -207,36 +207,6 @@ class _Buffer:
         return _Buffer(data, filled=n + k)
 
 
-class _Buffer:
-    """The vectors of an entry with room to grow: a grown entry writes its new rows past
-    the old ones in the same array (older entries only ever read their first ``n`` rows),
-    so a live conversation does not copy a 20k x 384 matrix at every new turn."""
-
-    def __init__(self, data: np.ndarray, filled: int | None = None) -> None:
-        self.data = data
-        self.filled = len(data) if filled is None else filled
-        self.lock = threading.Lock()
-
-    def rows(self, n: int) -> np.ndarray:
-        return self.data[:n]
-
-    def extend(self, n: int, new: np.ndarray) -> _Buffer:
-        k = len(new)
-        with self.lock:
-            if self.filled == n and n + k <= len(self.data) and (
-                    k == 0 or new.shape[1] == self.data.shape[1]):
-                self.data[n:n + k] = new
-                self.filled = n + k
-                return self
-        dim = new.shape[1] if k else self.data.shape[1]
-        cap = max(n + k, int((n + k) * 1.25) + 16)
-        data = np.empty((cap, dim), dtype=np.float32)
-        if n:
-            data[:n] = self.data[:n]
-        data[n:n + k] = new
-        return _Buffer(data, filled=n + k)
-
-
 def empty_cols() -> dict[str, list[Any]]:
     return {k: [] for k in ("positions", "indexes", "event_ids", "sessions", "actor_ids",
                             "roles", "authors", "occurred", "texts", "lengths")}
