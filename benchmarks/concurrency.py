@@ -16,8 +16,12 @@ One run, on a fresh database of the embedded server (or ``MEMORY_DATABASE_URL``'
    built.
 
 Reports async throughput / threads' (target >= 0.9), the lag's p50/p99/max (target p99 <
-10 ms), whether both faces gave the same contexts for the same calls, and the machine,
-date, commit and load average.
+10 ms), the ticker's lag with nothing else running (the machine's own noise), whether
+both faces gave the same contexts for the same calls, and the machine, date, commit and
+load average. The loop's lag while threads hold the CPU is mostly the GIL: a thread
+running Python keeps it up to ``sys.getswitchinterval()`` (5 ms) before the loop's thread
+may take it, so ``--switch-interval 0.001`` shows what a shorter interval does (the library
+never changes it: it is the whole process's setting).
 """
 
 from __future__ import annotations
@@ -91,32 +95,48 @@ def run_threads(store: memory.Store, plan: list[list[tuple[str, str, str]]], emb
     return time.perf_counter() - t0, out
 
 
-async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], embedder: Any
-                    ) -> tuple[float, list[list[Any]], list[float], int]:
+async def ticker(lags: list[float], done: asyncio.Event) -> None:
+    """Sleeps TICK at a time; records how late (ms) the loop wakes it."""
     loop = asyncio.get_running_loop()
+    while not done.is_set():
+        due = loop.time() + TICK
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, loop.time() - due) * 1000)
+
+
+async def idle_lag(seconds: float = 3.0) -> list[float]:
+    """The ticker alone, nothing else running in the process: the machine's own noise."""
     lags: list[float] = []
     done = asyncio.Event()
+    tick = asyncio.create_task(ticker(lags, done))
+    await asyncio.sleep(seconds)
+    done.set()
+    await tick
+    return lags
 
-    async def ticker() -> None:
-        while not done.is_set():
-            due = loop.time() + TICK
-            await asyncio.sleep(TICK)
-            lags.append(max(0.0, loop.time() - due) * 1000)
+
+async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], embedder: Any,
+                    workers: int) -> tuple[float, list[list[Any]], list[float], int]:
+    loop = asyncio.get_running_loop()
+    if workers:
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers))
+    lags: list[float] = []
+    done = asyncio.Event()
 
     async def worker(mine: list[tuple[str, str, str]]) -> list[Any]:
         return [(await face.context(q, actor=a, session=s, budget=BUDGET, embedder=embedder))
                 .messages() for q, a, s in mine]
 
-    tick = asyncio.create_task(ticker())
+    tick = asyncio.create_task(ticker(lags, done))
     await asyncio.sleep(0.05)
     t0 = time.perf_counter()
     out = await asyncio.gather(*[worker(mine) for mine in plan])
     elapsed = time.perf_counter() - t0
     done.set()
     await tick
-    # asyncio.to_thread runs on the loop's default executor: a ThreadPoolExecutor() of
-    # min(32, cores + 4) threads
-    return elapsed, list(out), lags, min(32, (os.cpu_count() or 1) + 4)
+    # asyncio.to_thread runs on the loop's default executor: unless set, a
+    # ThreadPoolExecutor() of min(32, cores + 4) threads
+    return elapsed, list(out), lags, workers or min(32, (os.cpu_count() or 1) + 4)
 
 
 def commit() -> str:
@@ -131,8 +151,14 @@ def commit() -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=8, help="context() calls per worker")
+    ap.add_argument("--executor-workers", type=int, default=0,
+                    help="threads of the loop's default executor (0: asyncio's default)")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval for the whole run (0: Python's 5 ms)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
 
     home = None
     if not os.environ.get("MEMORY_DATABASE_URL"):
@@ -151,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": commit(),
         "loadavg_at_start": os.getloadavg(), "workers": WORKERS,
-        "calls_per_worker": args.calls, "budget": BUDGET}
+        "calls_per_worker": args.calls, "budget": BUDGET,
+        "switch_interval_s": sys.getswitchinterval()}
     try:
         embedder = default_embedder()
         with memory.Store.open(url) as store:
@@ -168,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             async def on_loop() -> tuple[float, list[list[Any]], list[float], int]:
                 face = AsyncStore(store, owns_store=False)
                 try:
-                    return await run_async(face, plan, embedder)
+                    return await run_async(face, plan, embedder, args.executor_workers)
                 finally:
                     await face.close()
+            idle = np.asarray(asyncio.run(idle_lag()))
             async_s, async_out, lags, executor_workers = asyncio.run(on_loop())
         info["loadavg_at_end"] = os.getloadavg()
         lag = np.asarray(lags)
@@ -183,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             "loop_lag_ms": {"ticks": len(lags), "p50": round(float(np.percentile(lag, 50)), 3),
                             "p99": round(float(np.percentile(lag, 99)), 3),
                             "max": round(float(lag.max()), 3)},
+            "idle_loop_lag_ms": {"ticks": len(idle),
+                                 "p50": round(float(np.percentile(idle, 50)), 3),
+                                 "p99": round(float(np.percentile(idle, 99)), 3),
+                                 "max": round(float(idle.max()), 3)},
             "same_contexts": threads_out == async_out})
         print(json.dumps(info, indent=2))
         if args.out:
