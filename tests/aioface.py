@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import memory
 from memory.aio import AsyncLog, AsyncSubscription
@@ -108,7 +108,3 @@ class SyncAsyncLog:
         self.runner.run(self.face.close())
         self.runner.close()
 
-
-def run_async(coro: Awaitable[Any]) -> Any:
-    """Run one coroutine on a fresh loop (for tests of the store's own methods)."""
-    return asyncio.run(coro)  # type: ignore[arg-type]

@@ -79,9 +79,15 @@ class AsyncLog:
         return await asyncio.to_thread(opened)
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchall()
+        """Run one statement; a driver error is raised as the sync engine raises it
+        (``sqlalchemy.exc.DBAPIError`` and its subclasses, e.g. OperationalError when the
+        server is gone), so callers catch the same exceptions on both faces."""
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall()
+        except psycopg.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
 
     # -- the contract --------------------------------------------------------------
 
