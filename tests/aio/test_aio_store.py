@@ -180,3 +180,17 @@ def test_async_with_closes_when_the_block_raises(database_url: str) -> None:
     face = asyncio.run(run())
     assert face.log.pool.closed
     assert tenant_connections(database_url) == 0
+
+
+def test_a_driver_error_is_raised_as_the_sync_engine_raises_it(store: memory.Store) -> None:
+    async def run() -> None:
+        face = AsyncStore(store, owns_store=False)
+        try:
+            with pytest.raises(sa.exc.ProgrammingError):
+                await face.log.fetch("SELECT no_such_column FROM memory_events", ())
+            assert await face.head() == 0  # the failed call's connection was not kept
+        finally:
+            await face.close()
+    asyncio.run(run())
+    with pytest.raises(sa.exc.ProgrammingError), store.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT no_such_column FROM memory_events")
