@@ -242,19 +242,7 @@ class Log:
                   limit: int = 1000, conn: sa.Connection | None = None) -> list[RecordedEvent]:
         """One page of the log after position ``after``; optionally on the caller's
         connection (a projection reads and writes in one transaction)."""
-        check_int(after, "after", 0, MAX_POSITION)
-        check_int(limit, "limit", 1, MAX_VERSION)
-        if actor_id is not None and tenant is None:
-            raise ValueError("reading by actor needs the tenant")
-        if actor_id is not None:
-            sql, params = log_sql.READ_ACTOR, (tenant, actor_id, after, limit)
-            rows_sql = log_sql.READ_ACTOR_ROWS
-        elif tenant is not None:
-            sql, params = log_sql.READ_TENANT, (tenant, after, limit)
-            rows_sql = log_sql.READ_TENANT_ROWS
-        else:
-            sql, params = log_sql.READ_ALL, (after, limit)
-            rows_sql = log_sql.READ_ALL_ROWS
+        sql, rows_sql, params = page_statement(after, tenant, actor_id, limit)
         if conn is not None:
             # A projection's transaction: its secrets are looked up and locked.
             rows = conn.exec_driver_sql(rows_sql, params).fetchall()
@@ -278,13 +266,35 @@ class Log:
     def subscribe(self, from_position: int = 0, *, tenant: str | None = None,
                   poll_interval: float = 1.0, batch_size: int = 500) -> Subscription:
         """Catch up from ``from_position``, then follow new events as they commit."""
-        check_int(from_position, "from_position", 0, MAX_POSITION)
-        check_int(batch_size, "batch_size", 1, MAX_VERSION)
-        if type(poll_interval) not in (int, float) or not 0 < poll_interval < math.inf:
-            raise InvalidArgument("poll_interval", "must be a positive number of seconds, "
-                                  f"got {poll_interval!r:.40}")
+        check_follow(from_position, poll_interval, batch_size)
         return Subscription(self, from_position, tenant=tenant, poll_interval=poll_interval,
                             batch_size=batch_size)
+
+
+def page_statement(after: int, tenant: str | None, actor_id: str | None, limit: int
+                   ) -> tuple[str, str, tuple[Any, ...]]:
+    """Which read a page of the log after ``after`` runs (checked arguments): the
+    statement with the secrets joined, its 14-column form (memory/log/sql.py) and the
+    parameters. Both faces of the log read pages through this."""
+    check_int(after, "after", 0, MAX_POSITION)
+    check_int(limit, "limit", 1, MAX_VERSION)
+    if actor_id is not None and tenant is None:
+        raise ValueError("reading by actor needs the tenant")
+    if actor_id is not None:
+        return (log_sql.READ_ACTOR, log_sql.READ_ACTOR_ROWS,
+                (tenant, actor_id, after, limit))
+    if tenant is not None:
+        return log_sql.READ_TENANT, log_sql.READ_TENANT_ROWS, (tenant, after, limit)
+    return log_sql.READ_ALL, log_sql.READ_ALL_ROWS, (after, limit)
+
+
+def check_follow(from_position: int, poll_interval: float, batch_size: int) -> None:
+    """The arguments of a subscription (either face), checked before anything runs."""
+    check_int(from_position, "from_position", 0, MAX_POSITION)
+    check_int(batch_size, "batch_size", 1, MAX_VERSION)
+    if type(poll_interval) not in (int, float) or not 0 < poll_interval < math.inf:
+        raise InvalidArgument("poll_interval", "must be a positive number of seconds, "
+                              f"got {poll_interval!r:.40}")
 
 
 class Subscription:

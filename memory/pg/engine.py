@@ -37,7 +37,10 @@ def resolve_url(url: str | None) -> str:
     return chosen
 
 
-def make_engine(url: str, limits: Limits | None = None, *, pool_size: int = 5) -> Engine:
+def connect_args(limits: Limits | None = None) -> dict[str, str]:
+    """What every connection of the library logs in with: the limits as session settings
+    and the application name. The engines pass it to psycopg through SQLAlchemy; the async
+    face (memory/aio) passes it to ``psycopg.AsyncConnection.connect``."""
     limits = limits or Limits()
     options = " ".join(
         [
@@ -46,12 +49,16 @@ def make_engine(url: str, limits: Limits | None = None, *, pool_size: int = 5) -
             f"-c idle_in_transaction_session_timeout={limits.idle_in_transaction_timeout_ms}",
         ]
     )
+    return {"options": options, "application_name": "memory"}
+
+
+def make_engine(url: str, limits: Limits | None = None, *, pool_size: int = 5) -> Engine:
     return sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args={"options": options, "application_name": "memory"},
+        connect_args=connect_args(limits),
         json_deserializer=parse_json,  # as sealed payloads are read (memory/pg/codec.py)
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from aioface import SyncAsyncLog
 from support import open_append, psycopg_url
 
 import memory
@@ -34,6 +35,7 @@ T = DEFAULT_TENANT
 
 IMPLEMENTATIONS: dict[str, Callable[[memory.Store], EventLog]] = {
     "sync": lambda store: store.log,
+    "async": SyncAsyncLog,  # memory.aio.AsyncLog, its coroutines run on a private loop
 }
 """Each face of the log, built from a store over a fresh database."""
 

@@ -1,0 +1,232 @@
+"""Concurrent ``context()`` calls: the async face (memory/aio) against threads on the sync face.
+
+    python benchmarks/concurrency.py --out results/concurrency-<stamp>.json [--calls 8]
+
+One run, on a fresh database of the embedded server (or ``MEMORY_DATABASE_URL``'s server):
+
+1. Appends a real conversation history for 4 actors (6 sessions of 10 turns each) and
+   projects it with the real model (all-MiniLM-L6-v2, offline).
+2. Warms both faces up (one call per actor: the model, the scope cache).
+3. **Threads**: 16 threads, each making ``--calls`` ``Store.context()`` calls (budget 1,000
+   tokens), the same queries in the same order for every run.
+4. **Async**: 16 tasks on one event loop, each making the same ``--calls`` calls through
+   ``AsyncStore.context()`` (which runs the sync pipeline through ``asyncio.to_thread``, on
+   the loop's default executor), while a ticker task sleeps 5 ms at a time and records how
+   late it wakes (the loop's lag): the loop stays free for other work while contexts are
+   built.
+
+Reports async throughput / threads' (target >= 0.9), the lag's p50/p99/max (target p99 <
+10 ms), the ticker's lag with nothing else running (the machine's own noise), whether
+both faces gave the same contexts for the same calls, and the machine, date, commit and
+load average. The loop's lag while threads hold the CPU is mostly the GIL: a thread
+running Python keeps it up to ``sys.getswitchinterval()`` (5 ms) before the loop's thread
+may take it, so ``--switch-interval 0.001`` shows what a shorter interval does (the library
+never changes it: it is the whole process's setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from machine_info import cpu_model
+
+import memory
+from memory import message
+from memory.aio import AsyncStore
+from memory.embedding import default_embedder
+from memory.pg import embedded
+from memory.pg import engine as db
+
+WORKERS = 16
+BUDGET = 1_000
+TICK = 0.005
+ACTORS = ["ana", "ben", "cleo", "dev"]
+TOPICS = ["a trip to Kyoto and tofu restaurants", "our border collie Biscuit and his training",
+          "my sister Zoë who moved to Montréal", "the piano recital in June",
+          "a marathon plan with long runs on Sundays", "the apartment rent and the landlord"]
+QUERIES = ["What's my dog called?", "Where does my sister live?", "When is the recital?",
+           "How far is my long run?", "What food did I want in Kyoto?",
+           "Who is the landlord?", "What did we say about training?", "Any travel plans?"]
+
+
+def build(store: memory.Store) -> None:
+    for actor in ACTORS:
+        for s, topic in enumerate(TOPICS):
+            store.append(f"{actor}-s{s}", [
+                message("user" if t % 2 == 0 else "assistant",
+                        f"Turn {t} about {topic}: detail number {t * 7 + s} for {actor}.")
+                for t in range(10)], actor=actor)
+
+
+def calls(n: int) -> list[list[tuple[str, str, str]]]:
+    """Per worker, its calls: (query, actor, session)."""
+    return [[(QUERIES[(w + i) % len(QUERIES)], ACTORS[(w + i) % len(ACTORS)],
+              f"{ACTORS[(w + i) % len(ACTORS)]}-s{(w * 3 + i) % len(TOPICS)}")
+             for i in range(n)] for w in range(WORKERS)]
+
+
+def run_threads(store: memory.Store, plan: list[list[tuple[str, str, str]]], embedder: Any
+                ) -> tuple[float, list[list[Any]]]:
+    def worker(mine: list[tuple[str, str, str]]) -> list[Any]:
+        return [store.context(q, actor=a, session=s, budget=BUDGET, embedder=embedder)
+                .messages() for q, a, s in mine]
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        out = list(pool.map(worker, plan))
+    return time.perf_counter() - t0, out
+
+
+async def ticker(lags: list[float], done: asyncio.Event) -> None:
+    """Sleeps TICK at a time; records how late (ms) the loop wakes it."""
+    loop = asyncio.get_running_loop()
+    while not done.is_set():
+        due = loop.time() + TICK
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, loop.time() - due) * 1000)
+
+
+async def idle_lag(seconds: float = 3.0) -> list[float]:
+    """The ticker alone, nothing else running in the process: the machine's own noise."""
+    lags: list[float] = []
+    done = asyncio.Event()
+    tick = asyncio.create_task(ticker(lags, done))
+    await asyncio.sleep(seconds)
+    done.set()
+    await tick
+    return lags
+
+
+async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], embedder: Any,
+                    workers: int) -> tuple[float, list[list[Any]], list[float], int]:
+    loop = asyncio.get_running_loop()
+    if workers:
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers))
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def worker(mine: list[tuple[str, str, str]]) -> list[Any]:
+        return [(await face.context(q, actor=a, session=s, budget=BUDGET, embedder=embedder))
+                .messages() for q, a, s in mine]
+
+    tick = asyncio.create_task(ticker(lags, done))
+    await asyncio.sleep(0.05)
+    t0 = time.perf_counter()
+    out = await asyncio.gather(*[worker(mine) for mine in plan])
+    elapsed = time.perf_counter() - t0
+    done.set()
+    await tick
+    # asyncio.to_thread runs on the loop's default executor: unless set, a
+    # ThreadPoolExecutor() of min(32, cores + 4) threads
+    return elapsed, list(out), lags, workers or min(32, (os.cpu_count() or 1) + 4)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=8, help="context() calls per worker")
+    ap.add_argument("--executor-workers", type=int, default=0,
+                    help="threads of the loop's default executor (0: asyncio's default)")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval for the whole run (0: Python's 5 ms)")
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+
+    home = None
+    if not os.environ.get("MEMORY_DATABASE_URL"):
+        home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+        server_url = embedded.start(home)
+        os.environ.setdefault("MEMORY_MASTER_KEY_FILE", str(home / "master.key"))
+    else:
+        server_url = db.resolve_url(None)
+    name = f"memory_bench_concurrency_{os.getpid()}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
+        hide_password=False)
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": commit(),
+        "loadavg_at_start": os.getloadavg(), "workers": WORKERS,
+        "calls_per_worker": args.calls, "budget": BUDGET,
+        "switch_interval_s": sys.getswitchinterval()}
+    try:
+        embedder = default_embedder()
+        with memory.Store.open(url) as store:
+            build(store)
+            store.project(embedder=embedder)
+            for actor in ACTORS:  # warm-up: the model, each actor's scope in the cache
+                store.context(QUERIES[0], actor=actor, session=f"{actor}-s0", budget=BUDGET,
+                              embedder=embedder)
+            plan = calls(args.calls)
+            n = WORKERS * args.calls
+            threads_s, threads_out = run_threads(store, plan, embedder)
+            info["loadavg_after_threads"] = os.getloadavg()
+
+            async def on_loop() -> tuple[float, list[list[Any]], list[float], int]:
+                face = AsyncStore(store, owns_store=False)
+                try:
+                    return await run_async(face, plan, embedder, args.executor_workers)
+                finally:
+                    await face.close()
+            idle = np.asarray(asyncio.run(idle_lag()))
+            async_s, async_out, lags, executor_workers = asyncio.run(on_loop())
+        info["loadavg_at_end"] = os.getloadavg()
+        lag = np.asarray(lags)
+        info.update({
+            "calls": n, "threads_s": round(threads_s, 3), "async_s": round(async_s, 3),
+            "threads_calls_per_s": round(n / threads_s, 2),
+            "async_calls_per_s": round(n / async_s, 2),
+            "async_over_threads": round(threads_s / async_s, 3),
+            "async_executor_workers": executor_workers,
+            "loop_lag_ms": {"ticks": len(lags), "p50": round(float(np.percentile(lag, 50)), 3),
+                            "p99": round(float(np.percentile(lag, 99)), 3),
+                            "max": round(float(lag.max()), 3)},
+            "idle_loop_lag_ms": {"ticks": len(idle),
+                                 "p50": round(float(np.percentile(idle, 50)), 3),
+                                 "p99": round(float(np.percentile(idle, 99)), 3),
+                                 "max": round(float(idle.max()), 3)},
+            "same_contexts": threads_out == async_out})
+        print(json.dumps(info, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(info, indent=2) + "\n")
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+        if home is not None:
+            embedded.stop(home)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
