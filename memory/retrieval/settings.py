@@ -111,14 +111,16 @@ class RetrievalSettings:
     its turns' (unit) vectors, i.e. the sum of their cosines over the norm of their summed
     vectors (a window of like turns scores like one turn, a mixed one lower); or
     ``mean_cosine``, the mean of its turns' cosines. LoCoMo: mean_vector +0.0014 session
-    recall_any@5, +0.0007 recall@50 on the ranking of 1df9453 (rerun: benchmarks/locomo.py
+    recall_any@5, +0.0007 recall@50 when the part was introduced (the comparison on
+    the current ranker: benchmarks/locomo.py
     --set vector_window_kind=mean_cosine)."""
     speaker_boost: float = 0.15
     """Added to the score of turns by the one author the query names (0 = off)."""
     session_prior: float = 0.15
     """Added x the turn's session scored as one document (its mean cosine and the BM25 of
     its summed term frequencies, each min-max normalised over the scope's sessions). LoCoMo:
-    0.15 gives +0.002 recall@50 over 0.1 on the ranking of 1df9453 (rerun:
+    0.15 gives +0.002 recall@50 over 0.1 when the part was introduced (the comparison on
+    the current ranker:
     benchmarks/locomo.py --set session_prior=0.1). 0 = off."""
     session_prior_vector_share: float = 0.5
     """Share of the session's mean cosine in that prior (BM25 gets the rest)."""
@@ -126,7 +128,8 @@ class RetrievalSettings:
     """Added x exp(-days / ``date_tau_days``) from the turn's ``occurred_at`` to the
     nearest date the query names ("on 8 May, 2023", "in June 2023", "in 2022"; English,
     no model). LoCoMo: +0.019 recall@10 alone, every conversation up (+0.008 to +0.041;
-    12% of its questions name a date), on the ranking of ce48a7b (rerun:
+    12% of its questions name a date), when the part was introduced (the comparison on
+    the current ranker:
     benchmarks/locomo.py --set date_boost=0). 0 = off."""
     date_tau_days: float = 14.0
     question_penalty: float = 0.1
@@ -155,7 +158,8 @@ class RetrievalSettings:
     chunks are re-ordered by score minus this x the chunk's rank within its session among
     them (0 for a session's best chunk, 1 for its second...): the facts of such a question
     lie in several sessions, and the best-matching session would otherwise fill the top.
-    LoCoMo: multi-hop recall@10 +0.027, recall@10 +0.003 on the ranking of 1df9453 (rerun:
+    LoCoMo: multi-hop recall@10 +0.027, recall@10 +0.003 when the part was introduced
+    (the comparison on the current ranker:
     benchmarks/locomo.py --set aggregate_session_penalty=0). 0 = off."""
     aggregate_pattern: str = r"\b(?:has|have)\b"
     """Regular expression (case-insensitive) that marks such a query."""

@@ -1,8 +1,8 @@
 """The whole-scope ranker: every chunk of a small scope scored from its vectors, BM25,
 session, speaker and dates (:func:`rank_scope`).
 
-Measured on LoCoMo (benchmarks/RESULTS.md, "What each part gains"; benchmarks/locomo.py
---set NAME=VALUE reruns one part changed): each part gained recall there; none is tuned to
+Measured on LoCoMo (benchmarks/RESULTS.md, "LoCoMo"; benchmarks/locomo.py --set NAME=VALUE
+compares the ranker with one part changed): each part gained recall there; none is tuned to
 particular questions.
 """
 
