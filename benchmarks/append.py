@@ -42,12 +42,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -56,14 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 import psycopg
 import sqlalchemy as sa
-from machine_info import cpu_model
+from latency import percentiles
+from machine_info import loadavg, machine
 from psycopg.types.json import Jsonb
 
 import memory
-from memory.pg import embedded
-from memory.pg import engine as db
 
 SHAPES = [(1, 1), (1, 4), (100, 1), (100, 4), (1000, 1), (1000, 4)]
 TARGETS = {1: 0.7, 1000: 0.6}
@@ -289,13 +286,9 @@ def follower_lag(store: memory.Store, duration: float) -> dict[str, Any]:
     follower.join()
     lags = sorted((delivered[e] - t) * 1000 for e, t in acked.items() if e in delivered)
     missing = len(acked) - len(lags)
-
-    def pct(p: float) -> float:
-        return lags[min(len(lags) - 1, int(p * len(lags)))]
-
     return {"events": len(acked), "writers": 4, "missing": missing,
             "events_per_s": len(acked) / duration,
-            "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99), "max_ms": lags[-1]}
+            **percentiles(lags, 50, 95, 99, key="p{}_ms"), "max_ms": round(lags[-1], 3)}
 
 
 # -- encryption on vs off: what sealing costs ---------------------------------------------
@@ -356,28 +349,6 @@ def encryption_benchmark(url: str, pool: list[dict[str, Any]], duration: float,
 # -- the run ----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "loadavg_at_start": os.getloadavg()}
-
-
-def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
-    name = f"memory_bench_{os.getpid()}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-    url = sa.engine.make_url(server_url).set(database=name)
-    return url.render_as_string(hide_password=False), drop
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -391,103 +362,96 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encryption", action="store_true",
                     help="only compare appends and reads with encryption on and off")
     args = ap.parse_args(argv)
+    with harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv, \
+            harness.scratch_database(srv.url, f"memory_bench_{os.getpid()}") as url:
+        return measure(args, url)
 
-    home = None
-    if not os.environ.get("MEMORY_DATABASE_URL"):
-        home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
-        server_url = embedded.start(home)
-        os.environ.setdefault("MEMORY_MASTER_KEY_FILE", str(home / "master.key"))
-    else:
-        server_url = db.resolve_url(None)
-    url, drop = scratch_database(server_url)
+
+def measure(args: argparse.Namespace, url: str) -> int:
+    """The whole benchmark (or, with ``--encryption``, only that part) in the scratch
+    database ``url``."""
     raw_url = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
         hide_password=False)
     info = machine()
-    try:
-        options = {} if args.encrypt is None else {"encrypt": args.encrypt}
-        store = memory.Store.open(url, **options)
-        info["library"] = {"encrypt": getattr(store.log, "encrypt", False),
-                           "role": store.engine.url.username}
-        with psycopg.connect(raw_url, autocommit=True) as conn:
-            conn.execute(RAW_DDL)
-            settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
-                        for k in ("server_version", "fsync", "synchronous_commit",
-                                  "wal_sync_method", "shared_buffers")}
-        info["postgres"] = settings
-        print(f"# append benchmark  {info['date']}  nproc={info['nproc']}  {info['cpu']}")
-        print(f"# postgres {settings}")
-        print(f"# library {info['library']}  loadavg {info['loadavg_at_start']}")
-        pool = payloads()
-        if args.encryption:
-            enc = encryption_benchmark(url, pool, args.duration, args.rounds)
-            info["loadavg_at_end"] = os.getloadavg()
-            if args.out:
-                args.out.write_text(json.dumps({"machine": info, "duration_s": args.duration,
-                                                "rounds": args.rounds, "encryption": enc},
-                                               indent=2) + "\n")
-                print(f"wrote {args.out}")
-            store.close()
-            return 0
-        results: list[dict[str, Any]] = []
-        header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
-                  f"{'ratio':>6} {'90% int.':>10} {'target':>6} {'per stmt':>8}")
-        print(header)
-        shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
-        for batch, writers in shapes:
-            measured: dict[str, list[Run]] = {"raw": [], "lib": []}
-            stats_before = store.log.group_stats()
-            for r in range(args.rounds):
-                tag = f"{batch}-{writers}-{r}"
-                for side in ("raw", "lib") if r % 2 == 0 else ("lib", "raw"):
-                    if side == "raw":
-                        measured[side].append(run(lambda k, b=batch, t=tag: RawWriter(
-                            raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
-                    else:
-                        measured[side].append(run(lambda k, b=batch, t=tag: LibraryWriter(
-                            store, f"lib-{t}-{k}", b, pool), writers, args.duration))
-            lib_runs = [m.rate for m in measured["lib"]]
-            raw_runs = [m.rate for m in measured["raw"]]
-            cpu = {side: cpu_medians(ms) for side, ms in measured.items()}
-            lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
-            low, high = ratio_interval(lib_runs, raw_runs)
-            stats = [b - a for a, b in zip(stats_before, store.log.group_stats(), strict=True)]
-            per_statement = stats[1] / stats[0] if stats[0] else 0.0
-            target = TARGETS.get(batch)
-            row = {"batch": batch, "writers": writers, "events_per_s": round(lib, 1),
-                   "raw_per_s": round(raw, 1), "ratio": round(lib / raw, 3),
-                   "ratio_interval_90": [round(low, 3), round(high, 3)],
-                   "target_ratio": target,
-                   "appends_per_statement": round(per_statement, 2),
-                   "runs": {"library": [round(x, 1) for x in lib_runs],
-                            "raw": [round(x, 1) for x in raw_runs]},
-                   "cpu_us_per_event": {"library": cpu["lib"], "raw": cpu["raw"]}}
-            results.append(row)
-            print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
-                  f"{f'{low:.2f}-{high:.2f}':>10} "
-                  f"{'' if target is None else f'>={target}':>6} {per_statement:>8.2f}",
-                  flush=True)
-            print(f"{'':>14} cpu per event (us, medians): library client "
-                  f"{cpu['lib']['client']:.0f}, machine {cpu['lib']['machine'] or 0:.0f}; "
-                  f"raw client {cpu['raw']['client']:.0f}, "
-                  f"machine {cpu['raw']['machine'] or 0:.0f}", flush=True)
-        lag = follower_lag(store, args.lag_duration)
-        print(f"follower behind 4 writers: {lag['events']} events "
-              f"({lag['events_per_s']:,.0f}/s), lag p50 {lag['p50_ms']:.1f} ms, "
-              f"p95 {lag['p95_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, "
-              f"max {lag['max_ms']:.1f} ms, missing {lag['missing']}"
-              f"  (target p95 < {LAG_TARGET_P95_MS:.0f} ms)")
-        store.close()
-        info["loadavg_at_end"] = os.getloadavg()
-        out = {"machine": info, "duration_s": args.duration, "rounds": args.rounds,
-               "shapes": results, "follower_lag": lag}
+    options = {} if args.encrypt is None else {"encrypt": args.encrypt}
+    store = memory.Store.open(url, **options)
+    info["library"] = {"encrypt": getattr(store.log, "encrypt", False),
+                       "role": store.engine.url.username}
+    with psycopg.connect(raw_url, autocommit=True) as conn:
+        conn.execute(RAW_DDL)
+        settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
+                    for k in ("server_version", "fsync", "synchronous_commit",
+                              "wal_sync_method", "shared_buffers")}
+    info["postgres"] = settings
+    print(f"# append benchmark  {info['date']}  nproc={info['nproc']}  {info['cpu']}")
+    print(f"# postgres {settings}")
+    print(f"# library {info['library']}  loadavg {info['loadavg_at_start']}")
+    pool = payloads()
+    if args.encryption:
+        enc = encryption_benchmark(url, pool, args.duration, args.rounds)
+        info["loadavg_at_end"] = loadavg()
         if args.out:
-            args.out.write_text(json.dumps(out, indent=2) + "\n")
+            args.out.write_text(json.dumps({"machine": info, "duration_s": args.duration,
+                                            "rounds": args.rounds, "encryption": enc},
+                                           indent=2) + "\n")
             print(f"wrote {args.out}")
-    finally:
-        drop()
-        if home is not None:
-            embedded.stop(home)
-            shutil.rmtree(home, ignore_errors=True)
+        store.close()
+        return 0
+    results: list[dict[str, Any]] = []
+    header = (f"{'batch':>6} {'writers':>7} {'library ev/s':>13} {'raw ev/s':>11} "
+              f"{'ratio':>6} {'90% int.':>10} {'target':>6} {'per stmt':>8}")
+    print(header)
+    shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
+    for batch, writers in shapes:
+        measured: dict[str, list[Run]] = {"raw": [], "lib": []}
+        stats_before = store.log.group_stats()
+        for r in range(args.rounds):
+            tag = f"{batch}-{writers}-{r}"
+            for side in ("raw", "lib") if r % 2 == 0 else ("lib", "raw"):
+                if side == "raw":
+                    measured[side].append(run(lambda k, b=batch, t=tag: RawWriter(
+                        raw_url, f"raw-{t}-{k}", b, pool), writers, args.duration))
+                else:
+                    measured[side].append(run(lambda k, b=batch, t=tag: LibraryWriter(
+                        store, f"lib-{t}-{k}", b, pool), writers, args.duration))
+        lib_runs = [m.rate for m in measured["lib"]]
+        raw_runs = [m.rate for m in measured["raw"]]
+        cpu = {side: cpu_medians(ms) for side, ms in measured.items()}
+        lib, raw = statistics.median(lib_runs), statistics.median(raw_runs)
+        low, high = ratio_interval(lib_runs, raw_runs)
+        stats = [b - a for a, b in zip(stats_before, store.log.group_stats(), strict=True)]
+        per_statement = stats[1] / stats[0] if stats[0] else 0.0
+        target = TARGETS.get(batch)
+        row = {"batch": batch, "writers": writers, "events_per_s": round(lib, 1),
+               "raw_per_s": round(raw, 1), "ratio": round(lib / raw, 3),
+               "ratio_interval_90": [round(low, 3), round(high, 3)],
+               "target_ratio": target,
+               "appends_per_statement": round(per_statement, 2),
+               "runs": {"library": [round(x, 1) for x in lib_runs],
+                        "raw": [round(x, 1) for x in raw_runs]},
+               "cpu_us_per_event": {"library": cpu["lib"], "raw": cpu["raw"]}}
+        results.append(row)
+        print(f"{batch:>6} {writers:>7} {lib:>13,.0f} {raw:>11,.0f} {lib / raw:>6.2f} "
+              f"{f'{low:.2f}-{high:.2f}':>10} "
+              f"{'' if target is None else f'>={target}':>6} {per_statement:>8.2f}",
+              flush=True)
+        print(f"{'':>14} cpu per event (us, medians): library client "
+              f"{cpu['lib']['client']:.0f}, machine {cpu['lib']['machine'] or 0:.0f}; "
+              f"raw client {cpu['raw']['client']:.0f}, "
+              f"machine {cpu['raw']['machine'] or 0:.0f}", flush=True)
+    lag = follower_lag(store, args.lag_duration)
+    print(f"follower behind 4 writers: {lag['events']} events "
+          f"({lag['events_per_s']:,.0f}/s), lag p50 {lag['p50_ms']:.1f} ms, "
+          f"p95 {lag['p95_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, "
+          f"max {lag['max_ms']:.1f} ms, missing {lag['missing']}"
+          f"  (target p95 < {LAG_TARGET_P95_MS:.0f} ms)")
+    store.close()
+    info["loadavg_at_end"] = loadavg()
+    out = {"machine": info, "duration_s": args.duration, "rounds": args.rounds,
+           "shapes": results, "follower_lag": lag}
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

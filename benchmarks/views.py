@@ -30,46 +30,23 @@ server and drops it afterwards.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from machine_info import cpu_model
+import harness
+from machine_info import loadavg, machine
 
 import memory
-from memory.pg import embedded
-from memory.pg import engine as db
 
 TARGET = 1.5
 TEXT = ("We talked about the trip to Lisbon, the bakery near the station and the report "
         "due on Friday; nothing here is special, it only has the length of a real turn.")
-
-
-def scratch_database(server_url: str) -> tuple[str, Callable[[], None]]:
-    name = f"memory_bench_views_{os.getpid()}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-
-    return sa.engine.make_url(server_url).set(database=name).render_as_string(
-        hide_password=False), drop
 
 
 def fill(store: memory.Store, session: str, n: int, tag: str) -> None:
@@ -114,15 +91,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - start) * 1000, out
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=10_000)
@@ -130,75 +98,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    with harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv, \
+            harness.scratch_database(srv.url, f"memory_bench_views_{os.getpid()}") as url:
+        return measure(args, url)
 
-    home = None
-    if not os.environ.get("MEMORY_DATABASE_URL"):
-        home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
-        server_url = embedded.start(home)
-        os.environ.setdefault("MEMORY_MASTER_KEY_FILE", str(home / "master.key"))
-    else:
-        server_url = db.resolve_url(None)
-    url, drop = scratch_database(server_url)
-    info = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "commit": commit(), "loadavg_at_start": os.getloadavg()}
-    try:
-        with memory.Store.open(url) as store:
-            t0 = time.perf_counter()
-            leaf = build(store, args.events, args.forks)
-            info["build_s"] = round(time.perf_counter() - t0, 1)
-            flat_n, leaf_n = len(store.read_session("flat")), len(store.read_session(leaf))
-            print(f"# views benchmark {info['date']} commit {info['commit']} "
-                  f"nproc={info['nproc']} {info['cpu']}")
-            print(f"# flat: {flat_n} events; {leaf}: {leaf_n} events in view over "
-                  f"{len(store.view(leaf).segments)} segments (built in {info['build_s']} s)")
-            cases: dict[str, Callable[[], Any]] = {
-                "flat_view": lambda: store.read_session("flat"),
-                "flat_log": lambda: store.log.read_session(store.tenant, "flat"),
-                "chain_view": lambda: store.read_session(leaf),
-                "flat_context": lambda: store.context("Lisbon", actor="bench",
-                                                      session="flat", budget=2000),
-                "chain_context": lambda: store.context("Lisbon", actor="bench",
-                                                       session=leaf, budget=2000),
-                "flat_view_query": lambda: view_query(store, "flat"),
-            }
-            for fn in cases.values():  # warm: plans, key caches
-                fn()
-            runs: dict[str, list[float]] = {k: [] for k in cases}
-            names = list(cases)
-            for r in range(args.rounds):
-                for k in names if r % 2 == 0 else names[::-1]:
-                    runs[k].append(timed(cases[k])[0])
-            med = {k: statistics.median(v) for k, v in runs.items()}
-            ratio = med["chain_view"] / med["flat_view"]
-            print(f"read_session flat (view path) {med['flat_view']:8.1f} ms")
-            print(f"Log.read_session flat         {med['flat_log']:8.1f} ms")
-            print(f"read_session through {args.forks} forks {med['chain_view']:8.1f} ms")
-            print(f"ratio chain / flat: {ratio:.3f} (target <= {TARGET}); chain / log read: "
-                  f"{med['chain_view'] / med['flat_log']:.3f}")
-            print(f"context flat {med['flat_context']:.1f} ms, through the forks "
-                  f"{med['chain_context']:.1f} ms "
-                  f"(ratio {med['chain_context'] / med['flat_context']:.3f})")
-            med["flat_view_query"] /= VIEW_QUERIES
-            print(f"the view statement a context call adds (plain session): "
-                  f"{med['flat_view_query']:.3f} ms")
-            info["loadavg_at_end"] = os.getloadavg()
-            out = {"machine": info, "events": args.events, "forks": args.forks,
-                   "rounds": args.rounds, "flat_events": flat_n, "chain_events": leaf_n,
-                   "median_ms": {k: round(v, 2) for k, v in med.items()},
-                   "ratio": round(ratio, 3),
-                   "ratio_to_log_read": round(med["chain_view"] / med["flat_log"], 3),
-                   "context_ratio": round(med["chain_context"] / med["flat_context"], 3),
-                   "target_ratio": TARGET,
-                   "runs_ms": {k: [round(x, 2) for x in v] for k, v in runs.items()}}
-            if args.out:
-                args.out.write_text(json.dumps(out, indent=2) + "\n")
-                print(f"wrote {args.out}")
-    finally:
-        drop()
-        if home is not None:
-            embedded.stop(home)
-            shutil.rmtree(home, ignore_errors=True)
+
+def measure(args: argparse.Namespace, url: str) -> int:
+    """Build both sessions in the scratch database ``url``, then time the reads."""
+    info = machine()
+    with memory.Store.open(url) as store:
+        t0 = time.perf_counter()
+        leaf = build(store, args.events, args.forks)
+        info["build_s"] = round(time.perf_counter() - t0, 1)
+        flat_n, leaf_n = len(store.read_session("flat")), len(store.read_session(leaf))
+        print(f"# views benchmark {info['date']} commit {info['commit']} "
+              f"nproc={info['nproc']} {info['cpu']}")
+        print(f"# flat: {flat_n} events; {leaf}: {leaf_n} events in view over "
+              f"{len(store.view(leaf).segments)} segments (built in {info['build_s']} s)")
+        cases: dict[str, Callable[[], Any]] = {
+            "flat_view": lambda: store.read_session("flat"),
+            "flat_log": lambda: store.log.read_session(store.tenant, "flat"),
+            "chain_view": lambda: store.read_session(leaf),
+            "flat_context": lambda: store.context("Lisbon", actor="bench",
+                                                  session="flat", budget=2000),
+            "chain_context": lambda: store.context("Lisbon", actor="bench",
+                                                   session=leaf, budget=2000),
+            "flat_view_query": lambda: view_query(store, "flat"),
+        }
+        for fn in cases.values():  # warm: plans, key caches
+            fn()
+        runs: dict[str, list[float]] = {k: [] for k in cases}
+        names = list(cases)
+        for r in range(args.rounds):
+            for k in names if r % 2 == 0 else names[::-1]:
+                runs[k].append(timed(cases[k])[0])
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        ratio = med["chain_view"] / med["flat_view"]
+        print(f"read_session flat (view path) {med['flat_view']:8.1f} ms")
+        print(f"Log.read_session flat         {med['flat_log']:8.1f} ms")
+        print(f"read_session through {args.forks} forks {med['chain_view']:8.1f} ms")
+        print(f"ratio chain / flat: {ratio:.3f} (target <= {TARGET}); chain / log read: "
+              f"{med['chain_view'] / med['flat_log']:.3f}")
+        print(f"context flat {med['flat_context']:.1f} ms, through the forks "
+              f"{med['chain_context']:.1f} ms "
+              f"(ratio {med['chain_context'] / med['flat_context']:.3f})")
+        med["flat_view_query"] /= VIEW_QUERIES
+        print(f"the view statement a context call adds (plain session): "
+              f"{med['flat_view_query']:.3f} ms")
+        info["loadavg_at_end"] = loadavg()
+        out = {"machine": info, "events": args.events, "forks": args.forks,
+               "rounds": args.rounds, "flat_events": flat_n, "chain_events": leaf_n,
+               "median_ms": {k: round(v, 2) for k, v in med.items()},
+               "ratio": round(ratio, 3),
+               "ratio_to_log_read": round(med["chain_view"] / med["flat_log"], 3),
+               "context_ratio": round(med["chain_context"] / med["flat_context"], 3),
+               "target_ratio": TARGET,
+               "runs_ms": {k: [round(x, 2) for x in v] for k, v in runs.items()}}
+        if args.out:
+            args.out.write_text(json.dumps(out, indent=2) + "\n")
+            print(f"wrote {args.out}")
     return 0
 
 
