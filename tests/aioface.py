@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Iterator, Sequence
+import uuid
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import memory
@@ -97,6 +98,10 @@ class SyncAsyncLog:
         return SyncSubscription(self.runner, self.face.subscribe(
             from_position, tenant=tenant, poll_interval=poll_interval,
             batch_size=batch_size))
+
+    def read_ids(self, tenant: str, event_ids: Iterable[uuid.UUID | str]
+                 ) -> list[memory.RecordedEvent]:
+        return self.runner.run(self.face.read_ids(tenant, event_ids))
 
     def head(self, tenant: str | None = None) -> int:
         return self.runner.run(self.face.head(tenant))

@@ -3,10 +3,10 @@ coroutines, over the sync :class:`memory.log.Log` it is made from.
 
 What runs where:
 
-* reads (``read``, ``read_session``, ``head``, ``session_version``) and ``subscribe``'s
-  LISTEN run on psycopg ``AsyncConnection``s (memory/aio/connections.py), the statements
-  and the choice among them shared with the sync face (memory/log/sql.py,
-  ``memory.log.eventlog.page_statement``);
+* reads (``read``, ``read_session``, ``read_ids``, ``head``, ``session_version``) and
+  ``subscribe``'s LISTEN run on psycopg ``AsyncConnection``s (memory/aio/connections.py),
+  the statements and the choice among them shared with the sync face (memory/log/sql.py,
+  ``memory.log.eventlog.page_statement``, ``ids_param``);
 * rows become events through the sync face's own ``Log.recorded_events``; when a page
   holds sealed rows, opening them (decryption, and a key lookup when a secret is not
   joined in) is CPU and blocking I/O, so it runs off the event loop (``asyncio.to_thread``);
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -29,8 +30,8 @@ import sqlalchemy as sa
 
 from ..log import ANY, Appended, Log, NewEvent, RecordedEvent, SchemaRegistry
 from ..log import sql as log_sql
-from ..log.eventlog import check_follow, page_statement
-from ..log.events import MAX_POSITION, MAX_VERSION, check_int
+from ..log.eventlog import check_follow, ids_param, page_statement
+from ..log.events import MAX_POSITION, MAX_VERSION, check_id, check_int
 from .connections import AsyncPool, connect, discard
 
 
@@ -131,6 +132,15 @@ class AsyncLog:
         rows = await self.fetch(log_sql.READ_SESSION,
                                 (tenant, session_id, from_version, limit))
         return await self.events(rows)
+
+    async def read_ids(self, tenant: str, event_ids: Iterable[uuid.UUID | str]
+                       ) -> list[RecordedEvent]:
+        """``Log.read_ids``: the same checks and statement."""
+        check_id(tenant, "tenant", self.sync.limits)
+        ids = ids_param(event_ids, self.sync.limits)
+        if not ids:
+            return []
+        return await self.events(await self.fetch(log_sql.READ_IDS, (tenant, ids)))
 
     async def head(self, tenant: str | None = None) -> int:
         if tenant is None:

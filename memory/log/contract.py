@@ -32,7 +32,8 @@ to this contract.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from .events import Appended, NewEvent, RecordedEvent
@@ -87,6 +88,12 @@ class EventLog(Protocol):
     def read_session(self, tenant: str, session_id: str, from_version: int = 1,
                      limit: int | None = None) -> list[RecordedEvent]:
         """A session's events in version order (1, 2, 3, ... without holes)."""
+        ...
+
+    def read_ids(self, tenant: str, event_ids: Iterable[uuid.UUID | str]
+                 ) -> list[RecordedEvent]:
+        """The tenant's events with these ids, whatever their session, in global order;
+        ids not in the log are left out (a forgotten event is there, ``forgotten``)."""
         ...
 
     def subscribe(self, from_position: int = 0, *, tenant: str | None = None,

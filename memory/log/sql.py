@@ -156,6 +156,13 @@ READ_ACTOR_ROWS = f"SELECT {_E_COLUMNS} FROM memory_events e\n{_WHERE_ACTOR}"
 # events in other shapes (the session views below).
 SELECT_EVENTS = f"SELECT {_WITH_SECRETS}"
 
+# Events by id, whatever their session: one probe each of the unique (tenant, event_id)
+# index. A caller that derives event ids from what it stores (an integration's own keys)
+# finds an event without reading its session.
+READ_IDS = f"""SELECT {_WITH_SECRETS}
+ WHERE e.tenant = %s AND e.event_id = ANY(%s::uuid[])
+ ORDER BY e.position"""
+
 HEAD = "SELECT coalesce(max(position), 0) FROM memory_events"
 HEAD_TENANT = "SELECT coalesce(max(position), 0) FROM memory_events WHERE tenant = %s"
 SESSION_VERSION = """

@@ -386,6 +386,16 @@ class ViewFilter:
         return cls.from_rows(session_id, rows)
 
     @classmethod
+    def read(cls, log: Log, tenant: str, session_id: str, *, actors: Sequence[str] = (),
+             as_of: int | None = None) -> Self:
+        """:meth:`query` on a connection of its own: a reader that needs only what shapes
+        a view (which segments, which ids hidden), not the view's events."""
+        check_id(session_id, "session_id", log.limits)
+        bound = _bound(as_of)
+        with tenant_scope(tenant), log.engine.connect() as conn:
+            return cls.query(conn, tenant, session_id, actors, bound)
+
+    @classmethod
     def from_rows(cls, session_id: str, rows: Sequence[Sequence[Any]]) -> Self:
         """The filter from :data:`memory.log.sql.VIEW_FILTER`'s rows (any face)."""
         chain = sorted(((r[1], r[2], r[3]) for r in rows if r[0] == "c"),
