@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encryption", action="store_true",
                     help="only compare appends and reads with encryption on and off")
     args = ap.parse_args(argv)
-    with harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv, \
-            harness.scratch_database(srv.url, f"memory_bench_{os.getpid()}") as url:
+    with (harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv,
+          harness.scratch_database(srv.url, f"memory_bench_{os.getpid()}") as url):
         return measure(args, url)
 
 

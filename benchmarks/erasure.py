@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +39,10 @@ from typing import Any
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import harness
+from latency import percentile
+from machine_info import commit
 
 import memory
 from memory import erasure, message
@@ -112,17 +113,24 @@ def main() -> int:
     ap.add_argument("--appends", type=int, default=10)
     ap.add_argument("--out")
     args = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="memory-erasure-"))
-    os.environ["MEMORY_HOME"] = str(home)
-    url = embedded.start(home)
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("CREATE DATABASE erasure_bench")
-    dburl = sa.engine.make_url(url).set(database="erasure_bench").render_as_string(
-        hide_password=False)
+    # Its own server: the scan reads the server's files, and wal_recycle is changed on it.
+    with (harness.server(prefix="memory-erasure-", isolate_home=True) as srv,
+          harness.scratch_database(srv.url, "erasure_bench") as dburl):
+        assert srv.home is not None
+        result = measure(args, srv.home, dburl)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def measure(args: argparse.Namespace, home: Path, dburl: str) -> dict[str, Any]:
+    """Populate, forget, erase and scan the database ``dburl`` of the server in ``home``."""
     owner = sa.create_engine(dburl, isolation_level="AUTOCOMMIT")
     result: dict[str, Any] = {"actors": args.actors, "appends": args.appends,
-                              "date": datetime.now(UTC).isoformat(timespec="seconds")}
+                              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                              "commit": commit()}
     try:
         with memory.Store.open(dburl) as store:
             t = time.perf_counter()
@@ -199,8 +207,9 @@ def main() -> int:
             result["erase_done"] = full.done
 
             def summary(xs: list[float]) -> dict[str, float]:
-                return {"n": len(xs), "p50_ms": round(statistics.median(xs) * 1000, 2),
-                        "max_ms": round(max(xs) * 1000, 2)} if xs else {"n": 0}
+                ms = [x * 1000 for x in xs]
+                return {"n": len(ms), "p50_ms": percentile(ms, 50, digits=2),
+                        "max_ms": round(max(ms), 2)} if ms else {"n": 0}
 
             result["append_latency"] = {"before": summary(before),
                                         "during_vacuum_full": summary(during_full),
@@ -237,15 +246,7 @@ def main() -> int:
                                                     "archive_mode", "wal_recycle")}
     finally:
         owner.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql("DROP DATABASE IF EXISTS erasure_bench WITH (FORCE)")
-        admin.dispose()
-        embedded.stop(home)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +34,11 @@ class Server:
 
 @contextmanager
 def server(url: str | None = None, *, home: Path | None = None,
-           prefix: str = "memory-bench-", isolate_home: bool = False) -> Iterator[Server]:
+           prefix: str = "memory-bench-", isolate_home: bool = False,
+           keep: bool = False) -> Iterator[Server]:
     """The server ``url`` names; else the embedded server in ``home`` (left running);
-    else an embedded server in a new temporary folder, stopped and removed at the end.
+    else an embedded server in a new temporary folder, stopped and removed at the end
+    unless ``keep`` (a database kept for inspection lives there).
 
     A temporary server gets its own master key file in its folder; with
     ``isolate_home`` the whole run's ``MEMORY_HOME`` is that folder (keys, model
@@ -54,8 +57,12 @@ def server(url: str | None = None, *, home: Path | None = None,
     try:
         yield Server(embedded.start(temp), temp)
     finally:
-        embedded.stop(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+        if keep:
+            print(f"kept: the embedded server in {temp} (memory db stop with "
+                  f"MEMORY_HOME={temp} stops it)", file=sys.stderr)
+        else:
+            embedded.stop(temp)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def database_url(server_url: str, name: str) -> str:

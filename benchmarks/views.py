@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
-    with harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv, \
-            harness.scratch_database(srv.url, f"memory_bench_views_{os.getpid()}") as url:
+    with (harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv,
+          harness.scratch_database(srv.url, f"memory_bench_views_{os.getpid()}") as url):
         return measure(args, url)
 
 
