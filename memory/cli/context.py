@@ -12,42 +12,38 @@ import json
 import sys
 from typing import Any, TextIO
 
-from .options import add_store_options
+from .options import open_store, store_command
 
 DEFAULT_BUDGET = 2000
 
 
 def add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "context", help="show the context built for a query (recent turns, summary, memories)",
-        description="Build the context the next model call would get for ACTOR in SESSION: "
-                    "recent turns verbatim, the session summary when older turns do not "
-                    "fit, and the memories most relevant to QUERY, within --budget tokens.")
-    p.add_argument("query", help="the query (usually the newest user message)")
-    p.add_argument("--actor", required=True, help="whose memory")
-    p.add_argument("--session", required=True, help="the session the call is for")
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
-                   help=f"token budget (default {DEFAULT_BUDGET})")
-    p.add_argument("--as-of", type=int, metavar="POSITION",
-                   help="the context as it was when the log ended at POSITION")
-    p.add_argument("--strong", action="store_true",
-                   help="catch the projections up before searching")
-    p.add_argument("--also-actor", action="append", default=[], metavar="ACTOR",
-                   help="also search this actor's memories (repeatable)")
-    p.add_argument("--record", action="store_true",
-                   help="append a context_assembled event (audit; replayable)")
-    p.add_argument("--format", choices=["pretty", "openai", "anthropic", "text"],
-                   default="pretty", help="how to print (default: pretty, with sources)")
-    p.add_argument("--json", action="store_true", help="the whole context as JSON")
-    add_store_options(p)
-    p.set_defaults(func=run_context)
+    with store_command(subparsers, "context", run_context, help="show the context built "
+                       "for a query (recent turns, summary, memories)") as p:
+        p.add_argument("query", help="the query (usually the newest user message)")
+        p.add_argument("--actor", required=True, help="whose memory")
+        p.add_argument("--session", required=True, help="the session the call is for")
+        p.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                       help=f"token budget (default {DEFAULT_BUDGET})")
+        p.add_argument("--as-of", type=int, metavar="POSITION",
+                       help="the context as it was when the log ended at POSITION")
+        p.add_argument("--strong", action="store_true",
+                       help="catch the projections up before searching")
+        p.add_argument("--also-actor", action="append", default=[], metavar="ACTOR",
+                       help="also search this actor's memories (repeatable)")
+        p.add_argument("--record", action="store_true",
+                       help="append a context_assembled event (audit; replayable)")
+        p.add_argument("--format", choices=["pretty", "openai", "anthropic", "text"],
+                       default="pretty", help="how to print (default: pretty, with sources)")
+        p.add_argument("--json", action="store_true", help="the whole context as JSON")
 
 
 def run_context(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from ..store import Store
-
+    """Build the context the next model call would get for ACTOR in SESSION: recent turns
+    verbatim, the session summary when older turns do not fit, and the memories most
+    relevant to QUERY, within --budget tokens."""
     out = out or sys.stdout
-    with Store.open(args.url, tenant=args.tenant) as store:
+    with open_store(args) as store:
         ctx = store.context(args.query, actor=args.actor, session=args.session,
                             budget=args.budget, as_of=args.as_of, strong=args.strong,
                             actors=args.also_actor, record=args.record)

@@ -9,49 +9,43 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from .options import add_store_options
+from .options import add_server_options, open_store, store_command
 
 if TYPE_CHECKING:
     from ..erasure import Erasure
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "forget", help="erase an actor, or single events, and everything derived from them",
-        description="Destroy the keys of an actor's events (or of single events), delete "
-                    "every chunk, vector, summary and recorded context derived from them, and "
-                    "append a 'forgotten' tombstone. The log itself is never rewritten. "
-                    "This cannot be undone.")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--actor", help="forget every event of this actor (in --tenant)")
-    what.add_argument("--event", action="append", metavar="ID",
-                      help="forget this event (repeat for several)")
-    what.add_argument("--erase-pending", action="store_true",
-                      help="only complete the physical erasure of earlier forgets (rewrite "
-                           "the key tables, vacuum the derived ones); needs the owner's URL")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--no-erase", dest="erase", action="store_false",
-                   help="skip the physical erasure (it stays pending; see --erase-pending)")
-    p.add_argument("--rewrite-derived", action="store_true",
-                   help="rewrite the derived tables too (VACUUM FULL): no freed space left "
-                        "holding their text, but reads of them wait during the rewrite")
-    p.add_argument("--flush-wal", action="store_true",
-                   help="after erasing, CHECKPOINT and switch WAL segments so the WAL that "
-                        "still holds the forgotten bytes is recycled sooner")
-    add_store_options(p)
-    p.set_defaults(func=_forget)
+    with store_command(subparsers, "forget", _forget, help="erase an actor, or single "
+                       "events, and everything derived from them") as p:
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("--actor", help="forget every event of this actor (in --tenant)")
+        what.add_argument("--event", action="append", metavar="ID",
+                          help="forget this event (repeat for several)")
+        what.add_argument("--erase-pending", action="store_true",
+                          help="only complete the physical erasure of earlier forgets "
+                               "(rewrite the key tables, vacuum the derived ones); needs "
+                               "the owner's URL")
+        p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--no-erase", dest="erase", action="store_false",
+                       help="skip the physical erasure (it stays pending; see "
+                            "--erase-pending)")
+        p.add_argument("--rewrite-derived", action="store_true",
+                       help="rewrite the derived tables too (VACUUM FULL): no freed space "
+                            "left holding their text, but reads of them wait during the "
+                            "rewrite")
+        p.add_argument("--flush-wal", action="store_true",
+                       help="after erasing, CHECKPOINT and switch WAL segments so the WAL "
+                            "that still holds the forgotten bytes is recycled sooner")
 
     k = subparsers.add_parser("keys", help="the master key (encryption at rest)")
     ks = k.add_subparsers(metavar="ACTION", dest="keys_action", required=True)
     ks.add_parser("generate", help="print a new master key (for MEMORY_MASTER_KEY)"
                   ).set_defaults(func=_keys_generate)
-    rot = ks.add_parser(
-        "rotate", help="re-wrap every data key under the first key of MEMORY_MASTER_KEY",
-        description="Set MEMORY_MASTER_KEY=NEW,OLD and run this: every data key is "
-                    "re-wrapped under NEW (the event log is not touched). Then drop OLD. "
-                    "Needs a connection that sees every tenant (the owner or a BYPASSRLS role).")
-    add_store_options(rot, tenant=False)
-    rot.set_defaults(func=_keys_rotate)
+    with store_command(ks, "rotate", _keys_rotate, options=add_server_options,
+                       help="re-wrap every data key under the first key of "
+                            "MEMORY_MASTER_KEY"):
+        pass  # no arguments but the server's
 
 
 def _confirm(question: str, stdin: TextIO, stdout: TextIO) -> bool:
@@ -65,8 +59,9 @@ def _confirm(question: str, stdin: TextIO, stdout: TextIO) -> bool:
 
 def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
             stdout: TextIO | None = None) -> int:
-    from ..store import Store
-
+    """Destroy the keys of an actor's events (or of single events), delete every chunk,
+    vector, summary and recorded context derived from them, and append a 'forgotten'
+    tombstone. The log itself is never rewritten. This cannot be undone."""
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if args.erase_pending:
         return _erase_pending(args, stdout)
@@ -76,7 +71,7 @@ def _forget(args: argparse.Namespace, stdin: TextIO | None = None,
             f"Forget {target} in tenant {args.tenant!r}? This cannot be undone.",
             stdin, stdout):
         return 1
-    with Store.open(args.url, tenant=args.tenant) as store:
+    with open_store(args) as store:
         result = store.forget(actor=args.actor, event_ids=args.event, erase=args.erase,
                               flush_wal=args.flush_wal,
                               rewrite_derived=args.rewrite_derived)
@@ -130,6 +125,9 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
+    """Set MEMORY_MASTER_KEY=NEW,OLD and run this: every data key is re-wrapped under NEW
+    (the event log is not touched). Then drop OLD. Needs a connection that sees every
+    tenant (the owner or a BYPASSRLS role)."""
     from ..log import MasterKeys, rotate_master_key
     from ..pg import make_engine, resolve_url
 

@@ -19,7 +19,7 @@ from ..pg import embedded
 from .context import add_commands as retrieval_commands
 from .forget import add_commands as forget_commands
 from .mcp import add_commands as mcp_commands
-from .options import add_store_options
+from .options import open_store, store_command
 from .projections import add_commands as projection_commands
 from .views import add_commands as view_commands
 
@@ -43,29 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memory", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="append a short conversation and show what memory does")
-    add_store_options(demo)
-    demo.set_defaults(func=_demo)
+    with store_command(sub, "demo", _demo,
+                       help="append a short conversation and show what memory does"):
+        pass  # no arguments but the store's
 
     dbp = sub.add_parser("db", help="the embedded PostgreSQL server")
     dbp.add_argument("action", choices=["start", "stop", "status", "url"])
     dbp.set_defaults(func=_db)
 
-    app = sub.add_parser("append", help="append events given as JSON lines (file or stdin)")
-    app.add_argument("file", nargs="?", default="-", help="a .jsonl file, or - for stdin")
-    add_store_options(app)
-    app.set_defaults(func=_append)
+    with store_command(sub, "append", _append,
+                       help="append events given as JSON lines (file or stdin)") as app:
+        app.add_argument("file", nargs="?", default="-", help="a .jsonl file, or - for stdin")
 
     for add_commands in (projection_commands, retrieval_commands, forget_commands,
                          view_commands, mcp_commands):
         add_commands(sub)
     return parser
-
-
-def open_store(args: argparse.Namespace) -> Any:
-    from ..store import Store
-
-    return Store.open(args.url, tenant=args.tenant)
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -16,28 +16,27 @@ import sys
 from typing import Any
 
 from ..errors import ConfigurationError
-from .options import add_store_options
+from .options import store_command
 
 
 def add_commands(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "mcp", help="serve one actor's memory to MCP clients (stdio or streamable HTTP)",
-        description="Serve the memory of one actor in one tenant as MCP tools: remember, "
-                    "recall, search (and forget with --allow-forget). The tenant is --tenant, "
-                    "else MEMORY_TENANT, else 'default'.")
-    p.add_argument("--actor", default=os.environ.get("MEMORY_ACTOR"),
-                   help="whose memory (default: MEMORY_ACTOR)")
-    p.add_argument("--transport", choices=["stdio", "http"], default="stdio",
-                   help="stdio (default) or streamable HTTP")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--allow-forget", action="store_true",
-                   help="offer the forget tool (erases this actor's events)")
-    add_store_options(p)
-    p.set_defaults(func=run_mcp, tenant=None)
+    with store_command(subparsers, "mcp", run_mcp, help="serve one actor's memory to MCP "
+                       "clients (stdio or streamable HTTP)") as p:
+        p.add_argument("--actor", default=os.environ.get("MEMORY_ACTOR"),
+                       help="whose memory (default: MEMORY_ACTOR)")
+        p.add_argument("--transport", choices=["stdio", "http"], default="stdio",
+                       help="stdio (default) or streamable HTTP")
+        p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+        p.add_argument("--allow-forget", action="store_true",
+                       help="offer the forget tool (erases this actor's events)")
+    p.set_defaults(tenant=None)  # without --tenant: MEMORY_TENANT, else 'default'
 
 
 def run_mcp(args: argparse.Namespace) -> int:
+    """Serve the memory of one actor in one tenant as MCP tools: remember, recall, search
+    (and forget with --allow-forget). The tenant is --tenant, else MEMORY_TENANT, else
+    'default'."""
     try:
         from ..integrations.mcp import build_server
     except ImportError as exc:

@@ -17,14 +17,14 @@ from typing import Any
 
 from ..projections import DEFAULT_BATCH_SIZE, DEFAULT_NAMES, RunSummary
 from ..projections.quarantine import QuarantinedEvent
-from .options import add_store_options
+from .options import add_server_options, store_command
 
 QUARANTINED_EXIT = 3
 
 
-def _store_options(p: argparse.ArgumentParser) -> None:
+def _projector_options(p: argparse.ArgumentParser) -> None:
     # Projections run over every tenant of the database, so no --tenant here.
-    add_store_options(p, tenant=False)
+    add_server_options(p)
     p.add_argument("--model", metavar="PATH",
                    help="a local sentence-transformers model folder (default: the packaged "
                         "all-MiniLM-L6-v2); must be the model the live generation was built "
@@ -41,29 +41,20 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(subparsers: Any) -> None:
-    project = subparsers.add_parser(
-        "project", help="bring projections (chunks, summaries) up to the head of the log",
-        description="Bring projections up to the head of the log (building them the first "
-                    "time), or keep them following it with --follow (Ctrl-C or SIGTERM stops "
-                    "cleanly after the batch in flight).")
-    project.add_argument("names", nargs="*", metavar="NAME",
-                         help=f"projections to run (default: {' '.join(DEFAULT_NAMES)})")
-    project.add_argument("--follow", action="store_true",
-                         help="keep following the log after catching up")
-    project.add_argument("--poll-interval", type=float, default=1.0,
-                         help="seconds between polls when no NOTIFY arrives (default 1)")
-    _store_options(project)
-    project.set_defaults(func=run_project)
+    with store_command(subparsers, "project", run_project, options=_projector_options,
+                       help="bring projections (chunks, summaries) up to the head of the "
+                            "log") as project:
+        project.add_argument("names", nargs="*", metavar="NAME",
+                             help=f"projections to run (default: {' '.join(DEFAULT_NAMES)})")
+        project.add_argument("--follow", action="store_true",
+                             help="keep following the log after catching up")
+        project.add_argument("--poll-interval", type=float, default=1.0,
+                             help="seconds between polls when no NOTIFY arrives (default 1)")
 
-    reproject = subparsers.add_parser(
-        "reproject", help="rebuild a projection from position 0 beside the live one, "
-                          "then switch (e.g. after changing the model)",
-        description="Rebuild NAME from position 0 into a new generation while the live one "
-                    "keeps serving reads, then switch atomically. An interrupted reproject "
-                    "resumes where it stopped when run again.")
-    reproject.add_argument("name", metavar="NAME", choices=list(DEFAULT_NAMES))
-    _store_options(reproject)
-    reproject.set_defaults(func=run_reproject)
+    with store_command(subparsers, "reproject", run_reproject, options=_projector_options,
+                       help="rebuild a projection from position 0 beside the live one, "
+                            "then switch (e.g. after changing the model)") as reproject:
+        reproject.add_argument("name", metavar="NAME", choices=list(DEFAULT_NAMES))
 
     quarantine = subparsers.add_parser(
         "quarantine", help="list or retry the events a projection could not process",
@@ -71,20 +62,19 @@ def add_commands(subparsers: Any) -> None:
                     "their error) and the projection goes on without them. List them, fix "
                     "the cause, then retry: an event that applies is marked resolved.")
     actions = quarantine.add_subparsers(metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="the quarantined events, oldest first")
-    listing.add_argument("--projection", metavar="NAME", help="only this projection's")
-    listing.add_argument("--all", action="store_true", help="resolved ones too")
-    add_store_options(listing, tenant=False)
-    listing.set_defaults(func=run_quarantine_list)
+    with store_command(actions, "list", run_quarantine_list, options=add_server_options,
+                       help="the quarantined events, oldest first") as listing:
+        listing.add_argument("--projection", metavar="NAME", help="only this projection's")
+        listing.add_argument("--all", action="store_true", help="resolved ones too")
 
-    retry = actions.add_parser(
-        "retry", help="apply quarantined events again through their projection")
-    retry.add_argument("ids", nargs="*", type=int, metavar="ID",
-                       help="entries to retry (the # of `memory quarantine list`)")
-    retry.add_argument("--all", action="store_true", help="every unresolved entry")
-    retry.add_argument("--projection", metavar="NAME", help="with --all: only this one's")
-    _store_options(retry)
-    retry.set_defaults(func=run_quarantine_retry)
+    with store_command(actions, "retry", run_quarantine_retry, options=_projector_options,
+                       help="apply quarantined events again through their projection"
+                       ) as retry:
+        retry.add_argument("ids", nargs="*", type=int, metavar="ID",
+                           help="entries to retry (the # of `memory quarantine list`)")
+        retry.add_argument("--all", action="store_true", help="every unresolved entry")
+        retry.add_argument("--projection", metavar="NAME",
+                           help="with --all: only this one's")
 
 
 def _projector(args: argparse.Namespace) -> Any:
@@ -100,6 +90,9 @@ def _projector(args: argparse.Namespace) -> Any:
 
 
 def run_project(args: argparse.Namespace) -> int:
+    """Bring projections up to the head of the log (building them the first time), or keep
+    them following it with --follow (Ctrl-C or SIGTERM stops cleanly after the batch in
+    flight)."""
     store, projector = _projector(args)
     names = args.names or None
     for n in names or []:
@@ -174,6 +167,9 @@ def run_quarantine_retry(args: argparse.Namespace) -> int:
 
 
 def run_reproject(args: argparse.Namespace) -> int:
+    """Rebuild NAME from position 0 into a new generation while the live one keeps serving
+    reads, then switch atomically. An interrupted reproject resumes where it stopped when
+    run again."""
     store, projector = _projector(args)  # with --model, the projector embeds with it
     try:
         result = projector.reproject(args.name)

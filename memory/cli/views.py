@@ -9,66 +9,46 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..log import FORK_TYPE, RETRACT_TYPE, SessionView, ViewEntry
-from .options import add_store_options
+from .options import open_store, store_command
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    f = subparsers.add_parser(
-        "fork", help="start a session as a branch of another at one of its versions",
-        description="Append a session_forked event as version 1 of NEW: its view is "
-                    "SESSION's view up to SESSION's own version --at, then NEW's own "
-                    "events. Nothing is copied.")
-    f.add_argument("session", help="the parent session")
-    f.add_argument("--at", type=int, required=True, metavar="N",
-                   help="the parent's version the branch is rooted at")
-    f.add_argument("--new", required=True, metavar="SESSION", help="the new session")
-    f.add_argument("--actor", required=True, help="the actor both sessions belong to")
-    add_store_options(f)
-    f.set_defaults(func=_fork)
+    with store_command(subparsers, "fork", _fork, help="start a session as a branch of "
+                       "another at one of its versions") as f:
+        f.add_argument("session", help="the parent session")
+        f.add_argument("--at", type=int, required=True, metavar="N",
+                       help="the parent's version the branch is rooted at")
+        f.add_argument("--new", required=True, metavar="SESSION", help="the new session")
+        f.add_argument("--actor", required=True, help="the actor both sessions belong to")
 
-    r = subparsers.add_parser(
-        "retract", help="hide events from a session's view, turns and memories",
-        description="Append an events_retracted event: the events named are hidden from "
-                    "the session's view, its recent turns and its memories from then on. "
-                    "Nothing is erased (see `memory forget`); a view as of an earlier "
-                    "position still shows them. The reason is stored in clear.")
-    r.add_argument("session")
-    r.add_argument("--actor", required=True)
-    what = r.add_mutually_exclusive_group(required=True)
-    what.add_argument("--event", action="append", metavar="ID",
-                      help="an event of the view to hide (repeat for several)")
-    what.add_argument("--last", type=int, metavar="N", help="the last N visible items")
-    what.add_argument("--all", action="store_true", help="every visible item")
-    r.add_argument("--reason", default="", help="why (stored in clear: no personal data)")
-    add_store_options(r)
-    r.set_defaults(func=_retract)
+    with store_command(subparsers, "retract", _retract, help="hide events from a "
+                       "session's view, turns and memories") as r:
+        r.add_argument("session")
+        r.add_argument("--actor", required=True)
+        what = r.add_mutually_exclusive_group(required=True)
+        what.add_argument("--event", action="append", metavar="ID",
+                          help="an event of the view to hide (repeat for several)")
+        what.add_argument("--last", type=int, metavar="N", help="the last N visible items")
+        what.add_argument("--all", action="store_true", help="every visible item")
+        r.add_argument("--reason", default="", help="why (stored in clear: no personal data)")
 
-    lg = subparsers.add_parser(
-        "log", help="a session's view: each event's origin, and what is hidden",
-        description="Print the session's view in order: position, origin session and "
-                    "version, type, and the text; events hidden by a retraction are "
-                    "marked with the retraction that hides them.")
-    lg.add_argument("session")
-    lg.add_argument("--as-of", type=int, metavar="POSITION",
-                    help="the view as the log stood at this position")
-    lg.add_argument("--visible", action="store_true", help="leave hidden events out")
-    lg.add_argument("--json", action="store_true", help="one JSON object per event")
-    add_store_options(lg)
-    lg.set_defaults(func=_log)
-
-
-def _open(args: argparse.Namespace) -> Any:
-    from ..store import Store
-
-    return Store.open(args.url, tenant=args.tenant)
+    with store_command(subparsers, "log", _log, help="a session's view: each event's "
+                       "origin, and what is hidden") as lg:
+        lg.add_argument("session")
+        lg.add_argument("--as-of", type=int, metavar="POSITION",
+                        help="the view as the log stood at this position")
+        lg.add_argument("--visible", action="store_true", help="leave hidden events out")
+        lg.add_argument("--json", action="store_true", help="one JSON object per event")
 
 
 def _fork(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Append a session_forked event as version 1 of NEW: its view is SESSION's view up to
+    SESSION's own version --at, then NEW's own events. Nothing is copied."""
     out = out or sys.stdout
-    with _open(args) as store:
+    with open_store(args) as store:
         done = store.fork(args.session, at_version=args.at, new_session=args.new,
                           actor=args.actor)
     print(f"{args.new}: branch of {args.session} at version {args.at} (fork event "
@@ -77,8 +57,12 @@ def _fork(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _retract(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Append an events_retracted event: the events named are hidden from the session's
+    view, its recent turns and its memories from then on. Nothing is erased (see `memory
+    forget`); a view as of an earlier position still shows them. The reason is stored in
+    clear."""
     out = out or sys.stdout
-    with _open(args) as store:
+    with open_store(args) as store:
         done = store.retract(args.session, actor=args.actor, event_ids=args.event,
                              last=args.last, all=args.all, reason=args.reason)
         event = store.view(args.session, as_of=done.position).entries[-1].event
@@ -91,8 +75,11 @@ def _retract(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _log(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Print the session's view in order: position, origin session and version, type, and
+    the text; events hidden by a retraction are marked with the retraction that hides
+    them."""
     out = out or sys.stdout
-    with _open(args) as store:
+    with open_store(args) as store:
         view = store.view(args.session, as_of=args.as_of)
     print_view(view, out, visible_only=args.visible, as_json=args.json)
     return 0
