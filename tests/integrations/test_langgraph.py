@@ -34,7 +34,7 @@ def test_checkpointer_passes_the_conformance_suite(store: memory.Store) -> None:
     assert failures == {}
     passed = {name for name, r in report.results.items() if r.passed}
     assert passed == {"put", "put_writes", "get_tuple", "list", "delete_thread",
-                      "delete_for_runs", "copy_thread"}
+                      "delete_for_runs", "copy_thread", "prune"}
 
 
 

@@ -3,9 +3,14 @@
 A thread is a session of one actor (``session_prefix + thread_id``). ``put`` appends a
 ``langgraph_checkpoint`` event (the checkpoint and its metadata serialized by the saver's
 serde, with the values of the channels it updated), ``put_writes`` a ``langgraph_writes``
-event; reads fold the session's view (``Store.read_session``), so a retraction or a fork of
-the session shows in the graph's state too. ``delete_thread`` and ``delete_for_runs`` erase
-through ``Store.forget``: the events' keys are destroyed, the log is never rewritten.
+event. Every event's id is derived from what it holds, so ``get_tuple`` finds one
+checkpoint, its values and its pending writes with a few index probes whatever the
+thread's length (memory/integrations/langgraph/threads.py); ``list`` and ``copy_thread``
+fold the whole view. Both honour the session's view (memory/log/views.py), so a retraction
+or a fork of the session shows in the graph's state too. ``delete_thread`` and
+``delete_for_runs`` erase through ``Store.forget``: the events' keys are destroyed, the log
+is never rewritten. ``prune`` hides checkpoints with a retraction (an event of the same
+session; ``Store.view(..., as_of=...)`` still shows them, ``delete_thread`` erases them).
 
 The async methods run the sync ones in a worker thread (``asyncio.to_thread``) over the
 sync :class:`memory.Store`.
@@ -17,7 +22,6 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -34,49 +38,27 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from ...errors import InvalidArgument
+from ...errors import IdempotencyConflict, InvalidArgument
 from ...log import NewEvent, RecordedEvent
 from . import events
+from .copies import Copies
+from .threads import (
+    TYPES,
+    NeedsFold,
+    Thread,
+    ThreadReader,
+    checkpoint_id,
+    first_id,
+    fold,
+    sources_for,
+    version_key,
+    writes_id,
+)
 
-_TYPES = (events.CHECKPOINT, events.WRITES)
 _BATCH = 500
-
-
-@dataclass
-class _Thread:
-    """One thread's checkpoints, channel values and pending writes, folded from its view."""
-
-    checkpoints: dict[str, dict[str, RecordedEvent]] = field(default_factory=dict)
-    blobs: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
-    writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, dict[str, str], str]]] \
-        = field(default_factory=dict)
-    events: list[RecordedEvent] = field(default_factory=list)
-
-
-def _version_key(version: Any) -> str:
-    return f"{type(version).__name__}:{version}"
-
-
-def _fold(view: Sequence[RecordedEvent]) -> _Thread:
-    thread = _Thread()
-    for e in view:
-        if e.forgotten or e.type not in _TYPES:
-            continue
-        thread.events.append(e)
-        p = e.payload
-        ns = p["checkpoint_ns"]
-        if e.type == events.CHECKPOINT:
-            thread.checkpoints.setdefault(ns, {})[p["checkpoint_id"]] = e
-            for c in p["channels"]:
-                thread.blobs[(ns, c["channel"], _version_key(c["version"]))] = c["value"]
-            continue
-        stored = thread.writes.setdefault((ns, p["checkpoint_id"]), {})
-        for w in p["writes"]:
-            inner = (p["task_id"], w["idx"])
-            if inner[1] >= 0 and inner in stored:
-                continue  # a regular write is written once; special ones are replaced
-            stored[inner] = (p["task_id"], w["channel"], w["value"], p["task_path"])
-    return thread
+_RETRACT = 2000
+_ATTEMPTS = 3
+PRUNE_STRATEGIES = ("keep_latest", "delete")
 
 
 class MemoryCheckpointer(BaseCheckpointSaver[str]):
@@ -87,7 +69,7 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                  serde: SerializerProtocol | None = None, erase: bool = True) -> None:
         super().__init__(serde=serde)
         if not isinstance(actor, str) or not actor:
-            raise InvalidArgument("actor must be a non-empty string")
+            raise InvalidArgument("actor", "must be a non-empty string")
         self.store = store
         self.actor = actor
         self.session_prefix = session_prefix
@@ -101,29 +83,38 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
     def session_of(self, thread_id: Any) -> str:
         """The session that holds ``thread_id``'s checkpoints."""
         if thread_id is None or str(thread_id) == "":
-            raise InvalidArgument("a LangGraph config needs configurable.thread_id")
+            raise InvalidArgument("thread_id", "a LangGraph config needs "
+                                               "configurable.thread_id")
         return f"{self.session_prefix}{thread_id}"
 
-    def _thread(self, thread_id: Any) -> _Thread:
-        return _fold(self.store.read_session(self.session_of(thread_id)))
+    def _thread(self, thread_id: Any) -> Thread:
+        return fold(self.store.read_session(self.session_of(thread_id)))
+
+    def _own_events(self, thread_id: Any) -> list[RecordedEvent]:
+        """The thread's own checkpoint and writes events, hidden ones included."""
+        session = self.session_of(thread_id)
+        return [e for e in self.store.view(session).all_events
+                if e.session_id == session and e.type in TYPES and not e.forgotten]
 
     def _thread_ids(self) -> list[str]:
         """Every thread of the actor, in the order each first appeared in the log."""
         seen: dict[str, None] = {}
         for e in self.store.read(actor=self.actor):
-            if e.type in _TYPES and e.session_id.startswith(self.session_prefix):
+            if e.type in TYPES and e.session_id.startswith(self.session_prefix):
                 seen.setdefault(e.session_id[len(self.session_prefix):], None)
         return list(seen)
 
     # -- reading -----------------------------------------------------------------------
 
-    def _tuple(self, thread_id: str, thread: _Thread, e: RecordedEvent) -> CheckpointTuple:
+    def _tuple(self, thread_id: str, thread: Thread, e: RecordedEvent,
+               checkpoint: Checkpoint | None = None) -> CheckpointTuple:
         p = e.payload
         ns, cid = p["checkpoint_ns"], p["checkpoint_id"]
-        checkpoint: Checkpoint = self.serde.loads_typed(events.decode(p["checkpoint"]))
+        if checkpoint is None:
+            checkpoint = self.serde.loads_typed(events.decode(p["checkpoint"]))
         values: dict[str, Any] = {}
         for channel, version in checkpoint["channel_versions"].items():
-            blob = thread.blobs.get((ns, channel, _version_key(version)))
+            blob = thread.blobs.get((ns, channel, version_key(version)))
             if blob is not None and blob["type"] != "empty":
                 values[channel] = self.serde.loads_typed(events.decode(blob))
         stored = thread.writes.get((ns, cid), {})
@@ -142,15 +133,31 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         )
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``checkpoint_id`` of the thread and namespace, or its latest
+        (the greatest id): a few index probes, however long the thread."""
         conf = config["configurable"]
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
+        cid = get_checkpoint_id(config)
+        try:
+            reader = ThreadReader(self.store, self.session_of(thread_id))
+            e = reader.checkpoint(ns, cid) if cid else reader.latest(ns)
+            if e is None:
+                return None
+            checkpoint = self.serde.loads_typed(events.decode(e.payload["checkpoint"]))
+            thread = reader.state(e, checkpoint["channel_versions"])
+        except NeedsFold:
+            return self._folded_tuple(thread_id, ns, cid)
+        return self._tuple(str(thread_id), thread, e, checkpoint)
+
+    def _folded_tuple(self, thread_id: Any, ns: str, cid: str | None
+                      ) -> CheckpointTuple | None:
+        """``get_tuple`` from the whole view (what the derived ids could not answer)."""
         thread = self._thread(thread_id)
         checkpoints = thread.checkpoints.get(ns)
         if not checkpoints:
             return None
-        cid = get_checkpoint_id(config) or max(checkpoints)
-        e = checkpoints.get(cid)
+        e = checkpoints.get(cid or max(checkpoints))
         return None if e is None else self._tuple(str(thread_id), thread, e)
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -188,6 +195,8 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         conf = config["configurable"]
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
+        session = self.session_of(thread_id)
+        cid = checkpoint["id"]
         c = dict(checkpoint)
         values: dict[str, Any] = c.pop("channel_values", {})  # type: ignore[assignment]
         full = get_checkpoint_metadata(config, metadata)
@@ -196,30 +205,65 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                      "value": events.encode(self.serde.dumps_typed(values[k]) if k in values
                                             else ("empty", b""))}
                     for k, v in new_versions.items()]
-        payload = {"checkpoint_ns": ns, "checkpoint_id": checkpoint["id"],
-                   "parent_checkpoint_id": conf.get("checkpoint_id"),
+        reader = ThreadReader(self.store, session)
+        newest = reader.newest(ns)
+        parent_id = conf.get("checkpoint_id")
+        parent = newest if newest is not None and parent_id == \
+            newest.payload["checkpoint_id"] else (reader.checkpoint(ns, parent_id)
+                                                  if parent_id else None)
+        greatest = cid if newest is None else \
+            max(cid, newest.payload.get("latest") or newest.payload["checkpoint_id"])
+        payload = {"checkpoint_ns": ns, "checkpoint_id": cid,
+                   "parent_checkpoint_id": parent_id,
                    "checkpoint": events.encode(self.serde.dumps_typed(c)),
                    "metadata": events.encode(self.serde.dumps_typed(full)),
                    "run_id": run_id if isinstance(run_id, str) else None,
-                   "channels": channels}
-        self.store.append(self.session_of(thread_id), NewEvent(events.CHECKPOINT, payload),
-                          actor=self.actor)
+                   "channels": channels,
+                   "sources": sources_for(checkpoint["channel_versions"], new_versions, parent),
+                   "latest": greatest}
+        self._append_checkpoint(reader, session, payload)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
-                                 "checkpoint_id": checkpoint["id"]}}
+                                 "checkpoint_id": cid}}
+
+    def _append_checkpoint(self, reader: ThreadReader, session: str,
+                           payload: dict[str, Any]) -> None:
+        """Append under the derived id; a concurrent put of the same id takes the next."""
+        ns, cid = payload["checkpoint_ns"], payload["checkpoint_id"]
+        for attempt in range(_ATTEMPTS):
+            has_first, generation = reader.generations(session, ns, cid)
+            event_id = checkpoint_id(session, ns, cid, generation) if has_first \
+                else first_id(session, ns)
+            try:
+                self.store.append(session, NewEvent(events.CHECKPOINT, payload,
+                                                    event_id=event_id), actor=self.actor)
+                return
+            except IdempotencyConflict:
+                if attempt == _ATTEMPTS - 1:
+                    raise
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
         conf = config["configurable"]
         if not writes:
             return
-        payload = {"checkpoint_ns": conf.get("checkpoint_ns", ""),
-                   "checkpoint_id": conf["checkpoint_id"], "task_id": task_id,
+        ns, cid = conf.get("checkpoint_ns", ""), conf["checkpoint_id"]
+        session = self.session_of(conf["thread_id"])
+        payload = {"checkpoint_ns": ns, "checkpoint_id": cid, "task_id": task_id,
                    "task_path": task_path,
                    "writes": [{"idx": WRITES_IDX_MAP.get(channel, idx), "channel": channel,
                                "value": events.encode(self.serde.dumps_typed(value))}
                               for idx, (channel, value) in enumerate(writes)]}
-        self.store.append(self.session_of(conf["thread_id"]), NewEvent(events.WRITES, payload),
-                          actor=self.actor)
+        reader = ThreadReader(self.store, session)
+        for attempt in range(_ATTEMPTS):
+            k = reader.next_writes(ns, cid)
+            try:
+                self.store.append(session, NewEvent(events.WRITES, payload,
+                                                    event_id=writes_id(session, ns, cid, k)),
+                                  actor=self.actor)
+                return
+            except IdempotencyConflict:  # parallel tasks took the same counter
+                if attempt == _ATTEMPTS - 1:
+                    raise
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Zero-padded so versions compare as strings, with a random tail as LangGraph's own
@@ -232,25 +276,27 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
             number = int(str(current).split(".")[0])
         return f"{number + 1:032}.{random.random():016}"
 
-    # -- copying and deleting ----------------------------------------------------------
+    # -- copying, deleting, pruning ----------------------------------------------------
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Append copies of the source thread's checkpoints and writes to the target's
-        session (the target's own history, independent of the source from now on)."""
-        copies = [NewEvent(e.type, e.payload) for e in self._thread(source_thread_id).events]
+        session (the target's own history, independent of the source from now on), each
+        under the id derived for the target, its value sources pointing at the copies."""
+        source = self._thread(source_thread_id)
         target = self.session_of(target_thread_id)
-        for start in range(0, len(copies), _BATCH):
-            self.store.append(target, copies[start:start + _BATCH], actor=self.actor)
+        copies = Copies(ThreadReader(self.store, target), target)
+        batch = [copies.copy(e) for e in source.events]
+        for start in range(0, len(batch), _BATCH):
+            self.store.append(target, batch[start:start + _BATCH], actor=self.actor)
 
     def _forget(self, ids: Sequence[uuid.UUID]) -> None:
         if ids:
             self.store.forget(event_ids=ids, erase=self.erase)
 
     def delete_thread(self, thread_id: str) -> None:
-        """Forget every checkpoint and write of the thread (``Store.forget``)."""
-        session = self.session_of(thread_id)
-        self._forget([e.event_id for e in self._thread(thread_id).events
-                      if e.session_id == session])
+        """Forget every checkpoint and write of the thread, pruned ones too
+        (``Store.forget``)."""
+        self._forget([e.event_id for e in self._own_events(thread_id)])
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Forget the checkpoints made by ``run_ids``, and the writes made at them."""
@@ -259,14 +305,58 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
             return
         ids: list[uuid.UUID] = []
         for thread_id in self._thread_ids():
+            own = self._own_events(thread_id)
+            gone = {(e.payload["checkpoint_ns"], e.payload["checkpoint_id"])
+                    for e in own
+                    if e.type == events.CHECKPOINT and e.payload["run_id"] in runs}
+            ids += [e.event_id for e in own
+                    if (e.payload["checkpoint_ns"], e.payload["checkpoint_id"]) in gone]
+        self._forget(ids)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: keep each namespace's latest checkpoint (with every channel
+        value it needs, appended again when some were held by older checkpoints) and its
+        pending writes; ``delete``: keep none. What is not kept is hidden by a
+        retraction: an event, nothing rewritten or erased (``delete_thread`` erases)."""
+        if strategy not in PRUNE_STRATEGIES:
+            raise InvalidArgument("strategy", f"must be one of {PRUNE_STRATEGIES}, got "
+                                              f"{strategy!r:.40}")
+        for thread_id in thread_ids:
             session = self.session_of(thread_id)
             thread = self._thread(thread_id)
-            gone = {(e.payload["checkpoint_ns"], e.payload["checkpoint_id"])
-                    for e in thread.events
-                    if e.type == events.CHECKPOINT and e.payload["run_id"] in runs}
-            ids += [e.event_id for e in thread.events if e.session_id == session
-                    and (e.payload["checkpoint_ns"], e.payload["checkpoint_id"]) in gone]
-        self._forget(ids)
+            keep: set[uuid.UUID] = set()
+            if strategy == "keep_latest":
+                for ns, checkpoints in thread.checkpoints.items():
+                    cid = max(checkpoints)
+                    keep.add(self._whole(session, thread, checkpoints[cid]))
+                    keep |= {e.event_id for e in thread.events if e.type == events.WRITES
+                             and (e.payload["checkpoint_ns"], e.payload["checkpoint_id"])
+                             == (ns, cid)}
+            hide = [e.event_id for e in thread.events if e.event_id not in keep]
+            for start in range(0, len(hide), _RETRACT):
+                self.store.retract(session, actor=self.actor,
+                                   event_ids=hide[start:start + _RETRACT],
+                                   reason="langgraph prune")
+
+    def _whole(self, session: str, thread: Thread, e: RecordedEvent) -> uuid.UUID:
+        """Checkpoint event ``e``, or a copy of it appended with every channel value it
+        needs (when older events held some): the id of the one that holds them all."""
+        p = e.payload
+        ns = p["checkpoint_ns"]
+        checkpoint = self.serde.loads_typed(events.decode(p["checkpoint"]))
+        own = {c["channel"]: version_key(c["version"]) for c in p["channels"]}
+        versions = checkpoint["channel_versions"]
+        if all(own.get(ch) == version_key(v) for ch, v in versions.items()):
+            return e.event_id
+        channels = [{"channel": ch, "version": v, "value": blob}
+                    for ch, v in versions.items()
+                    if (blob := thread.blobs.get((ns, ch, version_key(v)))) is not None]
+        whole = {**p, "channels": channels, "sources": {}, "latest": p["checkpoint_id"]}
+        reader = ThreadReader(self.store, session)
+        self._append_checkpoint(reader, session, whole)
+        found = reader.checkpoint(ns, p["checkpoint_id"])
+        assert found is not None
+        return found.event_id
 
     # -- the async face: the sync methods in a worker thread ----------------------------
 
@@ -298,3 +388,8 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
+                     ) -> None:
+        await asyncio.to_thread(self.prune, list(thread_ids), strategy=strategy)
+

@@ -47,6 +47,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "properties": {"channel": {"type": "string"}, "version": _VERSION,
                                "value": _TYPED},
                 "additionalProperties": False}},
+            "sources": {
+                "description": "for each channel value held by an earlier checkpoint "
+                               "event: [that event's id, the value's version key]",
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"},
+                                         "minItems": 2, "maxItems": 2}},
+            "latest": {"description": "the greatest checkpoint id of the namespace in "
+                                      "the thread when this one was put",
+                       "type": "string"},
         },
         "additionalProperties": False,
     },
