@@ -1,6 +1,6 @@
 """Concurrent ``context()`` calls: the async face (memory/aio) against threads on the sync face.
 
-    python benchmarks/concurrency.py --out results/concurrency-<stamp>.json [--calls 8]
+    python benchmarks/concurrency.py --out results/concurrency-<stamp>.json [--calls 32]
 
 One run, on a fresh database of the embedded server (or ``MEMORY_DATABASE_URL``'s server):
 
@@ -10,10 +10,10 @@ One run, on a fresh database of the embedded server (or ``MEMORY_DATABASE_URL``'
 3. **Threads**: 16 threads, each making ``--calls`` ``Store.context()`` calls (budget 1,000
    tokens), the same queries in the same order for every run.
 4. **Async**: 16 tasks on one event loop, each making the same ``--calls`` calls through
-   ``AsyncStore.context()`` (which runs the sync pipeline through ``asyncio.to_thread``, on
-   the loop's default executor), while a ticker task sleeps 5 ms at a time and records how
-   late it wakes (the loop's lag): the loop stays free for other work while contexts are
-   built.
+   ``AsyncStore.context()`` (which runs the sync pipeline on the store's context
+   threads, one per core unless ``--workers`` says otherwise), while a ticker task sleeps
+   5 ms at a time and records how late it wakes (the loop's lag): the loop stays free for
+   other work while contexts are built.
 
 Reports async throughput / threads' (target >= 0.9), the lag's p50/p99/max (target p99 <
 10 ms), the ticker's lag with nothing else running (the machine's own noise), whether
@@ -52,6 +52,7 @@ from machine_info import cpu_model
 import memory
 from memory import message
 from memory.aio import AsyncStore
+from memory.aio.store import default_workers
 from memory.embedding import default_embedder
 from memory.pg import embedded
 from memory.pg import engine as db
@@ -115,11 +116,8 @@ async def idle_lag(seconds: float = 3.0) -> list[float]:
     return lags
 
 
-async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], embedder: Any,
-                    workers: int) -> tuple[float, list[list[Any]], list[float], int]:
-    loop = asyncio.get_running_loop()
-    if workers:
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers))
+async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], embedder: Any
+                    ) -> tuple[float, list[list[Any]], list[float]]:
     lags: list[float] = []
     done = asyncio.Event()
 
@@ -134,9 +132,7 @@ async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], em
     elapsed = time.perf_counter() - t0
     done.set()
     await tick
-    # asyncio.to_thread runs on the loop's default executor: unless set, a
-    # ThreadPoolExecutor() of min(32, cores + 4) threads
-    return elapsed, list(out), lags, workers or min(32, (os.cpu_count() or 1) + 4)
+    return elapsed, list(out), lags
 
 
 def commit() -> str:
@@ -150,9 +146,9 @@ def commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--calls", type=int, default=8, help="context() calls per worker")
-    ap.add_argument("--executor-workers", type=int, default=0,
-                    help="threads of the loop's default executor (0: asyncio's default)")
+    ap.add_argument("--calls", type=int, default=32, help="context() calls per worker")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="the AsyncStore's context threads (default: one per core)")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="sys.setswitchinterval for the whole run (0: Python's 5 ms)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -193,13 +189,13 @@ def main(argv: list[str] | None = None) -> int:
             info["loadavg_after_threads"] = os.getloadavg()
 
             async def on_loop() -> tuple[float, list[list[Any]], list[float], int]:
-                face = AsyncStore(store, owns_store=False)
+                face = AsyncStore(store, owns_store=False, workers=args.workers)
                 try:
-                    return await run_async(face, plan, embedder, args.executor_workers)
+                    return await run_async(face, plan, embedder)
                 finally:
                     await face.close()
             idle = np.asarray(asyncio.run(idle_lag()))
-            async_s, async_out, lags, executor_workers = asyncio.run(on_loop())
+            async_s, async_out, lags = asyncio.run(on_loop())
         info["loadavg_at_end"] = os.getloadavg()
         lag = np.asarray(lags)
         info.update({
@@ -207,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads_calls_per_s": round(n / threads_s, 2),
             "async_calls_per_s": round(n / async_s, 2),
             "async_over_threads": round(threads_s / async_s, 3),
-            "async_executor_workers": executor_workers,
+            "async_workers": args.workers or default_workers(),
             "loop_lag_ms": {"ticks": len(lags), "p50": round(float(np.percentile(lag, 50)), 3),
                             "p99": round(float(np.percentile(lag, 99)), 3),
                             "max": round(float(lag.max()), 3)},

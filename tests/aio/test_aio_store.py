@@ -194,3 +194,65 @@ def test_a_driver_error_is_raised_as_the_sync_engine_raises_it(store: memory.Sto
     asyncio.run(run())
     with pytest.raises(sa.exc.ProgrammingError), store.engine.connect() as conn:
         conn.exec_driver_sql("SELECT no_such_column FROM memory_events")
+
+
+def test_contexts_run_on_the_store_s_own_bounded_threads(store: memory.Store, embedder) -> None:  # type: ignore[no-untyped-def]
+    """Contexts are built on ``workers`` threads named memory-context (never more at a
+    time, whatever the number of concurrent calls), with the caller's context variables;
+    a tenant's face shares them; closing the store stops them."""
+    import contextvars
+    import threading
+
+    conversation(store)
+    store.project(embedder=embedder)
+    request = contextvars.ContextVar("request", default="none")
+    seen: list[tuple[str, str]] = []
+    running = [0, 0]  # now, most at once
+    lock = threading.Lock()
+
+    class Watching:
+        """The real embedder, noting the thread, the context variable and the overlap."""
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(embedder, name)
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            with lock:
+                running[0] += 1
+                running[1] = max(running)
+                seen.append((threading.current_thread().name, request.get()))
+            try:
+                import time
+                time.sleep(0.02)  # long enough for the other calls to pile up
+                return embedder.embed(texts)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    async def run() -> AsyncStore:
+        face = AsyncStore(store, owns_store=False, workers=2)
+        other = face.for_tenant("other")
+        await other.append("today", message("user", "Our cat is called Tom."), actor="alice")
+        await other.project(embedder=embedder)
+
+        async def one(i: int, on: AsyncStore) -> None:
+            request.set(f"r{i}")
+            await on.context("What's my dog called?", actor="alice", session="today",
+                             budget=300, embedder=Watching())
+        await asyncio.gather(*[one(i, face) for i in range(6)], one(6, other))
+        await face.close()
+        return face
+
+    face = asyncio.run(run())
+    assert running[1] == 2
+    assert {name.split("_")[0] for name, _ in seen} == {"memory-context"}
+    assert {r for _, r in seen} == {f"r{i}" for i in range(7)}
+    with pytest.raises(memory.ConfigurationError, match="closed"):
+        asyncio.run(face.context("What's my dog called?", actor="alice", session="today",
+                                 budget=300, embedder=embedder))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_workers_must_be_a_positive_int(store: memory.Store, workers: object) -> None:
+    with pytest.raises(memory.InvalidArgument, match="workers"):
+        AsyncStore(store, owns_store=False, workers=workers)  # type: ignore[arg-type]
