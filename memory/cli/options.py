@@ -19,12 +19,10 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="database URL (default: MEMORY_DATABASE_URL, else embedded)")
 
 
-def add_store_options(p: argparse.ArgumentParser, *, tenant: bool = True) -> None:
-    """`--url` and, unless ``tenant`` is false, `--tenant`."""
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    """`--url` and `--tenant`: for the commands that work in one tenant."""
     add_server_options(p)
-    if tenant:
-        p.add_argument("--tenant", default="default",
-                       help="tenant (namespace), default 'default'")
+    p.add_argument("--tenant", default="default", help="tenant (namespace), default 'default'")
 
 
 @contextmanager
