@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .embedding import Embedder
     from .projections import Projector, RunSummary
     from .retrieval.ranking import Ranker
-    from .retrieval.result import Context
+    from .retrieval.result import Context, Memory
     from .retrieval.settings import RetrievalSettings
     from .retrieval.tokens import TokenCounter
 
@@ -289,6 +289,26 @@ class Store:
                                  settings=settings, as_of=as_of, strong=strong,
                                  actors=actors, record=record, counter=counter,
                                  embedder=embedder, ranker=ranker)
+
+    def search(self, query: str, *, actor: str, limit: int = 10,
+               actors: Sequence[str] | None = None, as_of: int | None = None,
+               strong: bool = False, settings: RetrievalSettings | None = None,
+               counter: TokenCounter | None = None, embedder: Embedder | None = None,
+               ranker: Ranker | None = None) -> list[Memory]:
+        """The ``limit`` memories of ``actor`` (and of ``actors``, never another
+        tenant's) most relevant to ``query``, across its sessions, best first: the search
+        and ranking of :meth:`context` without the packing, for a caller that shows or
+        picks memories itself. Each :class:`Memory` names its source (event id, session,
+        position, chunk) and carries its score, rank and reasons. Events withdrawn by a
+        retraction are left out. ``strong`` catches the projections up first; ``as_of``
+        searches the log as it stood at that position. Bad arguments raise a typed
+        error before anything is read (memory/retrieval/memories.py)."""
+        from .retrieval import search_memories
+
+        with tenant_scope(self.tenant):
+            return search_memories(self, query, actor=actor, limit=limit, actors=actors,
+                                   as_of=as_of, strong=strong, settings=settings,
+                                   counter=counter, embedder=embedder, ranker=ranker)
 
     def replay_context(self, event: RecordedEvent, **kw: Any) -> Context:
         """Rebuild a recorded context (a ``context_assembled`` event) from the log;

@@ -31,7 +31,6 @@ from ..store import Store
 
 DEFAULT_BUDGET = 2000
 MAX_SEARCH_LIMIT = 50
-SEARCH_BUDGET = 4000  # tokens of memories a search may gather before it keeps the best
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -70,20 +69,17 @@ class MemoryTools:
                 "position": ctx.position, "sources": [s.to_dict() for s in ctx.sources]}
 
     def search(self, query: str, limit: int = 5) -> dict[str, Any]:
-        """The actor's memories most relevant to ``query``, across its sessions."""
+        """The actor's memories most relevant to ``query``, across its sessions, best
+        first, each with its source (:meth:`memory.Store.search`)."""
         if isinstance(limit, bool) or not isinstance(limit, int) \
                 or not 1 <= limit <= MAX_SEARCH_LIMIT:
             raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_SEARCH_LIMIT}")
-        # A session that never holds events: the context then has no recent turns and its
-        # memories come from every session of the actor.
-        ctx = self.store.context(query, actor=self.actor, session=f"search-{uuid.uuid4()}",
-                                 budget=SEARCH_BUDGET, strong=True)
-        ranked = sorted((m for m in ctx.memories if m.kind == "memory"), key=lambda m: m.rank)
+        found = self.store.search(query, actor=self.actor, limit=limit, strong=True)
         return {"memories": [
             {"text": m.text, "session": m.session_id, "role": m.role,
-             "occurred_at": m.occurred_at.isoformat(), "score": m.score,
+             "occurred_at": m.occurred_at.isoformat(), "score": m.score, "rank": m.rank,
              "event_id": str(m.event_id), "position": m.position, "chunk_index": m.chunk_index}
-            for m in ranked[:limit]]}
+            for m in found]}
 
     def forget(self, event_ids: list[str] | None = None, everything: bool = False
                ) -> dict[str, Any]:

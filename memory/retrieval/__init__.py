@@ -3,13 +3,15 @@
 ``search/`` finds candidates (pgvector cosine and Postgres full text, scope first),
 ``ranking/`` fuses and orders them (a replaceable seam), ``context.py`` builds a context
 under the budget (recent turns from ``turns.py``, memories packed by ``packing.py``) into
-the values of ``result.py``, ``recording.py`` and ``replaying.py`` record it in the log and
+the values of ``result.py`` (``memories.py`` searches memories without packing
+a context), ``recording.py`` and ``replaying.py`` record it in the log and
 rebuild it, ``render.py`` renders it for chat APIs, ``tokens.py`` counts tokens offline.
 It reads the store only through ``store_view.StoreView``. Entry point:
 :meth:`memory.Store.context`.
 """
 
 from .context import build_context
+from .memories import search_memories
 from .ranking import Ranked, Ranker, RankRequest, rank
 from .recording import CONTEXT_EVENT
 from .replaying import replay
@@ -43,4 +45,5 @@ __all__ = [
     "default_counter",
     "rank",
     "replay",
+    "search_memories",
 ]

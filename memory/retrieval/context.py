@@ -170,7 +170,7 @@ def build_context(store: StoreView, query: str, *, actor: str, session: str, bud
                     if s.strip_author_names:
                         vquery = vector_query(query, wholescope.scope_authors(finder))
                         t_embed = time.perf_counter()
-                    model = _query_embedder(store, embedder, chunks_gen)
+                    model = query_embedder(store, embedder, chunks_gen)
                     qvec = model.embed([vquery])[0]
                     timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
 
@@ -184,7 +184,7 @@ def build_context(store: StoreView, query: str, *, actor: str, session: str, bud
                     exact = _exact_path(finder, s, _pins)
                     finder.plan["vector"] = "exact" if exact else "hnsw"
                     pins["vector"] = finder.plan["vector"]
-                    hits = _Candidates(finder, query, qvec, exact)
+                    hits = Candidates(finder, query, qvec, exact)
                     now = (st.bound_time or _EPOCH) if st is not None else \
                         _bound_time(conn, scope, bound)
                     ranked = ranker(RankRequest(
@@ -267,7 +267,10 @@ def _generations(conn: sa.Connection, bound: int, pins: dict[str, Any] | None,
     return out[0], out[1], out[2], out[3]
 
 
-def _query_embedder(store: StoreView, embedder: Embedder | None, gen: Generation) -> Embedder:
+def query_embedder(store: StoreView, embedder: Embedder | None, gen: Generation) -> Embedder:
+    """The query's embedder (``embedder``, else the store's, else the default),
+    refused with a typed error unless it is the model the live chunks generation was built
+    with: vectors of two models are never compared (a search shares this check)."""
     if embedder is None:
         embedder = getattr(store, "embedder", None)
     if embedder is None:
@@ -302,7 +305,7 @@ def _bound_time(conn: sa.Connection, scope: Scope, bound: int) -> datetime:
     return row[0] if row is not None else _EPOCH
 
 
-class _Candidates(Sequence[Hit]):
+class Candidates(Sequence[Hit]):
     """The vector and full-text candidates, searched on first use: the default ranker
     scores a small scope whole and never looks at them (ranking.rank_scope), so a call
     it handles skips the search; any other ranker gets them as before."""

@@ -117,6 +117,26 @@ def test_remember_then_recall_finds_it_with_sources(transport: str, database_url
         ("alice", "trip", "user"), ("alice", "trip", "assistant")]
 
 
+def test_search_returns_the_memory_with_its_source_and_honours_the_limit(
+        database_url: str) -> None:
+    async def body(s: ClientSession) -> None:
+        bike = await call(s, "remember", session="garage", content="My bike is a red Brompton.")
+        await call(s, "remember", session="garage", content="The car needs new tyres.")
+        await call(s, "remember", session="food", content="I had ramen for lunch.")
+        one = (await call(s, "search", query="What bike do I ride?", limit=1))["memories"]
+        assert len(one) == 1
+        assert {k: one[0][k] for k in ("event_id", "session", "position", "chunk_index",
+                                       "role", "rank")} == {
+            "event_id": bike["event_id"], "session": "garage", "position": bike["position"],
+            "chunk_index": 0, "role": "user", "rank": 1}
+        assert "Brompton" in one[0]["text"] and isinstance(one[0]["score"], float)
+        two = (await call(s, "search", query="What bike do I ride?", limit=2))["memories"]
+        assert len(two) == 2 and two[0] == one[0] and two[1]["rank"] == 2
+        assert two[1]["event_id"] != bike["event_id"]
+
+    run("stdio", database_url, ["--actor", "alice"], body)
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_bad_call_is_a_tool_error_and_writes_nothing(transport: str,
                                                        database_url: str) -> None:
