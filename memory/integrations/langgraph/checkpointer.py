@@ -58,6 +58,9 @@ from .threads import (
 _BATCH = 500
 _RETRACT = 2000
 _ATTEMPTS = 3
+_WRITERS = 64
+"""Tasks of one step write at the same checkpoint at once; each conflict means another
+task's write landed, so this many parallel writers always get through."""
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 
 
@@ -254,15 +257,15 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                                "value": events.encode(self.serde.dumps_typed(value))}
                               for idx, (channel, value) in enumerate(writes)]}
         reader = ThreadReader(self.store, session)
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(_WRITERS):
             k = reader.next_writes(ns, cid)
             try:
                 self.store.append(session, NewEvent(events.WRITES, payload,
                                                     event_id=writes_id(session, ns, cid, k)),
                                   actor=self.actor)
                 return
-            except IdempotencyConflict:  # parallel tasks took the same counter
-                if attempt == _ATTEMPTS - 1:
+            except IdempotencyConflict:  # a parallel task took the same counter
+                if attempt == _WRITERS - 1:
                     raise
 
     def get_next_version(self, current: str | None, channel: None) -> str:
