@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import random
 import statistics
@@ -55,6 +54,7 @@ from typing import Any
 
 import harness
 import psycopg
+import result_file
 import sqlalchemy as sa
 from latency import percentiles
 from machine_info import loadavg, machine
@@ -390,11 +390,8 @@ def measure(args: argparse.Namespace, url: str) -> int:
     if args.encryption:
         enc = encryption_benchmark(url, pool, args.duration, args.rounds)
         info["loadavg_at_end"] = loadavg()
-        if args.out:
-            args.out.write_text(json.dumps({"machine": info, "duration_s": args.duration,
-                                            "rounds": args.rounds, "encryption": enc},
-                                           indent=2) + "\n")
-            print(f"wrote {args.out}")
+        result_file.write({"machine": info, "duration_s": args.duration,
+                           "rounds": args.rounds, "encryption": enc}, args.out)
         store.close()
         return 0
     results: list[dict[str, Any]] = []
@@ -449,9 +446,7 @@ def measure(args: argparse.Namespace, url: str) -> int:
     info["loadavg_at_end"] = loadavg()
     out = {"machine": info, "duration_s": args.duration, "rounds": args.rounds,
            "shapes": results, "follower_lag": lag}
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    result_file.write(out, args.out)
     return 0
 
 

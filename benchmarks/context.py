@@ -57,13 +57,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from machine_info import cpu_model
+import harness
+import result_file
+from latency import summary
+from machine_info import commit, cpu_model, loadavg, ram_gib
 
 import memory
 from memory import message
 from memory.embedding import default_embedder
-from memory.pg import embedded, to_array
 from memory.pg import engine as db
+from memory.pg import to_array
 from memory.retrieval import RetrievalSettings, search
 
 DB_NAME = "bench_context"
@@ -90,37 +93,14 @@ word, not a stop word; Postgres' English configuration drops the stop words anyw
 POSITION_OFFSET = 1_000_000  # real events are appended after the synthetic positions
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values), q))
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": round(pct(values, 50), 3), "p95": round(pct(values, 95), 3),
-            "mean": round(statistics.fmean(values), 3) if values else float("nan")}
-
-
 def machine(engine: sa.Engine) -> dict[str, Any]:
-    cpu = cpu_model()
     with engine.connect() as conn:
         pg = conn.exec_driver_sql("SHOW server_version").scalar()
         vec = conn.exec_driver_sql(
             "SELECT extversion FROM pg_extension WHERE extname = 'vector'").scalar()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem, 1),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_gib": ram_gib(),
             "python": platform.python_version(), "postgres": pg, "pgvector": vec,
-            "loadavg_start": os.getloadavg()}
-
-
-def fresh_database(server_url: str) -> str:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {DB_NAME}")
-    admin.dispose()
-    return sa.engine.make_url(server_url).set(database=DB_NAME).render_as_string(
-        hide_password=False)
+            "commit": commit(), "loadavg_start": loadavg()}
 
 
 def actor_sizes() -> dict[str, int]:
@@ -303,19 +283,17 @@ def queries(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    server = db.resolve_url(args.url) if args.url else (
-        db.resolve_url(None) if os.environ.get("MEMORY_DATABASE_URL") else embedded.start())
+    server = db.resolve_url(args.url)  # else MEMORY_DATABASE_URL, else the embedded one
     rng = np.random.default_rng(SEED)
     reuse_file = Path(args.reuse) if args.reuse else None
     if reuse_file is not None and reuse_file.exists():
-        url = sa.engine.make_url(server).set(database=DB_NAME).render_as_string(
-            hide_password=False)
+        url = harness.database_url(server, DB_NAME)
         gen = json.loads(reuse_file.read_text())
         gen["reused"] = True
         rng = np.random.default_rng(SEED + 1)
         store = memory.Store.open(url)
     else:
-        url = fresh_database(server)
+        url = harness.create_database(server, DB_NAME)
         store = memory.Store.open(url)
         print("generating 200k synthetic chunks (COPY) and the HNSW index...",
               file=sys.stderr)
@@ -350,7 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                for i in range(12)], actor=actor)
         qs = queries(rng, args.queries)
         vecs, keys = actor_vectors(url, actor)
-        entry: dict[str, Any] = {"chunks": size, "loadavg_start": os.getloadavg()}
+        entry: dict[str, Any] = {"chunks": size, "loadavg_start": loadavg()}
         qvecs = []
         embed_ms = []
         for q in qs:
@@ -408,20 +386,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tops = entry[path].pop("_tops")
             entry[path]["recall@50_vs_numpy"] = round(statistics.fmean(
                 len(set(a) & set(b)) / k for a, b in zip(tops, exact_tops, strict=True)), 4)
-        entry["loadavg_end"] = os.getloadavg()
+        entry["loadavg_end"] = loadavg()
         results["sizes"][actor] = entry
         p95 = {k: entry[k]["total_excl_embed_ms"]["p95"] for k in paths}
         print(f"  {actor}: p95 excluding the embedding {p95} ms, "
               f"numpy {entry['numpy_bruteforce_ms']['p95']}, "
               f"load {entry['loadavg_start'][0]:.2f} -> {entry['loadavg_end'][0]:.2f}",
               file=sys.stderr)
-    info["loadavg_end"] = os.getloadavg()
+    info["loadavg_end"] = loadavg()
     store.close()
     if not args.keep and not args.reuse:
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-        admin.dispose()
+        harness.drop_database(server, DB_NAME)
     return results
 
 
@@ -454,10 +429,7 @@ def main() -> None:
                         "exists, measure the database it describes instead of generating")
     args = p.parse_args()
     result = run(args)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    result_file.write(result, args.out, echo=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -54,8 +53,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+import result_file
+from latency import percentile
 from locomo_data import load
-from machine_info import cpu_model
+from machine_info import commit, cpu_model, loadavg, uncommitted_changes
 
 import memory
 from memory.embedding import default_embedder
@@ -66,33 +68,15 @@ CALLERS = (1, 2, 4, 8)
 BUDGET = 2_000
 
 
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(values), q)), 3)
-
-
 def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    info: dict[str, Any] = {"cpu": cpu_model(), "cpus": os.cpu_count(),
-                            "python": platform.python_version(),
-                            "platform": platform.platform(), "torch": torch.__version__,
-                            "torch_threads": torch.get_num_threads(),
-                            "onnxruntime": onnxruntime.__version__}
-    try:
-        root = Path(__file__).resolve().parent.parent
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                        capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "memory", "benchmarks"],
-                               cwd=root, capture_output=True, text=True).stdout.strip()
-        info["uncommitted_changes"] = bool(dirty)
-    except OSError:
-        pass
-    return info
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
+            "commit": commit(),
+            "uncommitted_changes": uncommitted_changes("memory", "benchmarks")}
 
 
 def rotated(k: int) -> tuple[str, ...]:
@@ -116,7 +100,7 @@ def query_latency(models: dict[str, Any], questions: list[str], rounds: int
     out: dict[str, Any] = {"calls_per_backend": len(ms["torch"]), "loadavg_start": start,
                            "loadavg_end": loadavg()}
     for b in BACKENDS:
-        out[b] = {"p50_ms": pct(ms[b], 50), "p95_ms": pct(ms[b], 95),
+        out[b] = {"p50_ms": percentile(ms[b], 50), "p95_ms": percentile(ms[b], 95),
                   "mean_ms": round(statistics.fmean(ms[b]), 3)}
     for b in BACKENDS[1:]:
         out[b]["p50_vs_torch"] = round(out[b]["p50_ms"] / out["torch"]["p50_ms"], 3)
@@ -161,44 +145,41 @@ def agreement(models: dict[str, Any], batched: dict[str, np.ndarray], questions:
 
 
 def concurrency(args: argparse.Namespace, models: dict[str, Any]) -> dict[str, Any]:
-    import locomo  # the benchmark beside this one: its ingest and fresh database
+    import locomo  # the benchmark beside this one: its ingest
 
     convs = load(args.data)[: args.conversations]
-    ns = argparse.Namespace(url=args.url, home=None, keep=False)
-    url, drop = locomo.fresh_database(ns)
     default = os.environ.get("MEMORY_EMBEDDER", "onnx")
     compared = [default] if default == "torch" else [default, "torch"]
-    try:
-        with memory.Store.open(url) as store:
-            locomo.ingest(store, convs)
-            t = time.perf_counter()
-            store.project(embedder=models[default])
-            project_s = time.perf_counter() - t
-            asks = [(c.sample_id, q.question) for c in convs for q in c.questions]
+    with (harness.server(args.url) as srv,
+          harness.scratch_database(srv.url, f"memory_bench_embedding_{os.getpid()}") as url,
+          memory.Store.open(url) as store):
+        locomo.ingest(store, convs)
+        t = time.perf_counter()
+        store.project(embedder=models[default])
+        project_s = time.perf_counter() - t
+        asks = [(c.sample_id, q.question) for c in convs for q in c.questions]
 
-            def call(model: Any, actor: str, question: str) -> tuple[float, float]:
-                t0 = time.perf_counter()
-                ctx = store.context(question, actor=actor, session="bench/question",
-                                    budget=BUDGET, embedder=model)
-                return (time.perf_counter() - t0) * 1000, ctx.timings.get("embed_ms", 0.0)
+        def call(model: Any, actor: str, question: str) -> tuple[float, float]:
+            t0 = time.perf_counter()
+            ctx = store.context(question, actor=actor, session="bench/question",
+                                budget=BUDGET, embedder=model)
+            return (time.perf_counter() - t0) * 1000, ctx.timings.get("embed_ms", 0.0)
 
-            for b in compared:  # warm: every question once per backend
-                for actor, q in asks[: args.context_calls]:
-                    call(models[b], actor, q)
-            table: dict[str, Any] = {b: {} for b in compared}
-            for n in CALLERS:
-                for b in (compared if n % 2 else compared[::-1]):
-                    table[b][str(n)] = run_callers(call, models[b], asks, n, args.context_calls)
-            for n in CALLERS:
-                for b in compared:
-                    row = table[b][str(n)]
-                    row["throughput_vs_1"] = round(
-                        row["calls_per_s"] / table[b]["1"]["calls_per_s"], 3)
-            return {"conversations": len(convs), "events": store.log.head(),
-                    "projection_seconds": round(project_s, 2), "budget": BUDGET,
-                    "calls_per_level": args.context_calls, "backends": table}
-    finally:
-        drop()
+        for b in compared:  # warm: every question once per backend
+            for actor, q in asks[: args.context_calls]:
+                call(models[b], actor, q)
+        table: dict[str, Any] = {b: {} for b in compared}
+        for n in CALLERS:
+            for b in (compared if n % 2 else compared[::-1]):
+                table[b][str(n)] = run_callers(call, models[b], asks, n, args.context_calls)
+        for n in CALLERS:
+            for b in compared:
+                row = table[b][str(n)]
+                row["throughput_vs_1"] = round(
+                    row["calls_per_s"] / table[b]["1"]["calls_per_s"], 3)
+        return {"conversations": len(convs), "events": store.log.head(),
+                "projection_seconds": round(project_s, 2), "budget": BUDGET,
+                "calls_per_level": args.context_calls, "backends": table}
 
 
 def run_callers(call: Any, model: Any, asks: list[tuple[str, str]], callers: int,
@@ -225,9 +206,9 @@ def run_callers(call: Any, model: Any, asks: list[tuple[str, str]], callers: int
     wall = time.perf_counter() - t0
     total = [t for t, _ in times]
     embed = [e for _, e in times]
-    return {"callers": callers, "calls": len(times), "p50_ms": pct(total, 50),
-            "p95_ms": pct(total, 95), "max_ms": round(max(total), 3),
-            "embed_p50_ms": pct(embed, 50), "embed_p95_ms": pct(embed, 95),
+    return {"callers": callers, "calls": len(times), "p50_ms": percentile(total, 50),
+            "p95_ms": percentile(total, 95), "max_ms": round(max(total), 3),
+            "embed_p50_ms": percentile(embed, 50), "embed_p95_ms": percentile(embed, 95),
             "calls_per_s": round(len(times) / wall, 2), "loadavg_start": start_load,
             "loadavg_end": loadavg()}
 
@@ -261,7 +242,7 @@ def thread_settings(questions: list[str], turns: list[str], rounds: int, variant
             models[k].embed(turns)
             rates[k].append(len(turns) / (time.perf_counter() - t))
     return {"variant": variant, "loadavg_start": start, "loadavg_end": loadavg(),
-            **{k: {"query_p50_ms": pct(ms[k], 50), "query_p95_ms": pct(ms[k], 95),
+            **{k: {"query_p50_ms": percentile(ms[k], 50), "query_p95_ms": percentile(ms[k], 95),
                    "texts_per_s": round(statistics.median(rates[k]), 1)} for k in names}}
 
 
@@ -298,7 +279,7 @@ def main() -> None:
         result["thread_settings"] = [thread_settings(questions, turns, args.rounds, v)
                                      for v in ("fp32", "int8")]
         print(json.dumps(result["thread_settings"], indent=1))
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        result_file.write(result, args.out)
         return
     models: dict[str, Any] = {}
     load_s: dict[str, float] = {}
@@ -323,8 +304,7 @@ def main() -> None:
             print(b, {n: (r["p50_ms"], r["p95_ms"], r["calls_per_s"]) for n, r in rows.items()},
                   flush=True)
     result["loadavg_end"] = loadavg()
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("->", args.out)
+    result_file.write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ forgets one actor with ``erase=False`` and measures, on the owner's connection:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import harness
+import result_file
 from latency import percentile
 from machine_info import commit
 
@@ -118,10 +118,7 @@ def main() -> int:
           harness.scratch_database(srv.url, "erasure_bench") as dburl):
         assert srv.home is not None
         result = measure(args, srv.home, dburl)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    result_file.write(result, args.out, echo=True)
     return 0
 
 

@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -43,14 +41,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
-import sqlalchemy as sa
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+import result_file
+from latency import percentiles
 from locomo_data import CATEGORIES, Conversation, Question, load, session_of
+from machine_info import commit, loadavg
 
 import memory
-from memory.pg import embedded
 from memory.retrieval import ranking, search, wholescope
 from memory.retrieval.evaluation import KS, aggregate, context_recall, score_ranking
 from memory.retrieval.settings import DEFAULT_SETTINGS, RetrievalSettings
@@ -314,35 +314,6 @@ def settings_with(changes: Sequence[str]) -> tuple[RetrievalSettings, dict[str, 
 
 # -- main --------------------------------------------------------------------------------------
 
-def fresh_database(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
-    temp_home: Path | None = None
-    if args.url:
-        server = args.url
-    elif args.home:
-        server = embedded.start(Path(args.home))
-    else:
-        temp_home = Path(tempfile.mkdtemp(prefix="locomo-home-"))
-        server = embedded.start(temp_home)
-    name = f"locomo_{os.getpid()}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
-
-    def drop() -> None:
-        if args.keep:
-            return
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-        if temp_home is not None:  # the server this run started, in its own folder
-            embedded.stop(temp_home)
-            shutil.rmtree(temp_home, ignore_errors=True)
-
-    return url, drop
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="a LoCoMo JSON file (list of samples)")
@@ -366,13 +337,12 @@ def main() -> None:
     if args.limit:
         for c in convs:
             c.questions = c.questions[: args.limit]
-    url, drop = fresh_database(args)
-    try:
+    with (harness.server(args.url, home=Path(args.home) if args.home else None,
+                         prefix="locomo-home-", keep=args.keep) as srv,
+          harness.scratch_database(srv.url, f"locomo_{os.getpid()}", keep=args.keep) as url):
         result = run(url, convs, args)
-    finally:
-        drop()
     result["run_seconds"] = round(time.perf_counter() - started, 1)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    result_file.write(result, args.out)
     d = result["systems"]["default"]
     print(f"default: R@5 {d['recall@5']:.3f} R@10 {d['recall@10']:.3f} "
           f"R@25 {d['recall@25']:.3f} R@50 {d['recall@50']:.3f} "
@@ -448,9 +418,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
     systems: dict[str, Any] = {}
     for name in SYSTEMS:
         agg = aggregate(rows[name], CATEGORIES)
-        ms = np.asarray(times[name])
-        agg["query_ms_p50"] = round(float(np.percentile(ms, 50)), 2)
-        agg["query_ms_p95"] = round(float(np.percentile(ms, 95)), 2)
+        agg.update(percentiles(times[name], 50, 95, key="query_ms_p{}", digits=2))
         systems[name] = agg
     return {
         "questions": sum(len(c.questions) for c in convs),
@@ -471,7 +439,7 @@ def run(url: str, convs: list[Conversation], args: argparse.Namespace) -> dict[s
                  "query_ms: search and ranking, the query embedding excluded.",
         "embedder": repr(embedder),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
+                    "cpus": os.cpu_count(), "commit": commit(), "loadavg_end": loadavg()},
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

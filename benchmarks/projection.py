@@ -33,7 +33,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,11 +46,11 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from machine_info import cpu_model  # noqa: E402
+import harness  # noqa: E402
+import result_file  # noqa: E402
+from machine_info import commit, cpu_model, loadavg, ram_gib  # noqa: E402
 
 import memory  # noqa: E402
-from memory.pg import embedded  # noqa: E402
-from memory.pg import engine as db  # noqa: E402
 from memory.projections import DEFAULT_BATCH_SIZE  # noqa: E402
 
 SUBJECTS = ["I", "My sister", "Caroline", "Melanie", "We", "My manager", "The kids", "Our team"]
@@ -80,52 +79,12 @@ def make_texts(n: int, seed: int = 7) -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "cpus": os.cpu_count()}
-    info["cpu"] = cpu_model()
-    try:
-        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-        info["ram_gb"] = round(int(mem) / 1024 / 1024, 1)
-    except OSError:
-        pass
     import torch
 
-    info["torch"] = torch.__version__
-    info["torch_threads"] = torch.get_num_threads()
-    return info
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-# -- databases -------------------------------------------------------------------------------
-
-def server(url: str | None) -> tuple[str, Path | None]:
-    """The server URL, and the home of the temporary embedded server we started (if so)."""
-    if url:
-        return db.resolve_url(url), None
-    home = Path(tempfile.mkdtemp(prefix="memory-bench-projection-"))
-    os.environ["MEMORY_HOME"] = str(home)
-    return embedded.start(home), home
-
-
-def database(server_url: str, name: str, template: str | None = None) -> str:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.exec_driver_sql(f"CREATE DATABASE {name}"
-                             + (f" TEMPLATE {template}" if template else ""))
-    admin.dispose()
-    return sa.engine.make_url(server_url).set(database=name).render_as_string(
-        hide_password=False)
-
-
-def drop(server_url: str, name: str) -> None:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.dispose()
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "cpu": cpu_model(), "ram_gb": ram_gib(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "commit": commit()}
 
 
 def fill(url: str, texts: list[str], per_session: int = 50) -> None:
@@ -213,7 +172,7 @@ def throughput(server_url: str, n: int, repeats: int, batch_size: int) -> dict[s
     texts = make_texts(n)
     chunks = chunk_texts(texts)
     template = "bench_projection_events"
-    template_url = database(server_url, template)
+    template_url = harness.create_database(server_url, template)
     fill(template_url, texts)
     everything = embedded_texts(template_url, chunks)
     embedder = default_embedder()
@@ -223,12 +182,12 @@ def throughput(server_url: str, n: int, repeats: int, batch_size: int) -> dict[s
         encodes.append(run_encode(embedder, everything, len(chunks)))
         chunk_only.append(run_encode(embedder, chunks))
         name = f"bench_projection_run{r}"
-        url = database(server_url, name, template)
+        url = harness.create_database(server_url, name, template=template)
         projections.append(run_projection(url, embedder, batch_size))
-        drop(server_url, name)
+        harness.drop_database(server_url, name)
         print(f"  run {r + 1}: encode {encodes[-1]:.1f}/s (chunks alone {chunk_only[-1]:.1f}/s),"
               f" projection {projections[-1]['per_s']:.1f}/s", file=sys.stderr)
-    drop(server_url, template)
+    harness.drop_database(server_url, template)
     encode = statistics.median(encodes)
     project = statistics.median(p["per_s"] for p in projections)
     return {"texts": n, "chunks": len(chunks), "embedded_texts": len(everything),
@@ -286,7 +245,7 @@ def peak_rss(server_url: str, sizes: list[int], batch_size: int) -> dict[str, An
     out: dict[str, Any] = {}
     for size in sizes:
         name = f"bench_projection_rss_{size}"
-        url = database(server_url, name)
+        url = harness.create_database(server_url, name)
         start = time.perf_counter()
         fill(url, make_texts(size, seed=size))
         print(f"  {size} events appended in {time.perf_counter() - start:.0f}s",
@@ -296,7 +255,7 @@ def peak_rss(server_url: str, sizes: list[int], batch_size: int) -> dict[str, An
                               capture_output=True, text=True, check=True)
         out[str(size)] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"  {size}: {out[str(size)]}", file=sys.stderr)
-        drop(server_url, name)
+        harness.drop_database(server_url, name)
     return out
 
 
@@ -317,12 +276,8 @@ def main() -> None:
         rss_child(args.rss_child, args.batch_size)
         return
 
-    server_url, home = server(args.url)
-    try:
-        run(args, server_url)
-    finally:
-        if home is not None:
-            embedded.stop(home)  # the embedded server outlives its process otherwise
+    with harness.server(args.url, prefix="memory-bench-projection-", isolate_home=True) as srv:
+        run(args, srv.url)
 
 
 def run(args: argparse.Namespace, server_url: str) -> None:
@@ -344,10 +299,7 @@ def run(args: argparse.Namespace, server_url: str) -> None:
             small, large = rss[str(sizes[0])], rss[str(sizes[-1])]
             result["rss_ratio"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
         result["loadavg_end"] = loadavg()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    result_file.write(result, args.out, echo=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ server and drops it afterwards.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import result_file
 from machine_info import loadavg, machine
 
 import memory
@@ -154,9 +154,7 @@ def measure(args: argparse.Namespace, url: str) -> int:
                "context_ratio": round(med["chain_context"] / med["flat_context"], 3),
                "target_ratio": TARGET,
                "runs_ms": {k: [round(x, 2) for x in v] for k, v in runs.items()}}
-        if args.out:
-            args.out.write_text(json.dumps(out, indent=2) + "\n")
-            print(f"wrote {args.out}")
+    result_file.write(out, args.out)
     return 0
 
 
