@@ -255,6 +255,28 @@ SELECT 'w', NULL, NULL, NULL, t.event_id::text
    AND r.type = '{RETRACT_TYPE}' AND r.position <= %(bound)s
 """
 
+
+def view_may_filter(bound: str) -> str:
+    """A boolean SQL expression, true whenever :data:`VIEW_FILTER` (same ``%(tenant)s``,
+    ``%(session)s``, ``%(actors)s``) at the log position ``bound`` (an SQL expression)
+    could return more than the session alone: the session's version 1 is a fork, or a
+    retraction at or below the bound sits in the session or in a searched actor's
+    sessions. False means the view is the session's own events and hides nothing, so a
+    statement a caller already runs can carry this test and spare the view's own round
+    trip. Three index probes: the unique (tenant, session_id, version) index and the two
+    partial retraction indexes of alembic/sql/0002_views.sql (which hold retractions
+    only, so a tenant without any answers from an empty index range)."""
+    return f"""(EXISTS (SELECT 1 FROM memory_events f
+                 WHERE f.tenant = %(tenant)s AND f.session_id = %(session)s
+                   AND f.version = 1 AND f.type = '{FORK_TYPE}' AND f.position <= {bound})
+     OR EXISTS (SELECT 1 FROM memory_events r
+                 WHERE r.tenant = %(tenant)s AND r.session_id = %(session)s
+                   AND r.type = '{RETRACT_TYPE}' AND r.position <= {bound})
+     OR EXISTS (SELECT 1 FROM memory_events r
+                 WHERE r.tenant = %(tenant)s AND r.actor_id = ANY(%(actors)s)
+                   AND r.type = '{RETRACT_TYPE}' AND r.position <= {bound}))"""
+
+
 # What a fork checks, in one statement: the parent's actor and head version, the new
 # session's head version (NULL: it has no events), how many sessions the parent's chain
 # holds (itself included).

@@ -21,6 +21,8 @@ How the budget is spent (all knobs in :class:`RetrievalSettings`):
 The session is read as its view (memory/retrieval/sessionview.py): a branch's turns are its
 parent's prefix then its own, hidden events are neither turns nor memories, and memories
 out of the view (an ancestor's events after the fork point) are left out after ranking.
+The view costs a statement only when the call's first statement finds a fork or a
+retraction at or below the bound that may shape it.
 
 Consistency: the whole call reads one snapshot bounded by a log position (the tenant's head
 when the call starts, or ``as_of``); chunks and summaries are bounded by the same position
@@ -104,8 +106,10 @@ def build_context(store: StoreView, query: str, *, actor: str, session: str, bud
             pins: dict[str, Any] = {"chunks": _pin(chunks_gen, chunk_bound),
                                     "summaries": _pin(sum_gen, sum_bound)}
 
-            # the session's view: forks and retractions (memory/retrieval/sessionview.py)
-            view = ContextView.load(conn, scope, bound)
+            # the session's view: forks and retractions (memory/retrieval/sessionview.py),
+            # read only when the first statement found one that may shape it
+            view = ContextView.load(conn, scope, bound) if st is None or st.views \
+                else ContextView.plain(scope)
 
             # 1. recent turns, newest first, within recent_share of the budget
             tail = TurnReader(conn, store, scope, bound, s, counter,

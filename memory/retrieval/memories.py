@@ -76,7 +76,9 @@ def search_memories(store: StoreView, query: str, *, actor: str, limit: int = 10
                 return []
             ranked = _rank(finder, query, s, store, embedder, ranker or rank,
                            st.bound_time or _EPOCH)
-            view = ContextView.load(conn, scope, st.bound)
+            # withdrawn events: read only when the first statement found a retraction
+            view = ContextView.load(conn, scope, st.bound) if st.views \
+                else ContextView.plain(scope)
             if view.filters:
                 ranked = [r for r in ranked if view.keeps(r.hit)]
             ranked = ranked[:limit]

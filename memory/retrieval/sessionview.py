@@ -10,8 +10,11 @@ a branch or of a session with retractions.
 * The session's summary loses the lines drawn from events out of view
   (:meth:`ContextView.summary`).
 
-A session without forks or retractions in view costs one extra statement per call (the
-view's, :meth:`ContextView.load`) and reads as before.
+A session without forks or retractions in view costs no statement of its own: the
+statement a call starts with (memory/retrieval/search/callstate.py) also says whether a
+fork or a retraction at or below the bound may shape the view, and only then is the view
+read (:meth:`ContextView.load`, one statement); otherwise the call uses
+:meth:`ContextView.plain` and reads as a session without views.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ class ContextView(ViewFilter):
     @classmethod
     def load(cls, conn: sa.Connection, scope: Scope, bound: int) -> Self:
         return cls.query(conn, scope.tenant, scope.session, scope.actors, bound)
+
+    @classmethod
+    def plain(cls, scope: Scope) -> Self:
+        """The view of a session no fork or retraction shapes (what :meth:`load` returns
+        when ``memory.log.sql.view_may_filter`` is false), without a statement."""
+        return cls.from_rows(scope.session, ())
 
     def keeps(self, hit: Hit) -> bool:
         """Whether a chunk may be a memory of this context."""

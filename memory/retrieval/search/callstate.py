@@ -1,10 +1,12 @@
 """Where a call starts, in one round trip: the log bound, the live generations, the scope
-cache's check and the query's lexemes (:data:`STATE`).
+cache's check, the query's lexemes and whether the session's view may differ from its own
+events (:data:`STATE`).
 
-Round trips of a call (retrieval/context.py): this statement; the session's tail from the
-log; then only what the scope cache cannot answer: rows new since the cached entry, the
-full-text candidates when the ranker reads them (not for whole-scope ranking), the
-summary when older turns do not fit.
+Round trips of a call (retrieval/context.py): this statement; the session's view
+(memory/retrieval/sessionview.py) only when this statement says a fork or a retraction
+may shape it; the session's tail from the log; then only what the scope cache cannot
+answer: rows new since the cached entry, the full-text candidates when the ranker reads
+them (not for whole-scope ranking), the summary when older turns do not fit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from ...log import sql as log_sql
 from ..scopecache import ScopeCache, cache_key
 from ..scopedata import Check, ScopeData, probe_params
 from ..settings import RetrievalSettings
@@ -22,7 +25,10 @@ from .scope import CHUNKS_PROJECTION, SUMMARIES_PROJECTION, Generation, Scope, s
 # Where a call starts, in one round trip: the log bound (the tenant's head, or as_of if
 # lower), the live generations, the scope's check for the scope cache (scopecache.py: its
 # rows in the live chunks generation, counted up to the cap by an index-only scan, and the
-# rows above the cached entry's ``upto``) and the query's lexemes.
+# rows above the cached entry's ``upto``), the query's lexemes, and whether the session's
+# view may be shaped by a fork or a retraction at or below the bound (memory/log/sql.py,
+# ``view_may_filter``: three index probes, false for a session never forked in a scope
+# without retractions, which then reads no view).
 STATE = f"""
 WITH b AS (
   SELECT LEAST(coalesce(max(position), 0), %(as_of)s::bigint) AS bound
@@ -45,7 +51,8 @@ SELECT b.bound,
           to_tsvector(%(config)s::regconfig, %(query)s))) AS lex),
        (SELECT e.occurred_at FROM memory_events e
          WHERE e.tenant = %(tenant)s AND e.position <= b.bound
-         ORDER BY e.position DESC LIMIT 1)
+         ORDER BY e.position DESC LIMIT 1),
+       {log_sql.view_may_filter("b.bound")}
   FROM b
 """
 
@@ -64,6 +71,10 @@ class State:
     """The query's lexemes, as :func:`query_lexemes` gives them."""
     bound_time: datetime | None
     """When the tenant's last event at or before the bound happened (recency's 'now')."""
+    views: bool
+    """Whether a fork or a retraction at or below the bound may shape the session's view
+    (the session's, or the searched actors'); when False the view is the session's own
+    events and hides nothing, and the call does not read it."""
 
 
 def state(conn: sa.Connection, scope: Scope, as_of: int | None,
@@ -75,7 +86,8 @@ def state(conn: sa.Connection, scope: Scope, as_of: int | None,
         if cache is not None else None
     cgen, cupto = probe_params(probed)
     row = conn.exec_driver_sql(STATE, {
-        "as_of": as_of, "tenant": scope.tenant, "actors": list(scope.actors),
+        "as_of": as_of, "tenant": scope.tenant, "session": scope.session,
+        "actors": list(scope.actors),
         "names": [CHUNKS_PROJECTION, SUMMARIES_PROJECTION],
         "cap": size_cap(settings), "cgen": cgen, "cupto": cupto,
         "config": settings.text_search_config, "query": query}).one()
@@ -91,4 +103,4 @@ def state(conn: sa.Connection, scope: Scope, as_of: int | None,
     if cache is not None:
         cache.lexemes.put(conn, settings.text_search_config, query, lexemes)
     return State(bound=int(row[0]), generations=gens, check=check, probed=probed,
-                 lexemes=lexemes, bound_time=row[5])
+                 lexemes=lexemes, bound_time=row[5], views=bool(row[6]))
