@@ -19,7 +19,9 @@ Measured, alternating the order every round, median over ``--rounds``:
 * ``read_session`` of the leaf (one statement over its 11 segments);
 * ``context`` (budget 2,000, no projections: the recent turns from the log) for the flat
   session and for the leaf;
-* the view statement each context call adds (``ContextView.load``), for the flat session.
+* the view statement (``ContextView.load``) on the flat session: what a context call adds
+  when a fork or a retraction may shape its session's view (a call on a plain session
+  skips it: its first statement says there is none).
 
 Target (issue 17): the leaf read costs at most 1.5x the flat one. With no
 ``MEMORY_DATABASE_URL`` the script starts its own embedded server in a temporary
@@ -75,8 +77,9 @@ VIEW_QUERIES = 100
 
 
 def view_query(store: memory.Store, session: str) -> Any:
-    """The statement every context call adds (ContextView.load), ``VIEW_QUERIES``
-    times on one open connection (as the context call runs it on its own)."""
+    """The statement a context call adds when a fork or a retraction may shape the view
+    (ContextView.load), ``VIEW_QUERIES`` times on one open connection (as the context
+    call runs it on its own)."""
     from memory.log import ViewFilter
     from memory.pg import tenant_scope
 
@@ -143,7 +146,8 @@ def measure(args: argparse.Namespace, url: str) -> int:
               f"{med['chain_context']:.1f} ms "
               f"(ratio {med['chain_context'] / med['flat_context']:.3f})")
         med["flat_view_query"] /= VIEW_QUERIES
-        print(f"the view statement a context call adds (plain session): "
+        print(f"the view statement (plain session; a context call runs it only when "
+              f"a fork or a retraction may shape the view): "
               f"{med['flat_view_query']:.3f} ms")
         info["loadavg_at_end"] = loadavg()
         out = {"machine": info, "events": args.events, "forks": args.forks,
