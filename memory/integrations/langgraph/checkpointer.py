@@ -358,8 +358,7 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         reader = ThreadReader(self.store, session)
         self._append_checkpoint(reader, session, whole)
         found = reader.checkpoint(ns, p["checkpoint_id"])
-        assert found is not None
-        return found.event_id
+        return e.event_id if found is None else found.event_id
 
     # -- the async face: the sync methods in a worker thread ----------------------------
 
