@@ -22,6 +22,19 @@ direct deletions of forgetting, confined to the caller's tenant by the policies.
 on the position sequence, no write to the log or to ``memory_projections``, and no
 advisory-lock function (revoked from PUBLIC).
 
+Copies of a database
+--------------------
+``CREATE DATABASE b TEMPLATE a`` copies ``memory_tenant_roles`` with ``a``'s role names.
+``memory_tenant()`` (and the writing functions' ``memory_caller_tenant``) map a login to a
+tenant only when it is the role this database derives for that tenant, so in ``b`` the
+roles of ``a`` act for no tenant: row-level security shows them no row and every writing
+function refuses them (MM030), whatever the copied rows say. The first time ``b`` serves a
+tenant, ``memory_ensure_tenant_role`` replaces the copied row with ``b``'s own role; rows
+of tenants ``b`` never serves stay inert, and are deleted before the schema is downgraded
+(the baseline's downgrade drops the roles its mapping names). The same holds for a
+database renamed after its roles were made: its old roles lose their tenants, new ones are
+made on next use (alembic/versions/0003_tenant_roles.py).
+
 How the library logs in as a tenant role: with a password derived from the master key
 (:func:`tenant_password`, an HMAC) that it sets, as a SCRAM verifier, each time it
 ensures the role; on the embedded server, trust authentication over its Unix socket
