@@ -223,3 +223,25 @@ def test_parallel_tasks_write_at_one_checkpoint_at_once(saver: MemoryCheckpointe
     tasks = {w[0] for w in got.pending_writes or []}
     assert tasks == {"task-0"} | {f"parallel-{k}" for k in range(8)}
     assert len(got.pending_writes or []) == 17
+
+
+def test_a_thread_written_before_ids_were_derived_is_read_by_folding(
+        store: memory.Store, saver: MemoryCheckpointer) -> None:
+    made = build(saver, "src", 12)
+    # the same events as the checkpointer wrote them before: library-made ids, no value
+    # sources, no latest
+    old = [memory.NewEvent(e.type, {k: v for k, v in e.payload.items()
+                                    if k not in ("sources", "latest")})
+           for e in store.read_session("langgraph:src")]
+    store.append("langgraph:old", old, actor="graph")
+    store.append("langgraph:old", [memory.note(f"n{i}") for i in range(10)], actor="graph")
+    check(saver.get_tuple(config("old")), made[-1])
+    check(saver.get_tuple(config("old", made[4]["id"])), made[4])
+    assert saver.get_tuple(config("old", "1ef00000-0000-6000-8000-000000000000")) is None
+    assert saver.get_tuple(config("old", ns="child:never")) is None
+    more = build(saver, "old", 2, after=made[-1]["config"])
+    check(saver.get_tuple(config("old")), more[-1])
+    check(saver.get_tuple(config("old", made[0]["id"])), made[0])
+    saver.copy_thread("old", "new")
+    check(saver.get_tuple(config("new")), more[-1])
+    check(saver.get_tuple(config("new", made[6]["id"])), made[6])

@@ -209,11 +209,14 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                                             else ("empty", b""))}
                     for k, v in new_versions.items()]
         reader = ThreadReader(self.store, session)
-        newest = reader.newest(ns)
         parent_id = conf.get("checkpoint_id")
-        parent = newest if newest is not None and parent_id == \
-            newest.payload["checkpoint_id"] else (reader.checkpoint(ns, parent_id)
-                                                  if parent_id else None)
+        try:
+            newest = reader.newest(ns)
+            parent = newest if newest is not None and parent_id == \
+                newest.payload["checkpoint_id"] else (reader.checkpoint(ns, parent_id)
+                                                      if parent_id else None)
+        except NeedsFold:
+            newest, parent = self._folded(thread_id, ns, parent_id)
         greatest = cid if newest is None else \
             max(cid, newest.payload.get("latest") or newest.payload["checkpoint_id"])
         payload = {"checkpoint_ns": ns, "checkpoint_id": cid,
@@ -227,6 +230,13 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         self._append_checkpoint(reader, session, payload)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": cid}}
+
+    def _folded(self, thread_id: Any, ns: str, cid: str | None
+                ) -> tuple[RecordedEvent | None, RecordedEvent | None]:
+        """The greatest checkpoint of ``ns`` and checkpoint ``cid``, from the whole view."""
+        checkpoints = self._thread(thread_id).checkpoints.get(ns, {})
+        return (checkpoints[max(checkpoints)] if checkpoints else None,
+                checkpoints.get(cid) if cid else None)
 
     def _append_checkpoint(self, reader: ThreadReader, session: str,
                            payload: dict[str, Any]) -> None:
@@ -287,7 +297,8 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         under the id derived for the target, its value sources pointing at the copies."""
         source = self._thread(source_thread_id)
         target = self.session_of(target_thread_id)
-        copies = Copies(ThreadReader(self.store, target), target)
+        copies = Copies(ThreadReader(self.store, target), target,
+                        lambda ns: self._folded(target_thread_id, ns, None)[0])
         batch = [copies.copy(e) for e in source.events]
         for start in range(0, len(batch), _BATCH):
             self.store.append(target, batch[start:start + _BATCH], actor=self.actor)

@@ -9,19 +9,22 @@ target will hold once the copy is appended.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from ...log import NewEvent, RecordedEvent
 from . import events
-from .threads import ThreadReader, checkpoint_id, first_id, writes_id
+from .threads import NeedsFold, ThreadReader, checkpoint_id, first_id, writes_id
 
 
 class Copies:
     """Copies of one thread's events for a target session: derived ids for the target,
     value sources pointing at the copies, ``latest`` as the target will see it."""
 
-    def __init__(self, reader: ThreadReader, target: str) -> None:
+    def __init__(self, reader: ThreadReader, target: str,
+                 folded: Callable[[str], RecordedEvent | None]) -> None:
         self.reader = reader
         self.target = target
+        self.folded = folded  # the greatest checkpoint of a namespace from the whole view
         self.fresh = reader.store.log.session_version(reader.store.tenant, target) == 0
         self.ids: dict[str, str] = {}
         self.latest: dict[str, str] = {}
@@ -39,7 +42,7 @@ class Copies:
             self.writes[(ns, cid)] = k + 1
             return NewEvent(e.type, p, event_id=writes_id(self.target, ns, cid, k))
         if ns not in self.latest:
-            newest = None if self.fresh else self.reader.newest(ns)
+            newest = None if self.fresh else self._newest(ns)
             self.latest[ns] = "" if newest is None else \
                 (newest.payload.get("latest") or newest.payload["checkpoint_id"])
         self.latest[ns] = max(self.latest[ns], cid)
@@ -50,6 +53,12 @@ class Copies:
         event_id = self._checkpoint_id(ns, cid)
         self.ids[str(e.event_id)] = str(event_id)
         return NewEvent(e.type, p, event_id=event_id)
+
+    def _newest(self, ns: str) -> RecordedEvent | None:
+        try:
+            return self.reader.newest(ns)
+        except NeedsFold:
+            return self.folded(ns)
 
     def _checkpoint_id(self, ns: str, cid: str) -> uuid.UUID:
         generation = self.generations.get((ns, cid))

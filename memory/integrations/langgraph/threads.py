@@ -185,6 +185,17 @@ class ThreadReader:
     def sessions(self) -> list[str]:
         return [s.session_id for s in self.segments]
 
+    @cached_property
+    def legacy(self) -> bool:
+        """Whether the thread began before event ids were derived (its first checkpoint
+        or writes event has a library-made id, not a ``uuid5``): what the derived ids do
+        not find there may still be in it, so a miss folds the view instead."""
+        root = self.segments[-1].session_id
+        for e in self.store.log.read_session(self.store.tenant, root, 1, 16):
+            if e.type in TYPES:
+                return e.event_id.version != 5
+        return False
+
     def visible(self, e: RecordedEvent) -> bool:
         if e.forgotten or str(e.event_id) in self.hidden or e.session_id not in self.upto:
             return False
@@ -230,6 +241,8 @@ class ThreadReader:
                     best = e
             last = {checkpoint_id(s, ns, cid, start + _GENERATIONS - 1) for s in self.sessions}
             if not last & {e.event_id for e in found}:
+                if best is None and self.legacy:
+                    raise NeedsFold(f"checkpoint {cid} not found by id in an older thread")
                 return best
             start += _GENERATIONS
 
@@ -254,6 +267,9 @@ class ThreadReader:
                     asked_first = True
                     firsts = [first_id(s, ns) for s in self.sessions]
                     if not self.read_ids(firsts):
+                        if self.legacy:
+                            raise NeedsFold(f"no first checkpoint of {ns!r} by id in an "
+                                            "older thread")
                         return None  # the namespace never had a checkpoint here
                 page = min(page * 2, _MAX_PAGE)
         return None
