@@ -201,6 +201,14 @@ def test_prune_keeps_the_latest_with_every_value_by_appending_events(
 
     saver.prune(["t"], strategy="delete")
     assert saver.get_tuple(config("t")) is None and list(saver.list(config("t"))) == []
+    # the same checkpoint put again after it was hidden is visible again
+    cp = empty_checkpoint()
+    cp["id"] = more[-1]["id"]
+    again = saver.put(config("t"), cp, {"source": "update", "step": 99}, {})
+    got = saver.get_tuple(again)
+    assert got is not None and got.metadata["step"] == 99
+    assert saver.get_tuple(config("t")).metadata["step"] == 99  # type: ignore[union-attr]
+    saver.prune(["t"], strategy="delete")
     with pytest.raises(InvalidArgument, match="strategy"):
         saver.prune(["t"], strategy="everything")
     # delete_thread erases the pruned (hidden) events as well

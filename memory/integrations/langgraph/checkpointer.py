@@ -58,6 +58,7 @@ from .threads import (
 _BATCH = 500
 _RETRACT = 2000
 _ATTEMPTS = 3
+_HINTS = 4096
 _WRITERS = 64
 """Tasks of one step write at the same checkpoint at once; each conflict means another
 task's write landed, so this many parallel writers always get through."""
@@ -79,6 +80,9 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
         self.erase = erase
         """Whether deletes also erase the freed bytes from the data files (``forget``'s
         ``erase``); off, the keys are still destroyed and nothing is readable."""
+        self._next_writes: dict[tuple[str, str, str], int] = {}
+        """The writes counter to try first at a checkpoint: a hint (a taken one is probed
+        for the next free), so nothing read depends on it."""
         events.register(store.registry)
 
     # -- mapping threads to sessions ---------------------------------------------------
@@ -227,7 +231,11 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                    "channels": channels,
                    "sources": sources_for(checkpoint["channel_versions"], new_versions, parent),
                    "latest": greatest}
-        self._append_checkpoint(reader, session, payload)
+        # a derived newest of this session means its namespace's first id is taken
+        derived = newest is not None and newest.session_id == session \
+            and newest.event_id.version == 5
+        self._append_checkpoint(reader, session, payload,
+                                checkpoint_id(session, ns, cid, 0) if derived else None)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns,
                                  "checkpoint_id": cid}}
 
@@ -239,20 +247,29 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                 checkpoints.get(cid) if cid else None)
 
     def _append_checkpoint(self, reader: ThreadReader, session: str,
-                           payload: dict[str, Any]) -> None:
-        """Append under the derived id; a concurrent put of the same id takes the next."""
+                           payload: dict[str, Any], guess: uuid.UUID | None = None) -> None:
+        """Append under the derived id: ``guess`` first (the first generation, when the
+        namespace has a checkpoint of this session already), else the one the ids in the
+        log leave free. A guess that is taken (a re-put) and a concurrent put of the same
+        id probe and take the next."""
         ns, cid = payload["checkpoint_ns"], payload["checkpoint_id"]
+        event_id, probed = guess, False
         for attempt in range(_ATTEMPTS):
-            has_first, generation = reader.generations(session, ns, cid)
-            event_id = checkpoint_id(session, ns, cid, generation) if has_first \
-                else first_id(session, ns)
+            if event_id is None:
+                has_first, generation = reader.generations(session, ns, cid)
+                event_id = checkpoint_id(session, ns, cid, generation) if has_first \
+                    else first_id(session, ns)
+                probed = True
             try:
-                self.store.append(session, NewEvent(events.CHECKPOINT, payload,
-                                                    event_id=event_id), actor=self.actor)
-                return
+                [landed] = self.store.append(session, NewEvent(
+                    events.CHECKPOINT, payload, event_id=event_id), actor=self.actor)
             except IdempotencyConflict:
                 if attempt == _ATTEMPTS - 1:
                     raise
+            else:
+                if probed or not landed.duplicate:
+                    return
+            event_id = None
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
@@ -267,16 +284,23 @@ class MemoryCheckpointer(BaseCheckpointSaver[str]):
                                "value": events.encode(self.serde.dumps_typed(value))}
                               for idx, (channel, value) in enumerate(writes)]}
         reader = ThreadReader(self.store, session)
+        key = (session, ns, cid)
+        k, probed = self._next_writes.get(key, 0), False
         for attempt in range(_WRITERS):
-            k = reader.next_writes(ns, cid)
             try:
-                self.store.append(session, NewEvent(events.WRITES, payload,
-                                                    event_id=writes_id(session, ns, cid, k)),
-                                  actor=self.actor)
-                return
+                [landed] = self.store.append(session, NewEvent(
+                    events.WRITES, payload, event_id=writes_id(session, ns, cid, k)),
+                    actor=self.actor)
             except IdempotencyConflict:  # a parallel task took the same counter
                 if attempt == _WRITERS - 1:
                     raise
+            else:
+                if probed or not landed.duplicate:
+                    if len(self._next_writes) >= _HINTS:
+                        self._next_writes.clear()
+                    self._next_writes[key] = k + 1
+                    return
+            k, probed = reader.next_writes(ns, cid), True
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Zero-padded so versions compare as strings, with a random tail as LangGraph's own
