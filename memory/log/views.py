@@ -359,6 +359,9 @@ def refuse_control(events: NewEvent | Sequence[NewEvent]) -> None:
                                   "Store.retract, not by append", index=i, field="type")
 
 
+_MAY_FILTER = f"SELECT {log_sql.view_may_filter('%(bound)s')}"
+
+
 # -- what a reader at a position needs of a view -------------------------------------------
 
 
@@ -389,10 +392,16 @@ class ViewFilter:
     def read(cls, log: Log, tenant: str, session_id: str, *, actors: Sequence[str] = (),
              as_of: int | None = None) -> Self:
         """:meth:`query` on a connection of its own: a reader that needs only what shapes
-        a view (which segments, which ids hidden), not the view's events."""
+        a view (which segments, which ids hidden), not the view's events. A session that
+        no fork or retraction may shape (:data:`_MAY_FILTER`, three index probes, a third
+        of the view statement's time) is answered without the view statement."""
         check_id(session_id, "session_id", log.limits)
         bound = _bound(as_of)
+        params = {"tenant": tenant, "session": session_id, "bound": bound,
+                  "actors": list(actors)}
         with tenant_scope(tenant), log.engine.connect() as conn:
+            if not conn.exec_driver_sql(_MAY_FILTER, params).scalar_one():
+                return cls.from_rows(session_id, ())
             return cls.query(conn, tenant, session_id, actors, bound)
 
     @classmethod

@@ -79,3 +79,9 @@ def test_view_filter_read_gives_a_forks_segments_and_hidden_ids(store: memory.St
         is None
     plain = ViewFilter.read(store.log, T, "p")
     assert not plain.shaped and [s.session_id for s in plain.segments] == ["p"]
+    # a retraction in the session itself shapes it too; before it, nothing did
+    store.retract("p", actor="x", event_ids=[parent[1].event_id])
+    own = ViewFilter.read(store.log, T, "p")
+    assert own.shaped and own.hidden == frozenset({str(parent[1].event_id)})
+    assert not ViewFilter.read(store.log, T, "p", as_of=parent[-1].position).shaped
+    assert ViewFilter.read(store.log, T, "never").segments[0].session_id == "never"
