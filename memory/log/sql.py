@@ -277,6 +277,10 @@ def view_may_filter(bound: str) -> str:
                    AND r.type = '{RETRACT_TYPE}' AND r.position <= {bound}))"""
 
 
+# The test alone, at the bound ``%(bound)s``: ViewFilter.read runs VIEW_FILTER only when true.
+VIEW_MAY_FILTER = f"SELECT {view_may_filter('%(bound)s')}"
+
+
 # What a fork checks, in one statement: the parent's actor and head version, the new
 # session's head version (NULL: it has no events), how many sessions the parent's chain
 # holds (itself included).

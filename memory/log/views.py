@@ -359,9 +359,6 @@ def refuse_control(events: NewEvent | Sequence[NewEvent]) -> None:
                                   "Store.retract, not by append", index=i, field="type")
 
 
-_MAY_FILTER = f"SELECT {log_sql.view_may_filter('%(bound)s')}"
-
-
 # -- what a reader at a position needs of a view -------------------------------------------
 
 
@@ -391,18 +388,13 @@ class ViewFilter:
     @classmethod
     def read(cls, log: Log, tenant: str, session_id: str, *, actors: Sequence[str] = (),
              as_of: int | None = None) -> Self:
-        """:meth:`query` on a connection of its own: a reader that needs only what shapes
-        a view (which segments, which ids hidden), not the view's events. A session that
-        no fork or retraction may shape (:data:`_MAY_FILTER`, three index probes, a third
-        of the view statement's time) is answered without the view statement."""
+        """:meth:`query` on its own connection; a plain session costs three index probes."""
         check_id(session_id, "session_id", log.limits)
-        bound = _bound(as_of)
-        params = {"tenant": tenant, "session": session_id, "bound": bound,
-                  "actors": list(actors)}
+        p = {"tenant": tenant, "session": session_id, "bound": _bound(as_of), "actors": [*actors]}
         with tenant_scope(tenant), log.engine.connect() as conn:
-            if not conn.exec_driver_sql(_MAY_FILTER, params).scalar_one():
+            if not conn.exec_driver_sql(log_sql.VIEW_MAY_FILTER, p).scalar_one():
                 return cls.from_rows(session_id, ())
-            return cls.query(conn, tenant, session_id, actors, bound)
+            return cls.query(conn, tenant, session_id, actors, p["bound"])
 
     @classmethod
     def from_rows(cls, session_id: str, rows: Sequence[Sequence[Any]]) -> Self:
