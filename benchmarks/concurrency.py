@@ -21,7 +21,9 @@ both faces gave the same contexts for the same calls, and the machine, date, com
 load average. The loop's lag while threads hold the CPU is mostly the GIL: a thread
 running Python keeps it up to ``sys.getswitchinterval()`` (5 ms) before the loop's thread
 may take it, so ``--switch-interval 0.001`` shows what a shorter interval does (the library
-never changes it: it is the whole process's setting).
+never changes it: it is the whole process's setting). The largest lags are the garbage
+collector's full passes over every object the process holds (tens of ms, every thread
+stopped); ``--gc-freeze`` shows the application's remedy, ``gc.freeze()`` after start-up.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -151,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the AsyncStore's context threads (default: one per core)")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="sys.setswitchinterval for the whole run (0: Python's 5 ms)")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() before the async part: the objects alive then (the "
+                         "imports, the store) leave the full collections, whose pauses "
+                         "stop every thread")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.switch_interval:
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": commit(),
         "loadavg_at_start": os.getloadavg(), "workers": WORKERS,
         "calls_per_worker": args.calls, "budget": BUDGET,
-        "switch_interval_s": sys.getswitchinterval()}
+        "switch_interval_s": sys.getswitchinterval(), "gc_freeze": args.gc_freeze}
     try:
         embedder = default_embedder()
         with memory.Store.open(url) as store:
@@ -194,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                     return await run_async(face, plan, embedder)
                 finally:
                     await face.close()
+            if args.gc_freeze:
+                gc.collect()
+                gc.freeze()
             idle = np.asarray(asyncio.run(idle_lag()))
             async_s, async_out, lags = asyncio.run(on_loop())
         info["loadavg_at_end"] = os.getloadavg()
