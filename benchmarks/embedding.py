@@ -3,8 +3,8 @@
     python benchmarks/embedding.py --data locomo-dev.json --out RESULT.json
 
 PyTorch (sentence-transformers) is the baseline; ONNX Runtime fp32 and int8 run the same
-all-MiniLM-L6-v2 (memory/embedding_onnx.py). Every measurement interleaves the backends
-(each round runs each of them, in a rotating order) so that load from other work on a
+all-MiniLM-L6-v2 (memory/embedding/onnx_backend.py). Every measurement interleaves the
+backends (each round runs each of them, in a rotating order) so that load from other work on a
 shared machine hits all of them alike; ratios to PyTorch are the figures to read, the
 absolute numbers carry the load average they were taken under.
 
@@ -220,7 +220,7 @@ THREAD_SETTINGS = {"1 thread x 2 workers": {"threads": 1, "workers": 2},
 
 def thread_settings(questions: list[str], turns: list[str], rounds: int, variant: str
                     ) -> dict[str, Any]:
-    from memory.embedding_onnx import OnnxEmbedder
+    from memory.embedding import OnnxEmbedder
 
     names = list(THREAD_SETTINGS)
     models = {k: OnnxEmbedder(variant=variant, **v) for k, v in THREAD_SETTINGS.items()}

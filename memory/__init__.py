@@ -11,8 +11,7 @@ report (:class:`ForgetResult` with its :class:`Erasure`, :class:`RunSummary`,
 """
 
 from .config import Limits
-from .embedding import Embedder, SentenceTransformerEmbedder
-from .embedding_onnx import OnnxEmbedder
+from .embedding import Embedder, OnnxEmbedder, SentenceTransformerEmbedder
 from .erasure import Erasure
 from .errors import (
     AppendOnlyViolation,

@@ -15,10 +15,15 @@ import numpy as np
 import pytest
 
 import memory
-from memory import embedding, onnx_export
 from memory.cli import main
-from memory.embedding import SentenceTransformerEmbedder, default_embedder, load_embedder
-from memory.embedding_onnx import OnnxEmbedder
+from memory.embedding import (
+    OnnxEmbedder,
+    SentenceTransformerEmbedder,
+    default_embedder,
+    load_embedder,
+    selection,
+)
+from memory.embedding import export as onnx_export
 from memory.errors import ConfigurationError
 from memory.projections import ProjectionConfigMismatch, live_generation
 
@@ -230,21 +235,21 @@ def test_default_without_an_exporter_falls_back_to_pytorch_unless_onnx_was_asked
     monkeypatch.setenv("MEMORY_MODEL_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(onnx_export, "_version",
                         lambda dist: "-" if dist == "onnxscript" else "1")
-    monkeypatch.setattr(embedding, "_exporter_present", lambda: False)
+    monkeypatch.setattr(selection, "_exporter_present", lambda: False)
     monkeypatch.delenv("MEMORY_EMBEDDER", raising=False)
-    fallback = embedding._make(None, "onnx", explicit=False)
+    fallback = selection._make(None, "onnx", explicit=False)
     assert isinstance(fallback, SentenceTransformerEmbedder)
     assert fallback.name == "all-MiniLM-L6-v2"
     with pytest.raises(ConfigurationError, match=r"memory\[onnx\]"):
-        embedding._make(None, "onnx", explicit=True)
+        selection._make(None, "onnx", explicit=True)
     with pytest.raises(ConfigurationError, match=r"memory\[onnx\]"):
-        embedding._make(None, "onnx-int8", explicit=False)
+        selection._make(None, "onnx-int8", explicit=False)
     assert not (tmp_path / "empty").exists() or not any((tmp_path / "empty").iterdir())
 
 
 def test_models_onnx_cannot_run_are_named_and_left_to_pytorch(tmp_path: Path) -> None:
     from memory.embedding import default_model_path
-    from memory.embedding_onnx import unsupported
+    from memory.embedding.onnx_backend import unsupported
 
     assert unsupported(default_model_path()) is None
     (tmp_path / "modules.json").write_text(

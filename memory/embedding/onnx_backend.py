@@ -4,7 +4,7 @@ CPU's speed, with no PyTorch at run time.
 The pipeline is all-MiniLM-L6-v2's own: the fast tokenizer (``tokenizer.json``, lower
 case, truncated at the model's ``max_seq_length``), the exported encoder, mean pooling
 over the attention mask and L2 normalisation (numpy). The encoder is exported once and
-cached (:mod:`memory.onnx_export`).
+cached (:mod:`memory.embedding.export`).
 
 Variants, and what they mean for stored vectors:
 
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigurationError
-from .packaged_model import DEFAULT_MODEL, default_model_path
+from ..errors import ConfigurationError
+from .weights import DEFAULT_MODEL, default_model_path
 
 DEFAULT_MAX_SEQ_LENGTH = 256
 INT8_SUFFIX = "+int8"
@@ -75,7 +75,7 @@ class OnnxEmbedder:
         _check_supported(folder)
         self._tokenizer = _tokenizer(folder, self.max_seq_length)
         if model_file is None:
-            from .onnx_export import cached_export
+            from .export import cached_export
 
             model_file = cached_export(folder, variant, name=base)
         self.model_file = Path(model_file)
