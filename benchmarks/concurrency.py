@@ -31,34 +31,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import datetime as dt
 import gc
 import json
 import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from machine_info import cpu_model
+import harness
+import latency
+from machine_info import machine
 
 import memory
 from memory import message
 from memory.aio import AsyncStore
 from memory.aio.store import default_workers
 from memory.embedding import default_embedder
-from memory.pg import embedded
-from memory.pg import engine as db
 
 WORKERS = 16
 BUDGET = 1_000
@@ -138,13 +131,10 @@ async def run_async(face: AsyncStore, plan: list[list[tuple[str, str, str]]], em
     return elapsed, list(out), lags
 
 
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
+def lag_figures(lags: list[float]) -> dict[str, float]:
+    """The ticker's lateness (ms): how many ticks, p50, p99 and the largest."""
+    return {"ticks": len(lags), **latency.percentiles(lags, 50, 99),
+            "max": round(max(lags), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,74 +153,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
 
-    home = None
-    if not os.environ.get("MEMORY_DATABASE_URL"):
-        home = Path(tempfile.mkdtemp(prefix="memory-bench-"))
-        server_url = embedded.start(home)
-        os.environ.setdefault("MEMORY_MASTER_KEY_FILE", str(home / "master.key"))
-    else:
-        server_url = db.resolve_url(None)
-    name = f"memory_bench_concurrency_{os.getpid()}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(
-        hide_password=False)
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": commit(),
-        "loadavg_at_start": os.getloadavg(), "workers": WORKERS,
-        "calls_per_worker": args.calls, "budget": BUDGET,
-        "switch_interval_s": sys.getswitchinterval(), "gc_freeze": args.gc_freeze}
-    try:
-        embedder = default_embedder()
-        with memory.Store.open(url) as store:
-            build(store)
-            store.project(embedder=embedder)
-            for actor in ACTORS:  # warm-up: the model, each actor's scope in the cache
-                store.context(QUERIES[0], actor=actor, session=f"{actor}-s0", budget=BUDGET,
-                              embedder=embedder)
-            plan = calls(args.calls)
-            n = WORKERS * args.calls
-            threads_s, threads_out = run_threads(store, plan, embedder)
-            info["loadavg_after_threads"] = os.getloadavg()
+    with (harness.server(os.environ.get("MEMORY_DATABASE_URL")) as srv,
+          harness.scratch_database(srv.url, f"memory_bench_concurrency_{os.getpid()}")
+          as url):
+        return measure(args, url)
 
-            async def on_loop() -> tuple[float, list[list[Any]], list[float], int]:
-                face = AsyncStore(store, owns_store=False, workers=args.workers)
-                try:
-                    return await run_async(face, plan, embedder)
-                finally:
-                    await face.close()
-            if args.gc_freeze:
-                gc.collect()
-                gc.freeze()
-            idle = np.asarray(asyncio.run(idle_lag()))
-            async_s, async_out, lags = asyncio.run(on_loop())
-        info["loadavg_at_end"] = os.getloadavg()
-        lag = np.asarray(lags)
-        info.update({
-            "calls": n, "threads_s": round(threads_s, 3), "async_s": round(async_s, 3),
-            "threads_calls_per_s": round(n / threads_s, 2),
-            "async_calls_per_s": round(n / async_s, 2),
-            "async_over_threads": round(threads_s / async_s, 3),
-            "async_workers": args.workers or default_workers(),
-            "loop_lag_ms": {"ticks": len(lags), "p50": round(float(np.percentile(lag, 50)), 3),
-                            "p99": round(float(np.percentile(lag, 99)), 3),
-                            "max": round(float(lag.max()), 3)},
-            "idle_loop_lag_ms": {"ticks": len(idle),
-                                 "p50": round(float(np.percentile(idle, 50)), 3),
-                                 "p99": round(float(np.percentile(idle, 99)), 3),
-                                 "max": round(float(idle.max()), 3)},
-            "same_contexts": threads_out == async_out})
-        print(json.dumps(info, indent=2))
-        if args.out:
-            args.out.write_text(json.dumps(info, indent=2) + "\n")
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
-        if home is not None:
-            embedded.stop(home)
+
+def measure(args: argparse.Namespace, url: str) -> int:
+    """Build the history in the scratch database ``url``, then time both faces."""
+    info: dict[str, Any] = {
+        **machine(), "workers": WORKERS, "calls_per_worker": args.calls, "budget": BUDGET,
+        "switch_interval_s": sys.getswitchinterval(), "gc_freeze": args.gc_freeze}
+    embedder = default_embedder()
+    with memory.Store.open(url) as store:
+        build(store)
+        store.project(embedder=embedder)
+        for actor in ACTORS:  # warm-up: the model, each actor's scope in the cache
+            store.context(QUERIES[0], actor=actor, session=f"{actor}-s0", budget=BUDGET,
+                          embedder=embedder)
+        plan = calls(args.calls)
+        n = WORKERS * args.calls
+        threads_s, threads_out = run_threads(store, plan, embedder)
+        info["loadavg_after_threads"] = os.getloadavg()
+
+        async def on_loop() -> tuple[float, list[list[Any]], list[float], int]:
+            face = AsyncStore(store, owns_store=False, workers=args.workers)
+            try:
+                return await run_async(face, plan, embedder)
+            finally:
+                await face.close()
+        if args.gc_freeze:
+            gc.collect()
+            gc.freeze()
+        idle = asyncio.run(idle_lag())
+        async_s, async_out, lags = asyncio.run(on_loop())
+    info["loadavg_at_end"] = os.getloadavg()
+    info.update({
+        "calls": n, "threads_s": round(threads_s, 3), "async_s": round(async_s, 3),
+        "threads_calls_per_s": round(n / threads_s, 2),
+        "async_calls_per_s": round(n / async_s, 2),
+        "async_over_threads": round(threads_s / async_s, 3),
+        "async_workers": args.workers or default_workers(),
+        "loop_lag_ms": lag_figures(lags), "idle_loop_lag_ms": lag_figures(idle),
+        "same_contexts": threads_out == async_out})
+    print(json.dumps(info, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(info, indent=2) + "\n")
     return 0
 
 
