@@ -14,7 +14,7 @@ This module finishes the job on the owner's connection (``Store.maintenance_engi
 - the derived tables (``DERIVED_TABLES``) get a plain ``VACUUM`` with index cleanup forced
   on, which removes the deleted rows' index entries and lets their space be reused
   without blocking readers or writers. Their bytes stay in the freed space of the pages
-  until a later write reuses it (README, "What forget leaves behind").
+  until a later write reuses it (docs/threat-model.md, "What forget leaves behind").
 
 VACUUM FULL copies a deleted row along if a snapshot older than the delete may still see
 it, so the rewrite first waits (``wait_seconds``) for older transactions on this database
@@ -25,7 +25,8 @@ NULL) and ``memory forget --erase-pending``, run with the owner's URL, completes
 
 WAL keeps the deleted bytes (and the full-page image a DELETE writes after a checkpoint)
 until its segment is removed, or recycled and overwritten; ``flush_wal`` hastens that
-with checkpoints and WAL switches (README, "What forget leaves behind", says how long).
+with checkpoints and WAL switches (docs/threat-model.md, "What forget leaves behind",
+says how long).
 """
 
 from __future__ import annotations

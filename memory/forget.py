@@ -31,9 +31,9 @@ payload, and derive nothing from them.
 Rows deleted by PostgreSQL keep their bytes in the data files: ``Store.forget`` then
 rewrites the key tables and vacuums the derived ones (memory/erasure.py), or records that
 this is pending when its connection may not. Copies made before the forget (backups, WAL
-archives, replicas' lag) keep the key for as long as they are kept (README, "What forget
-leaves behind"). Events stored while encryption was off cannot be erased from the log; a
-forget that would leave such payloads refuses with :class:`ForgetError`.
+archives, replicas' lag) keep the key for as long as they are kept (docs/threat-model.md,
+"What forget leaves behind"). Events stored while encryption was off cannot be erased
+from the log; a forget that would leave such payloads refuses with :class:`ForgetError`.
 """
 
 from __future__ import annotations

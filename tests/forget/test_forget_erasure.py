@@ -229,8 +229,9 @@ def test_rewriting_the_derived_tables_leaves_no_text_in_their_files(
         store: memory.Store, admin: sa.Engine, memory_home: Path,
         embedder) -> None:  # type: ignore[no-untyped-def]
     """The default VACUUM frees the derived rows' space without zeroing it (the text stays
-    in the files until reused, README "What forget leaves behind"); ``rewrite_derived``
-    rewrites those tables, and nothing of the forgotten actor's text is left in base/."""
+    in the files until reused, docs/threat-model.md, "What forget leaves behind");
+    ``rewrite_derived`` rewrites those tables, and nothing of the forgotten actor's text is
+    left in base/."""
     append_markers(store)
     store.project(embedder=embedder)
     mark = [A_MARK.encode()]

@@ -256,7 +256,7 @@ def test_a_grouped_call_takes_the_append_lock_itself(
         stores: tuple[memory.Store, memory.Store, memory.Store]) -> None:
     """``p_grouped`` (a group's requests run under the group's lock) cannot be used to
     append without the lock: the call takes it, so positions stay in commit order. The
-    residue the README states: a tenant holding a transaction open after an append holds
+    residue docs/threat-model.md states: a tenant holding a transaction open after an append holds
     the lock, and the other tenants' appends wait (up to their lock_timeout)."""
     _store, acme, globex = stores
     statement, params = _append_request(acme, "acme")
