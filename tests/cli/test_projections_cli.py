@@ -16,11 +16,15 @@ from memory.projections import live_generation
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers.sentence_transformer.modules import Dense
+    except ImportError:  # sentence-transformers before 6 keeps it in .models
+        from sentence_transformers.models import Dense
 
     torch.manual_seed(0)
     base = default_embedder("torch")  # the PyTorch modules, to stack a Dense layer on
-    dense = models.Dense(in_features=base.dim, out_features=96,
+    dense = Dense(in_features=base.dim, out_features=96,
                          activation_function=torch.nn.Identity())
     model = SentenceTransformer(modules=[*base.model, dense], device="cpu")
     folder = tmp_path_factory.mktemp("models") / "minilm-dense-96"
