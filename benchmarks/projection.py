@@ -152,8 +152,8 @@ def run_projection(url: str, embedder: Any, batch_size: int) -> dict[str, Any]:
     from memory.projections import ChunksProjection, Runner
 
     timed = TimedEmbedder(embedder)
-    # The database is a copy of a template, whose tenant-role mapping names the template's
-    # roles; the runner works as the owner in any case, so the store opens as the owner.
+    # The runner works as the owner (store.maintenance_engine) whatever the store's role,
+    # so the store opens as the owner too: no tenant role is made in each copy.
     with memory.Store.open(url, migrate=False, tenant_roles=False) as store:
         runner = Runner(store.maintenance_engine, ChunksProjection(timed), log=store.log,
                         batch_size=batch_size, progress=False)
