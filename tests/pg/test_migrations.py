@@ -208,3 +208,36 @@ def test_no_migration_imports_another() -> None:
         assert "importlib" not in text and "with_name(" not in text, path.name
         imports = [line for line in text.splitlines() if line.startswith(("import", "from"))]
         assert not any(name in line for line in imports for name in names), path.name
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(db.alembic_config()).get_heads() == [db.SCHEMA_HEAD]
+
+
+def test_opening_a_database_at_head_never_loads_alembic(database_url: str) -> None:
+    """A store opened on a migrated database reads the version row and goes on: Alembic's
+    modules are not imported (they stay out of every process that only uses a store)."""
+    script = ("import sys, memory\n"
+              "with memory.Store.open(sys.argv[1]) as store:\n"
+              "    store.append('s', memory.message('user', 'hi'), actor='a')\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('alembic', 'mako')))\n")
+    run = subprocess.run([sys.executable, "-c", script, database_url], capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+
+
+def test_a_database_behind_head_is_upgraded(empty_url: str) -> None:
+    engine = db.make_engine(empty_url)
+    try:
+        db.migrate(engine, "0002")
+        with engine.connect() as conn:
+            assert db.current_revision(conn) == "0002"
+        db.migrate(engine)
+        with engine.connect() as conn:
+            assert db.current_revision(conn) == db.SCHEMA_HEAD
+    finally:
+        engine.dispose()
