@@ -241,8 +241,10 @@ def test_a_retry_in_a_group_is_sent_again_request_by_request(
 def test_two_groups_in_flight(store: memory.Store, database_url: str, groups: list[int],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     """With two groups allowed in flight, a second append is sent while the first waits
-    for the lock, the next ones queue and go as one group when a slot frees; every
-    append lands once, in its own session, and the combiner ends idle."""
+    for the lock, the next ones queue and go together when a slot frees (as one group, or
+    split between the two slots when both free before the first waiting leader gathers:
+    the two groups ahead commit one right after the other); every append lands once, in
+    its own session, and the combiner ends idle."""
     monkeypatch.setattr(log_group, "MAX_IN_FLIGHT", 2)
     out: dict[str, Any] = {}
 
@@ -266,6 +268,7 @@ def test_two_groups_in_flight(store: memory.Store, database_url: str, groups: li
             time.sleep(0.002)
 
     threads = []
+    before = len(groups)
     with append_lock_held(database_url):
         for k, name in enumerate(("a1", "a2", "q1", "q2", "q3")):
             threads.append(threading.Thread(target=call, args=(name,)))
@@ -278,7 +281,7 @@ def test_two_groups_in_flight(store: memory.Store, database_url: str, groups: li
         assert in_flight() == 2
     for t in threads:
         t.join(30)
-    assert sorted(groups[-3:]) == [1, 1, 3]
+    assert sorted(groups[before:]) in ([1, 1, 3], [1, 1, 1, 2])
     assert all(isinstance(r, list) and r[0].version == 1 for r in out.values()), out
     assert len({r[0].position for r in out.values()}) == 5
     assert in_flight() == 0 and waiting() == 0
