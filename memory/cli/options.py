@@ -32,9 +32,9 @@ def store_command(subparsers: Any, name: str, run: Callable[..., int], *, help: 
     """Declare the subcommand ``name`` that ``run`` carries out: the ``with`` block adds
     the command's own arguments to the parser it is given, and ``options`` (the store
     options by default) come after them, last in the usage and the help. The command's
-    description (`memory NAME --help`) is ``run``'s docstring as one paragraph: the
-    handler says once what the command does."""
-    doc = " ".join(run.__doc__.split()) if run.__doc__ else None
+    description (`memory NAME --help`) is ``run``'s docstring as one paragraph (the
+    handler says once what the command does), else the one-line ``help``."""
+    doc = " ".join(run.__doc__.split()) if run.__doc__ else help
     p = subparsers.add_parser(name, help=help, description=doc)
     yield p
     options(p)
