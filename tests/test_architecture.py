@@ -97,7 +97,7 @@ def uses_in(source: str, module: str, where: str) -> Iterator[str]:
 
 
 HISTORY = [
-    # a session of work, not a session of the log ("the term is only in session 1")
+    # numbered periods of work on the code, not the log's sessions or a score's rounding
     r"\(session [0-9]+",
     r"\b(?:since|as of|until|before|after) session [0-9]+",
     r"\bsession [0-9]+ (?:found|measured|showed|tried|added|made|fixed|moved|changed)\b",
