@@ -169,32 +169,13 @@ def build_context(store: StoreView, query: str, *, actor: str, session: str, bud
                 if st is not None and st.check is not None:
                     finder.attach(st.check, st.probed)
                 if finder.scope_size() > 0:
-                    t_embed = time.perf_counter()
-                    vquery = query
-                    if s.strip_author_names:
-                        vquery = vector_query(query, wholescope.scope_authors(finder))
-                        t_embed = time.perf_counter()
-                    model = query_embedder(store, embedder, chunks_gen)
-                    qvec = model.embed([vquery])[0]
-                    timings["embed_ms"] = (time.perf_counter() - t_embed) * 1000
-
-                    def embed_words(words: Sequence[str], model: Embedder = model) -> Any:
-                        t0 = time.perf_counter()  # query embedding: timed as such
-                        out = expansion.word_vectors(model, words,
-                                                     store.scope_cache.word_vectors)
-                        timings["embed_ms"] += (time.perf_counter() - t0) * 1000
-                        return out
-
-                    exact = _exact_path(finder, s, _pins)
+                    exact = exact_path(finder, s, _pins)
                     finder.plan["vector"] = "exact" if exact else "hnsw"
                     pins["vector"] = finder.plan["vector"]
-                    hits = Candidates(finder, query, qvec, exact)
-                    now = (st.bound_time or _EPOCH) if st is not None else \
+                    now = (st.bound_time or EPOCH) if st is not None else \
                         _bound_time(conn, scope, bound)
-                    ranked = ranker(RankRequest(
-                        query=query, hits=hits, neighbours=finder.neighbours, settings=s,
-                        now=now, embeddings=finder.embeddings,
-                        query_vec=qvec, finder=finder, embed=embed_words))
+                    ranked = rank_chunks(store, finder, query, s, embedder, ranker, now,
+                                         exact, timings)
                     if view.filters:  # out of this session's view: never a memory
                         ranked = [r for r in ranked if view.keeps(r.hit)]
                     used = take_memories(parts, ranked, finder, s, counter, budget, used,
@@ -235,11 +216,40 @@ def _pin(gen: Generation | None, bound: int) -> dict[str, int] | None:
     return None if gen is None else {"generation": gen.generation, "bound": bound}
 
 
-_EPOCH = datetime.fromtimestamp(0, UTC)
+EPOCH = datetime.fromtimestamp(0, UTC)
+"""The ranker's "now" when the log holds no event yet."""
 
 
-def _exact_path(finder: ChunkSearch, s: RetrievalSettings, pins: dict[str, Any] | None
-                ) -> bool:
+def rank_chunks(store: StoreView, finder: ChunkSearch, query: str, s: RetrievalSettings,
+                embedder: Embedder | None, ranker: Ranker, now: datetime, exact: bool,
+                timings: dict[str, float] | None = None) -> list[Ranked]:
+    """The scope's chunks in ``ranker``'s order for ``query``: the query embedded (author
+    names left out when the settings say so), the candidates, and the word vectors the
+    query expansion asks for. What a context call and :meth:`memory.Store.search` share;
+    ``timings["embed_ms"]`` (when given) gains the time spent embedding."""
+    spent = timings if timings is not None else {}
+    vquery = query
+    if s.strip_author_names:
+        vquery = vector_query(query, wholescope.scope_authors(finder))
+    t_embed = time.perf_counter()
+    model = query_embedder(store, embedder, finder.gen)
+    qvec = model.embed([vquery])[0]
+    spent["embed_ms"] = spent.get("embed_ms", 0.0) + (time.perf_counter() - t_embed) * 1000
+
+    def embed_words(words: Sequence[str]) -> Any:
+        t0 = time.perf_counter()  # query embedding: timed as such
+        out = expansion.word_vectors(model, words, store.scope_cache.word_vectors)
+        spent["embed_ms"] += (time.perf_counter() - t0) * 1000
+        return out
+
+    return ranker(RankRequest(
+        query=query, hits=Candidates(finder, query, qvec, exact),
+        neighbours=finder.neighbours, settings=s, now=now, embeddings=finder.embeddings,
+        query_vec=qvec, finder=finder, embed=embed_words))
+
+
+def exact_path(finder: ChunkSearch, s: RetrievalSettings, pins: dict[str, Any] | None
+               ) -> bool:
     """Exact search for a scope within ``exact_search_max_chunks`` (or a generation of
     unknown dimension, which has no HNSW index); a replay takes the recorded path."""
     if pins is not None and pins.get("vector") in ("exact", "hnsw"):
@@ -306,7 +316,7 @@ def _bound_time(conn: sa.Connection, scope: Scope, bound: int) -> datetime:
     bound happened (a function of the bound, so as_of and replay weigh recency exactly as
     the original call did)."""
     row = conn.exec_driver_sql(BOUND_TIME, (scope.tenant, bound)).fetchone()
-    return row[0] if row is not None else _EPOCH
+    return row[0] if row is not None else EPOCH
 
 
 class Candidates(Sequence[Hit]):

@@ -11,15 +11,14 @@ as it is from every context. Entry point: :meth:`memory.Store.search`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
 from ..log import check_id, check_int
 from ..pg import tenant_scope
-from . import render, search, wholescope
-from .context import Candidates, catch_up, query_embedder
-from .ranking import Ranked, Ranker, RankRequest, expansion, rank, vector_query
+from . import render, search
+from .context import EPOCH, catch_up, exact_path, rank_chunks
+from .ranking import Ranked, Ranker, rank
 from .result import Memory
 from .search import ChunkSearch, Scope
 from .sessionview import ContextView
@@ -39,8 +38,6 @@ NO_SESSION = ""
 session's view shapes the result."""
 
 MAX_POSITION = 2**63 - 1
-
-_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def search_memories(store: StoreView, query: str, *, actor: str, limit: int = 10,
@@ -74,8 +71,8 @@ def search_memories(store: StoreView, query: str, *, actor: str, limit: int = 10
                 finder.attach(st.check, st.probed)
             if finder.scope_size() == 0:
                 return []
-            ranked = _rank(finder, query, s, store, embedder, ranker or rank,
-                           st.bound_time or _EPOCH)
+            ranked = rank_chunks(store, finder, query, s, embedder, ranker or rank,
+                                 st.bound_time or EPOCH, exact_path(finder, s, None))
             # withdrawn events: read only when the first statement found a retraction
             view = ContextView.load(conn, scope, st.bound) if st.views \
                 else ContextView.plain(scope)
@@ -86,25 +83,6 @@ def search_memories(store: StoreView, query: str, *, actor: str, limit: int = 10
     tokens = counter.count_many([render.memory_line(r.hit, s.date_format) for r in ranked])
     return [_memory(r, i, n) for i, (r, n) in enumerate(zip(ranked, tokens, strict=True),
                                                          start=1)]
-
-
-def _rank(finder: ChunkSearch, query: str, s: RetrievalSettings, store: StoreView,
-          embedder: Embedder | None, ranker: Ranker, now: datetime) -> list[Ranked]:
-    """The scope's chunks in the ranker's order, as a context call ranks them."""
-    vquery = query
-    if s.strip_author_names:
-        vquery = vector_query(query, wholescope.scope_authors(finder))
-    model = query_embedder(store, embedder, finder.gen)
-    qvec = model.embed([vquery])[0]
-
-    def embed_words(words: Sequence[str]) -> Any:
-        return expansion.word_vectors(model, words, store.scope_cache.word_vectors)
-
-    exact = finder.gen.dim is None or finder.scope_size() <= s.exact_search_max_chunks
-    return ranker(RankRequest(
-        query=query, hits=Candidates(finder, query, qvec, exact),
-        neighbours=finder.neighbours, settings=s, now=now, embeddings=finder.embeddings,
-        query_vec=qvec, finder=finder, embed=embed_words))
 
 
 def _memory(r: Ranked, rank_: int, tokens: int) -> Memory:
