@@ -232,7 +232,7 @@ def rank_chunks(store: StoreView, finder: ChunkSearch, query: str, s: RetrievalS
     if s.strip_author_names:
         vquery = vector_query(query, wholescope.scope_authors(finder))
     t_embed = time.perf_counter()
-    model = query_embedder(store, embedder, finder.gen)
+    model = _query_embedder(store, embedder, finder.gen)
     qvec = model.embed([vquery])[0]
     spent["embed_ms"] = spent.get("embed_ms", 0.0) + (time.perf_counter() - t_embed) * 1000
 
@@ -243,7 +243,7 @@ def rank_chunks(store: StoreView, finder: ChunkSearch, query: str, s: RetrievalS
         return out
 
     return ranker(RankRequest(
-        query=query, hits=Candidates(finder, query, qvec, exact),
+        query=query, hits=_Candidates(finder, query, qvec, exact),
         neighbours=finder.neighbours, settings=s, now=now, embeddings=finder.embeddings,
         query_vec=qvec, finder=finder, embed=embed_words))
 
@@ -281,7 +281,7 @@ def _generations(conn: sa.Connection, bound: int, pins: dict[str, Any] | None,
     return out[0], out[1], out[2], out[3]
 
 
-def query_embedder(store: StoreView, embedder: Embedder | None, gen: Generation) -> Embedder:
+def _query_embedder(store: StoreView, embedder: Embedder | None, gen: Generation) -> Embedder:
     """The query's embedder (``embedder``, else the store's, else the default),
     refused with a typed error unless it is the model the live chunks generation was built
     with: vectors of two models are never compared (a search shares this check)."""
@@ -319,7 +319,7 @@ def _bound_time(conn: sa.Connection, scope: Scope, bound: int) -> datetime:
     return row[0] if row is not None else EPOCH
 
 
-class Candidates(Sequence[Hit]):
+class _Candidates(Sequence[Hit]):
     """The vector and full-text candidates, searched on first use: the default ranker
     scores a small scope whole and never looks at them (ranking.rank_scope), so a call
     it handles skips the search; any other ranker gets them as before."""
